@@ -1,0 +1,94 @@
+//! Every size, rate and timing the contract fixes, as documented constants.
+//!
+//! The server announces the ones a client must respect in `session.ready`
+//! (`limits`); the defaults here are what it announces unless it is configured
+//! otherwise. Clients and server take their numbers from this one place.
+
+/// Largest text frame, in bytes, that the server accepts; a bigger frame is
+/// closed with 1009 (`message_too_big`).
+///
+/// Large enough for a `chat.send` carrying [`MAX_TEXT_CHARS`] characters that
+/// are all escaped as JSON surrogate pairs (12 bytes each), plus the envelope.
+pub const MAX_MESSAGE_BYTES: usize = 65_536;
+
+/// Longest chat message, in Unicode scalar values, counted after trimming
+/// leading and trailing white space (Unicode `White_Space`, as `str::trim`).
+pub const MAX_TEXT_CHARS: usize = 4_000;
+
+/// Longest identifier (conversation, message, user, pet, order, request id),
+/// in characters. Identifiers are never empty.
+pub const MAX_ID_CHARS: usize = 128;
+
+/// Longest `topic` of `conversation.open`, in characters.
+pub const MAX_TOPIC_CHARS: usize = 200;
+
+/// Largest `seq` or `upToSeq` on the wire: JavaScript's
+/// `Number.MAX_SAFE_INTEGER`, so that every client reads sequence numbers exactly.
+pub const MAX_SEQ: u64 = 9_007_199_254_740_991;
+
+/// Default `maxReplay`: at most this many `chat.message`s follow one
+/// `conversation.joined`; `hasMore: true` tells the client to join again.
+pub const MAX_REPLAY: usize = 500;
+
+/// Default `messagesPerSecond`: client messages (all but `ping`) a connection
+/// may send per second, sustained.
+pub const DEFAULT_MESSAGES_PER_SECOND: u32 = 10;
+
+/// The burst a connection may send at once, as a multiple of its
+/// `messagesPerSecond`.
+pub const RATE_BURST_FACTOR: u32 = 2;
+
+/// Default `heartbeatIntervalMs`: the server pings every connection this often.
+pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 25_000;
+
+/// A peer that stays silent for this many heartbeat intervals is dead: the
+/// server closes it with 4000 and a client reconnects.
+pub const HEARTBEAT_MISSED_INTERVALS: u32 = 2;
+
+/// A `typing.start` that no `typing.stop` follows expires after this long.
+pub const TYPING_EXPIRY_MS: u64 = 6_000;
+
+/// Clients send at most one `typing.start` per this interval of typing.
+pub const TYPING_THROTTLE_MS: u64 = 3_000;
+
+/// Default size, in frames, of the server's outbound queue per connection; a
+/// reader too slow to keep it from filling up is closed with 4001.
+///
+/// It holds a whole replay ([`MAX_REPLAY`] messages) with room to spare.
+pub const DEFAULT_OUTBOUND_QUEUE_FRAMES: usize = 1_024;
+
+/// Messages a client keeps in its outbox (sent while disconnected or not yet
+/// acknowledged); the client reports an error instead of queueing more.
+pub const OUTBOX_CAPACITY: usize = 256;
+
+/// Default cap on simultaneous connections of one user (1013 beyond it).
+pub const DEFAULT_MAX_CONNECTIONS_PER_USER: usize = 10;
+
+/// Default cap on simultaneous connections of one server process (1013 beyond it).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// Default time an agent who disconnected keeps its conversations before they
+/// are re-queued.
+pub const DEFAULT_AGENT_GRACE_MS: u64 = 60_000;
+
+/// Reconnect backoff: the first delay is drawn from `0..=RECONNECT_BASE_MS`.
+pub const RECONNECT_BASE_MS: u64 = 1_000;
+
+/// Reconnect backoff: delays double up to this cap.
+pub const RECONNECT_CAP_MS: u64 = 30_000;
+
+/// Reconnect backoff starts over once a connection has stayed up this long.
+pub const RECONNECT_RESET_AFTER_MS: u64 = 30_000;
+
+/// Token expiry leeway the server allows for clock skew, in seconds.
+pub const TOKEN_LEEWAY_SECS: u64 = 60;
+
+/// Longest close reason, in bytes (RFC 6455 §5.5: control frames carry at most
+/// 125 bytes, two of which are the code).
+pub const MAX_CLOSE_REASON_BYTES: usize = 123;
+
+/// Default page size of the history endpoint (`limit` when absent).
+pub const DEFAULT_HISTORY_PAGE: usize = 50;
+
+/// Largest page the history endpoint returns, whatever `limit` asks for.
+pub const MAX_HISTORY_PAGE: usize = 500;
