@@ -49,8 +49,9 @@ pub(crate) fn valid_examples(root: &Path) -> Result<Vec<Example>> {
         .map(|name| {
             let text = fs::read_to_string(dir.join(&name)).with_context(|| format!("reading {name}"))?;
             let value = serde_json::from_str(&text).with_context(|| format!("{name} is not JSON"))?;
-            Example::from_file(&name, value)
-                .with_context(|| format!("{name}: expected <client|server>.<type>[--<variant>].json naming a known type"))
+            Example::from_file(&name, value).with_context(|| {
+                format!("{name}: expected <client|server>.<type>[--<variant>].json naming a known type")
+            })
         })
         .collect()
 }
@@ -117,7 +118,10 @@ pub(crate) fn check(root: &Path) -> Result<String> {
         if actual != *contents {
             let diff = similar::TextDiff::from_lines(&actual, contents);
             let name = path.display().to_string();
-            report.push_str(&format!("{}\n", diff.unified_diff().context_radius(3).header(&name, &format!("{name} (expected)"))));
+            report.push_str(&format!(
+                "{}\n",
+                diff.unified_diff().context_radius(3).header(&name, &format!("{name} (expected)"))
+            ));
         }
     }
     for path in leftovers(root, &expected)? {

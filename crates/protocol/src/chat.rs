@@ -118,7 +118,9 @@ impl<'de> Deserialize<'de> for MessageText {
         let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
         Self::new(&text).map_err(|e| match e {
             // The decoder maps this marker to `text_too_long` (see error.rs).
-            TextError::TooLong { .. } => serde::de::Error::custom(format_args!("{}{e}", crate::error::TEXT_TOO_LONG_MARKER)),
+            TextError::TooLong { .. } => {
+                serde::de::Error::custom(format_args!("{}{e}", crate::error::TEXT_TOO_LONG_MARKER))
+            }
             TextError::Empty => serde::de::Error::custom(e),
         })
     }
@@ -165,7 +167,10 @@ mod tests {
         assert_eq!(MessageText::new("  hi \n").map(|t| t.as_str().to_owned()), Ok("hi".into()));
         let padded = format!("\u{3000}{}\u{85}", "x".repeat(MAX_TEXT_CHARS));
         assert!(MessageText::new(&padded).is_ok());
-        assert_eq!(MessageText::new(&"x".repeat(MAX_TEXT_CHARS + 1)), Err(TextError::TooLong { chars: MAX_TEXT_CHARS + 1 }));
+        assert_eq!(
+            MessageText::new(&"x".repeat(MAX_TEXT_CHARS + 1)),
+            Err(TextError::TooLong { chars: MAX_TEXT_CHARS + 1 })
+        );
         assert_eq!(MessageText::new(" \t\u{2028} "), Err(TextError::Empty));
         assert_eq!(MessageText::new(""), Err(TextError::Empty));
     }

@@ -117,10 +117,10 @@ impl CloseCode {
     /// What a client does after a close with this code.
     pub const fn reconnect(self) -> Reconnect {
         match self.0 {
-            1000 | 1008 | 4503 | 4505 => Reconnect::Stop,
             4500 | 4501 => Reconnect::NewToken,
             1013 | 4002 => Reconnect::AfterHint,
-            4500..=4999 => Reconnect::Stop,
+            // 4503, 4505 and the rest of the "do not reconnect" range.
+            1000 | 1008 | 4502..=4999 => Reconnect::Stop,
             _ => Reconnect::Backoff,
         }
     }
@@ -142,12 +142,18 @@ impl CloseCode {
         match self.0 {
             1000 => "Normal closure; the client closes with it when the user leaves. Do not reconnect.",
             1001 => "The server is shutting down. Reconnect with backoff.",
-            1003 => "A binary frame arrived; v1 is text only, binary is reserved for attachments. Reconnect with backoff.",
+            1003 => {
+                "A binary frame arrived; v1 is text only, binary is reserved for attachments. Reconnect with backoff."
+            }
             1008 => "The Origin is not allowed. Do not reconnect.",
-            1009 => "A frame exceeded maxMessageBytes. Reconnect with backoff; drop the offending message from the outbox.",
+            1009 => {
+                "A frame exceeded maxMessageBytes. Reconnect with backoff; drop the offending message from the outbox."
+            }
             1011 => "The server failed unexpectedly. Reconnect with backoff.",
             1012 => "The server is restarting. Reconnect with backoff.",
-            1013 => "The server is at capacity. Reconnect with backoff, never sooner than the retryAfterMs hint of the close reason.",
+            1013 => {
+                "The server is at capacity. Reconnect with backoff, never sooner than the retryAfterMs hint of the close reason."
+            }
             4000 => "No frame from the client for two heartbeat intervals. Reconnect with backoff.",
             4001 => "The client read too slowly and its outbound queue filled up. Reconnect and resume with afterSeq.",
             4002 => "The client kept flooding after rate_limited errors. Reconnect after the hinted retryAfterMs.",
@@ -155,9 +161,10 @@ impl CloseCode {
             4501 => "The token has expired. Reconnect only with a fresh token.",
             4503 => "The user may not use this service. Stop.",
             4505 => "The client offered only protocol versions this server does not speak. Stop.",
-            4000..=4499 => "Not named by the contract: reconnect with backoff.",
-            4500..=4999 => "Not named by the contract: do not reconnect without something new.",
-            _ => "Not named by the contract: reconnect with backoff.",
+            _ => match self.reconnect() {
+                Reconnect::Stop => "Not named by the contract: do not reconnect without something new.",
+                _ => "Not named by the contract: reconnect with backoff.",
+            },
         }
     }
 }

@@ -299,7 +299,9 @@ impl Parts {
         };
         let timestamp = match object.remove("timestamp") {
             None => Ok(None),
-            Some(Value::String(ts)) => ts.parse().map(Some).map_err(|e| invalid(Some("timestamp"), &format!("timestamp {e}"))),
+            Some(Value::String(ts)) => {
+                ts.parse().map(Some).map_err(|e| invalid(Some("timestamp"), &format!("timestamp {e}")))
+            }
             Some(_) => Err(invalid(Some("timestamp"), "timestamp must be a string")),
         };
         Ok(Self { id, wire_type, data, timestamp })

@@ -84,7 +84,10 @@ string_id!(ConversationId, "Identifies a conversation; chosen by the server.");
 string_id!(MessageId, "Identifies a stored chat message; chosen by the server.");
 string_id!(UserId, "Identifies a user: the `sub` claim of its token.");
 string_id!(SessionId, "Identifies one connection's session; chosen by the server.");
-string_id!(RequestId, "The optional `id` a client puts on a request; replies and errors carry it back (as `refId` inside `error`).");
+string_id!(
+    RequestId,
+    "The optional `id` a client puts on a request; replies and errors carry it back (as `refId` inside `error`)."
+);
 string_id!(PetId, "A pet of the store's catalogue that a conversation is about.");
 string_id!(OrderId, "An order of the store that a conversation is about.");
 

@@ -27,28 +27,48 @@ fn the_envelope_is_checked_in_a_fixed_order() {
     check(r#"{"id":"r1","type":"nope"}"#, ErrorCode::UnknownType, Some("type"), Some("r1"));
     check(r#"{"id":"r1","type":"ping"}"#, ErrorCode::InvalidMessage, Some("data"), Some("r1"));
     check(r#"{"id":"r1","type":"ping","data":null}"#, ErrorCode::InvalidMessage, Some("data"), Some("r1"));
-    check(r#"{"id":"r1","type":"ping","data":{},"timestamp":3}"#, ErrorCode::InvalidMessage, Some("timestamp"), Some("r1"));
+    check(
+        r#"{"id":"r1","type":"ping","data":{},"timestamp":3}"#,
+        ErrorCode::InvalidMessage,
+        Some("timestamp"),
+        Some("r1"),
+    );
 }
 
 #[test]
 fn data_errors_name_the_field_inside_data() {
-    check(r#"{"id":"r2","type":"chat.send","data":{}}"#, ErrorCode::InvalidMessage, Some("data.conversationId"), Some("r2"));
-    let frame = format!(r#"{{"type":"chat.send","data":{{"conversationId":"c","clientMessageId":"x","text":"hi"}}}}"#);
-    check(&frame, ErrorCode::InvalidMessage, Some("data.clientMessageId"), None);
-    let frame = format!(r#"{{"type":"chat.send","data":{{"conversationId":"c","clientMessageId":"{UUID}","text":"  "}}}}"#);
+    check(
+        r#"{"id":"r2","type":"chat.send","data":{}}"#,
+        ErrorCode::InvalidMessage,
+        Some("data.conversationId"),
+        Some("r2"),
+    );
+    let frame = r#"{"type":"chat.send","data":{"conversationId":"c","clientMessageId":"x","text":"hi"}}"#;
+    check(frame, ErrorCode::InvalidMessage, Some("data.clientMessageId"), None);
+    let frame =
+        format!(r#"{{"type":"chat.send","data":{{"conversationId":"c","clientMessageId":"{UUID}","text":"  "}}}}"#);
     check(&frame, ErrorCode::InvalidMessage, Some("data.text"), None);
-    check(r#"{"type":"message.read","data":{"conversationId":"c","upToSeq":0}}"#, ErrorCode::InvalidMessage, Some("data.upToSeq"), None);
+    check(
+        r#"{"type":"message.read","data":{"conversationId":"c","upToSeq":0}}"#,
+        ErrorCode::InvalidMessage,
+        Some("data.upToSeq"),
+        None,
+    );
     check(r#"{"type":"conversation.open","data":{"topic":""}}"#, ErrorCode::InvalidMessage, Some("data.topic"), None);
 }
 
 #[test]
 fn a_text_too_long_after_trimming_has_its_own_code() {
     let text = "x".repeat(4001);
-    let frame = format!(r#"{{"id":"r3","type":"chat.send","data":{{"conversationId":"c","clientMessageId":"{UUID}","text":"{text}"}}}}"#);
+    let frame = format!(
+        r#"{{"id":"r3","type":"chat.send","data":{{"conversationId":"c","clientMessageId":"{UUID}","text":"{text}"}}}}"#
+    );
     check(&frame, ErrorCode::TextTooLong, Some("data.text"), Some("r3"));
 
     let padded = format!("   {}   ", "x".repeat(4000));
-    let frame = format!(r#"{{"type":"chat.send","data":{{"conversationId":"c","clientMessageId":"{UUID}","text":"{padded}"}}}}"#);
+    let frame = format!(
+        r#"{{"type":"chat.send","data":{{"conversationId":"c","clientMessageId":"{UUID}","text":"{padded}"}}}}"#
+    );
     let envelope = ClientEnvelope::decode(&frame).expect("4000 characters after trimming");
     let ClientMessage::ChatSend(send) = envelope.message else { panic!("chat.send") };
     assert_eq!(send.text.as_str().len(), 4000, "the text is stored trimmed");

@@ -10,7 +10,8 @@ use serde_json::Value;
 
 fn examples(kind: &str) -> Vec<(String, String)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/examples").join(kind);
-    let mut files: Vec<PathBuf> = fs::read_dir(&dir).expect("examples folder").map(|e| e.expect("entry").path()).collect();
+    let mut files: Vec<PathBuf> =
+        fs::read_dir(&dir).expect("examples folder").map(|e| e.expect("entry").path()).collect();
     files.sort();
     assert!(!files.is_empty(), "no examples in {}", dir.display());
     files

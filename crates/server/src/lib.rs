@@ -1,1 +1,1 @@
-//! x
+//! The petchat chat server (axum + tokio): placeholder until the server lands.

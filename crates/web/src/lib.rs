@@ -1,1 +1,1 @@
-//! x
+//! The browser client (wasm) and its pages: placeholder until the browser client lands.

@@ -66,10 +66,8 @@ pub(super) fn document(examples: &[Example]) -> String {
             })
         })
         .collect();
-    let error_codes: Vec<Value> = ErrorCode::ALL
-        .iter()
-        .map(|code| json!({ "code": code.as_str(), "description": code.description() }))
-        .collect();
+    let error_codes: Vec<Value> =
+        ErrorCode::ALL.iter().map(|code| json!({ "code": code.as_str(), "description": code.description() })).collect();
 
     let doc = json!({
         "asyncapi": "3.0.0",

@@ -142,7 +142,9 @@ pub(crate) fn envelope_schema(direction: Direction, message: &MessageSchema, def
             "Optional request id; every reply or error caused by this message carries it back.",
             "Optional; when the client sent it. The server does not rely on it.",
         ),
-        Direction::Server => ("The id of the request this answers, when it answers one.", "When the server sent it (UTC)."),
+        Direction::Server => {
+            ("The id of the request this answers, when it answers one.", "When the server sent it (UTC).")
+        }
     };
     serde_json::json!({
         "title": format!("{} ({})", message.wire_type, match direction {

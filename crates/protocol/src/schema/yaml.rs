@@ -107,7 +107,10 @@ fn literal_block_fits(s: &str) -> bool {
 fn key_text(key: &str) -> String {
     let plain = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '$' || c == '_')
         && key.chars().all(|c| c.is_ascii_alphanumeric() || "$_.-".contains(c))
-        && !matches!(key.to_ascii_lowercase().as_str(), "true" | "false" | "null" | "yes" | "no" | "on" | "off" | "y" | "n");
+        && !matches!(
+            key.to_ascii_lowercase().as_str(),
+            "true" | "false" | "null" | "yes" | "no" | "on" | "off" | "y" | "n"
+        );
     if plain { key.to_owned() } else { serde_json::to_string(key).expect("a string always serializes") }
 }
 

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The one test command of petchat (README, .ci/run): installs what the checks
+# need on a fresh Debian machine, skipping what is already there, then runs
+# every check. Each step prints a "==>" header; the first failure stops it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+step "toolchain and packages"
+for component in rustfmt clippy; do
+  rustup component list --installed | grep -q "^$component" || rustup component add "$component"
+done
+rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  as_root apt-get update -qq && as_root apt-get install -y -qq nodejs npm
+fi
+# The contract validators (ajv, @asyncapi/parser), pinned by package-lock.json.
+if [ ! -f scripts/contract/node_modules/.package-lock.json ] \
+  || [ scripts/contract/package-lock.json -nt scripts/contract/node_modules/.package-lock.json ]; then
+  (cd scripts/contract && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked
+
+step "protocol crate for wasm32-unknown-unknown"
+cargo build --package petchat-protocol --target wasm32-unknown-unknown --locked
+
+step "generated files are fresh"
+cargo xtask schemas --check
+
+step "contract checked by ajv and @asyncapi/parser"
+node scripts/contract/validate.mjs
