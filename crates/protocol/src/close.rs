@@ -28,7 +28,7 @@ pub enum Reconnect {
 pub struct CloseCode(pub u16);
 
 impl CloseCode {
-    /// 1000: the conversation ended normally (a client closes with it when the
+    /// 1000: the connection ended normally (a client closes with it when the
     /// user leaves). Do not reconnect.
     pub const NORMAL: Self = Self(1000);
     /// 1001: the server is shutting down. Reconnect with backoff.

@@ -18,7 +18,9 @@ pub fn protocol_doc_section(examples: &[Example]) -> String {
         });
         for message in messages(direction, &mut generator) {
             out.push_str(&format!("\n#### `{}`\n\n{}\n", message.wire_type, message.description()));
-            let example = examples.iter().find(|e| e.direction == direction && e.wire_type == message.wire_type);
+            // The plain example (no `--variant`) shows the message best.
+            let of_type = |e: &&Example| e.direction == direction && e.wire_type == message.wire_type;
+            let example = examples.iter().filter(of_type).min_by_key(|e| e.name.contains("--"));
             if let Some(example) = example {
                 let json = serde_json::to_string_pretty(&example.value).expect("a JSON value always serializes");
                 out.push_str(&format!(
