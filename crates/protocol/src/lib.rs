@@ -31,6 +31,7 @@ mod conversation;
 mod envelope;
 mod error;
 pub mod handshake;
+mod history;
 mod ids;
 pub mod limits;
 mod ready;
@@ -38,6 +39,7 @@ mod receipt;
 #[cfg(feature = "schema")]
 pub mod schema;
 mod time;
+pub mod token;
 mod typing;
 mod user;
 
@@ -50,6 +52,7 @@ pub use conversation::{
 };
 pub use envelope::{ClientEnvelope, ClientMessage, ServerEnvelope, ServerMessage};
 pub use error::{DecodeError, ErrorCode, ErrorData};
+pub use history::HistoryPage;
 pub use ids::{
     ClientMessageId, ConversationId, InvalidValue, LastSeq, MessageId, OrderId, PetId, RequestId, Seq, SessionId,
     UserId,

@@ -1,1 +1,147 @@
-//! The petchat chat server (axum + tokio): placeholder until the server lands.
+//! The petchat chat server: `/v1/ws/chat` over axum + tokio, durable on SQLite.
+//!
+//! [`run`] serves on a listener until a shutdown future resolves; tests bind
+//! `127.0.0.1:0` and decide when it stops. The pieces: [`ws`] handshakes and
+//! runs one task per connection, [`hub`] owns conversation state and commits
+//! before it speaks, [`store`] persists, [`bus`] fans frames out.
+
+pub mod auth;
+pub mod bus;
+pub mod config;
+mod http;
+pub mod hub;
+pub mod store;
+mod telemetry;
+mod ws;
+
+use std::future::Future;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+pub use auth::{AuthError, Keys};
+pub use config::{Config, LogFormat};
+pub use telemetry::init_logging;
+
+use crate::bus::LocalBus;
+use crate::hub::Hub;
+use crate::store::{Store, StoreError};
+use crate::ws::OriginPolicy;
+
+/// Why the server could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// No `--jwt-secret` and no `--dev`.
+    #[error("no JWT secret: set --jwt-secret or PETCHAT_JWT_SECRET (or run with --dev)")]
+    MissingSecret,
+    /// `--redis-url` was given, but this build runs on one node.
+    #[error("--redis-url: several nodes (Redis fan-out) are not supported by this build yet")]
+    RedisUnsupported,
+    /// The store failed to open.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// Serving failed.
+    #[error("serving: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What every handler shares; each field says why it exists.
+#[derive(Clone)]
+pub(crate) struct AppState(Arc<Shared>);
+
+pub(crate) struct Shared {
+    /// Routes every connection's requests to the one task that owns conversation state.
+    hub: Hub,
+    /// Checks tokens at the handshake and on the history endpoint.
+    keys: Keys,
+    /// Limits and timings every connection applies.
+    limits: config::Limits,
+    /// Which `Origin`s may connect.
+    origins: OriginPolicy,
+    /// Read directly by the history endpoint and readiness.
+    store: Arc<dyn Store>,
+    /// Cancelled on shutdown: every connection closes with 1001.
+    shutdown: CancellationToken,
+    /// Counts connection tasks, so shutdown waits for their close frames.
+    tracker: TaskTracker,
+    /// Renders `/metrics`.
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// Serves `config` on `listener` until `shutdown` resolves, then closes every
+/// connection with 1001, commits what is in flight and returns within the
+/// shutdown grace time.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let secret = config.jwt_secret.clone().ok_or(ServerError::MissingSecret)?;
+    if config.redis_url.is_some() {
+        return Err(ServerError::RedisUnsupported);
+    }
+    let store = store::open(&config.database_url).await?;
+    let bus = Arc::new(LocalBus::default());
+    let (hub, hub_task) = Hub::start(store.clone(), bus, config.limits.clone()).await?;
+    let stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let state = AppState(Arc::new(Shared {
+        hub,
+        keys: Keys::new(secret.as_bytes()),
+        limits: config.limits.clone(),
+        origins: OriginPolicy::new(&config.allowed_origins, config.dev),
+        store: store.clone(),
+        shutdown: stop.clone(),
+        tracker: tracker.clone(),
+        metrics: telemetry::metrics_handle(),
+    }));
+    let app = Router::new()
+        .route(petchat_protocol::handshake::PATH, get(ws::upgrade))
+        .route("/healthz", get(http::healthz))
+        .route("/readyz", get(http::readyz))
+        .route("/metrics", get(http::metrics))
+        .route("/asyncapi.yaml", get(http::asyncapi))
+        .route("/schemas/{*path}", get(http::schemas))
+        .route("/v1/conversations/{id}/messages", get(http::history))
+        .layer(telemetry::trace_layer())
+        .with_state(state.clone());
+
+    info!(addr = %listener.local_addr()?, "petchat listening");
+    let grace = config.limits.shutdown_grace();
+    let signal_stop = stop.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            info!("shutting down: closing connections with 1001");
+            signal_stop.cancel();
+        })
+        .await?;
+
+    // The listener is closed; connections are closing with 1001.
+    tracker.close();
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        warn!(remaining = tracker.len(), "shutdown grace over with connections still open");
+    }
+    drop(state);
+    // Every handle to the hub is gone: it commits what is queued and stops.
+    if tokio::time::timeout(grace, hub_task).await.is_err() {
+        warn!("the hub did not finish within the shutdown grace");
+    }
+    store.close().await;
+    info!("stopped");
+    Ok(())
+}

@@ -1,24 +1,119 @@
-//! `petchat-server`: until the chat server lands, prints the contract it will serve.
+//! `petchat-server`: runs the chat server, or mints a token (`petchat-server token …`).
 
-use petchat_protocol::handshake::{PATH, SUBPROTOCOL};
-use petchat_protocol::{ClientMessage, CloseCode, ErrorCode, ServerMessage, limits};
+use std::time::Duration;
 
-fn main() {
-    println!("petchat {} — the contract the server speaks (see docs/protocol.md)\n", env!("CARGO_PKG_VERSION"));
-    println!("endpoint   ws://127.0.0.1:8080{PATH}  subprotocol {SUBPROTOCOL}");
-    println!("client ->  {}", ClientMessage::TYPES.join(", "));
-    println!("server ->  {}", ServerMessage::TYPES.join(", "));
-    let errors: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
-    println!("errors     {}", errors.join(", "));
-    println!(
-        "limits     frames {} bytes, text {} chars, {} msg/s",
-        limits::MAX_MESSAGE_BYTES,
-        limits::MAX_TEXT_CHARS,
-        limits::DEFAULT_MESSAGES_PER_SECOND
-    );
-    println!("\nclose codes:");
-    for code in CloseCode::ALL {
-        println!("  {:>4} {:<22} {}", code.code(), code.name().unwrap_or_default(), code.description());
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use petchat_protocol::{Role, UserId};
+use petchat_server::{Config, Keys};
+
+/// The petchat support-chat server.
+#[derive(Parser)]
+#[command(name = "petchat-server", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    config: Config,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a signed token (HS256) for a user.
+    Token(TokenArgs),
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// The server's secret.
+    #[arg(long, env = "PETCHAT_JWT_SECRET", hide_env_values = true)]
+    secret: String,
+    /// User id (`sub`).
+    #[arg(long)]
+    sub: String,
+    /// Role.
+    #[arg(long, value_parser = parse_role)]
+    role: Role,
+    /// Display name (default: the user id).
+    #[arg(long)]
+    name: Option<String>,
+    /// Lifetime, e.g. `1h`, `30m`, `7d`.
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+    ttl: Duration,
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    match s {
+        "customer" => Ok(Role::Customer),
+        "agent" => Ok(Role::Agent),
+        _ => Err("expected customer or agent".into()),
     }
-    println!("\nThe server itself is being built (issue 3); the schemas are in schemas/.");
+}
+
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let span: jiff::Span = s.parse().map_err(|e| format!("{e}"))?;
+    let duration = span.to_duration(jiff::SpanRelativeTo::days_are_24_hours()).map_err(|e| e.to_string())?;
+    Duration::try_from(duration).map_err(|_| "the lifetime must be positive".into())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if let Some(Command::Token(args)) = cli.command {
+        let sub = UserId::new(args.sub).context("--sub")?;
+        let name = args.name.unwrap_or_else(|| sub.to_string());
+        println!("{}", Keys::new(args.secret.as_bytes()).mint(&sub, args.role, &name, args.ttl));
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    runtime.block_on(serve(cli.config))
+}
+
+async fn serve(mut config: Config) -> Result<()> {
+    petchat_server::init_logging(config.log_format);
+    if config.jwt_secret.is_none() && config.dev {
+        let secret: [u8; 32] = rand::random();
+        config.jwt_secret = Some(secret.iter().map(|b| format!("{b:02x}")).collect());
+    }
+    let listener =
+        tokio::net::TcpListener::bind(config.bind).await.with_context(|| format!("binding {}", config.bind))?;
+    if config.dev {
+        print_dev_tokens(&config, listener.local_addr()?);
+    }
+    petchat_server::run(listener, config, shutdown_signal()).await?;
+    Ok(())
+}
+
+fn print_dev_tokens(config: &Config, addr: std::net::SocketAddr) {
+    let keys = Keys::new(config.jwt_secret.as_deref().unwrap_or_default().as_bytes());
+    let day = Duration::from_secs(24 * 3600);
+    let customer = keys.mint(&UserId::new("dev-customer").expect("valid id"), Role::Customer, "Casey (customer)", day);
+    let agent = keys.mint(&UserId::new("dev-agent").expect("valid id"), Role::Agent, "Avery (agent)", day);
+    println!("petchat --dev: random secret, any origin, tokens valid for 24 h");
+    println!("  customer token: {customer}");
+    println!("  agent token:    {agent}");
+    println!("  connect:        ws://{addr}/v1/ws/chat?token=<token>  (subprotocol petchat.v1)");
+    println!("  pages:          http://{addr}/ (customer) and http://{addr}/agent");
+    println!("  contract:       http://{addr}/asyncapi.yaml");
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
 }

@@ -1,0 +1,32 @@
+//! The claims of a petchat token (SPEC §1): HS256 JWTs carry who the user is.
+//!
+//! Signing and checking live with the parties that hold the secret (the
+//! server, the CLI's `--secret`); this crate only says what a token contains.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::UserId;
+use crate::user::{Role, User};
+
+/// The claims of a token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id.
+    pub sub: UserId,
+    /// What the user may do.
+    pub role: Role,
+    /// The display name.
+    pub name: String,
+    /// Expiry, in seconds since the Unix epoch.
+    pub exp: u64,
+    /// Issue time, in seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+}
+
+impl Claims {
+    /// The user the token names.
+    pub fn user(&self) -> User {
+        User { id: self.sub.clone(), role: self.role, name: self.name.clone() }
+    }
+}

@@ -1,0 +1,165 @@
+//! Server configuration (SPEC §8): every setting is a flag and an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use petchat_protocol::limits;
+
+/// How `petchat-server` is configured; `--help` lists every setting.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "PETCHAT_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// Where conversations and messages are stored: `sqlite://FILE` (created if missing).
+    #[arg(long, env = "PETCHAT_DATABASE_URL", default_value = "sqlite://petchat.db")]
+    pub database_url: String,
+
+    /// Secret that signs and checks the HS256 tokens; required unless --dev.
+    #[arg(long, env = "PETCHAT_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Origins allowed to open the socket, comma-separated (`*` for any);
+    /// default: the server's own host. Requests without Origin are allowed.
+    #[arg(long, env = "PETCHAT_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Redis for fan-out between several nodes (not supported by this build yet).
+    #[arg(long, env = "PETCHAT_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Development mode: a random secret, ready-made tokens printed, any origin.
+    #[arg(long, env = "PETCHAT_DEV")]
+    pub dev: bool,
+
+    /// Log format.
+    #[arg(long, env = "PETCHAT_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Limits and timings.
+    #[command(flatten)]
+    pub limits: Limits,
+}
+
+fn text_chars(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=limits::MAX_TEXT_CHARS).contains(&n) => Ok(n),
+        _ => Err(format!("expected 1 to {}", limits::MAX_TEXT_CHARS)),
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Limits and timings, with safe defaults that tests shorten and benchmarks lift.
+#[derive(Debug, Clone, Args)]
+pub struct Limits {
+    /// Client messages (all but ping) per second per connection; the burst is twice this.
+    #[arg(long, env = "PETCHAT_MESSAGES_PER_SECOND", default_value_t = limits::DEFAULT_MESSAGES_PER_SECOND)]
+    pub messages_per_second: u32,
+
+    /// Largest text frame in bytes; a bigger one closes the connection with 1009.
+    #[arg(long, env = "PETCHAT_MAX_MESSAGE_BYTES", default_value_t = limits::MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: usize,
+
+    /// Longest chat text in characters after trimming (at most the protocol's 4000).
+    #[arg(long, env = "PETCHAT_MAX_TEXT_CHARS", default_value_t = limits::MAX_TEXT_CHARS, value_parser = text_chars)]
+    pub max_text_chars: usize,
+
+    /// Frames queued for one connection before it is closed as a slow consumer (4001).
+    #[arg(long, env = "PETCHAT_OUTBOUND_QUEUE", default_value_t = limits::DEFAULT_OUTBOUND_QUEUE_FRAMES)]
+    pub outbound_queue: usize,
+
+    /// Simultaneous connections of one user (1013 beyond).
+    #[arg(long, env = "PETCHAT_MAX_CONNECTIONS_PER_USER", default_value_t = limits::DEFAULT_MAX_CONNECTIONS_PER_USER)]
+    pub max_connections_per_user: usize,
+
+    /// Simultaneous connections of this process (1013 beyond).
+    #[arg(long, env = "PETCHAT_MAX_CONNECTIONS", default_value_t = limits::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
+    /// Messages replayed after one `conversation.joined` (`hasMore` beyond).
+    #[arg(long, env = "PETCHAT_MAX_REPLAY", default_value_t = limits::MAX_REPLAY)]
+    pub max_replay: usize,
+
+    /// Open conversations an agent is assigned at most; more wait in the queue.
+    #[arg(long, env = "PETCHAT_MAX_CONVERSATIONS_PER_AGENT", default_value_t = 5)]
+    pub max_conversations_per_agent: u32,
+
+    /// Milliseconds between the server's pings; 4000 after two silent intervals.
+    #[arg(long, env = "PETCHAT_HEARTBEAT_INTERVAL_MS", default_value_t = limits::DEFAULT_HEARTBEAT_INTERVAL_MS)]
+    pub heartbeat_interval_ms: u64,
+
+    /// Milliseconds a disconnected agent keeps its conversations before they are re-queued.
+    #[arg(long, env = "PETCHAT_AGENT_GRACE_MS", default_value_t = limits::DEFAULT_AGENT_GRACE_MS)]
+    pub agent_grace_ms: u64,
+
+    /// Milliseconds a `typing.start` lasts without a stop.
+    #[arg(long, env = "PETCHAT_TYPING_EXPIRY_MS", default_value_t = limits::TYPING_EXPIRY_MS)]
+    pub typing_expiry_ms: u64,
+
+    /// Milliseconds the server waits, on SIGTERM or Ctrl-C, for connections to close and writes to finish.
+    #[arg(long, env = "PETCHAT_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+
+    /// Messages one store transaction commits at most (group commit).
+    #[arg(long, env = "PETCHAT_COMMIT_BATCH", default_value_t = 256)]
+    pub commit_batch: usize,
+}
+
+impl Limits {
+    /// The heartbeat interval.
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms.max(1))
+    }
+
+    /// The agent grace period.
+    pub fn agent_grace(&self) -> Duration {
+        Duration::from_millis(self.agent_grace_ms)
+    }
+
+    /// How long a typing indicator lasts.
+    pub fn typing_expiry(&self) -> Duration {
+        Duration::from_millis(self.typing_expiry_ms)
+    }
+
+    /// The shutdown grace time.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+impl Config {
+    /// The SQLite file of a `sqlite://` URL, or `None` for another scheme.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        self.database_url
+            .strip_prefix("sqlite://")
+            .or_else(|| self.database_url.strip_prefix("sqlite:"))
+            .map(PathBuf::from)
+    }
+}
+
+/// Configuration for tests: defaults, a throwaway database, a fixed secret.
+impl Config {
+    /// A configuration with every default, the given database and secret.
+    pub fn with_defaults(database_url: impl Into<String>, jwt_secret: impl Into<String>) -> Self {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: Config,
+        }
+        let mut config = <Wrapper as clap::Parser>::parse_from(["petchat-server"]).config;
+        config.database_url = database_url.into();
+        config.jwt_secret = Some(jwt_secret.into());
+        config
+    }
+}

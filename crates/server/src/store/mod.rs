@@ -1,0 +1,224 @@
+//! Durable storage behind one trait, so that SQLite (here) and PostgreSQL
+//! (later) are interchangeable without touching the connection code.
+//!
+//! Every write goes through [`Store::apply`], which commits a whole batch in
+//! one transaction: the server's writer task groups what arrives while the
+//! previous commit is in flight (group commit), and nothing is acknowledged
+//! before the commit returns.
+
+mod sqlite;
+
+use async_trait::async_trait;
+use petchat_protocol::{
+    ClientMessageId, ConversationId, ConversationStatus, LastSeq, MessageId, MessageText, OrderId, Participant, PetId,
+    Seq, Timestamp, Topic, User, UserId,
+};
+
+pub use sqlite::SqliteStore;
+
+/// A conversation as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationRecord {
+    /// Its id.
+    pub id: ConversationId,
+    /// The customer who opened it.
+    pub customer: Participant,
+    /// The assigned agent, if any.
+    pub agent: Option<Participant>,
+    /// Where it stands.
+    pub status: ConversationStatus,
+    /// The seq of its last message.
+    pub last_seq: LastSeq,
+    /// When it was opened.
+    pub created_at: Timestamp,
+    /// When it last entered the queue (orders the queue after a restart).
+    pub queued_at: Option<Timestamp>,
+    /// The customer's topic.
+    pub topic: Option<Topic>,
+    /// The pet it is about.
+    pub pet_id: Option<PetId>,
+    /// The order it is about.
+    pub order_id: Option<OrderId>,
+}
+
+/// A stored chat message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRecord {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// The message id.
+    pub id: MessageId,
+    /// Its position.
+    pub seq: Seq,
+    /// The author.
+    pub author: User,
+    /// The author's idempotency key.
+    pub client_message_id: ClientMessageId,
+    /// The trimmed text.
+    pub text: MessageText,
+    /// When it was stored.
+    pub sent_at: Timestamp,
+}
+
+/// Which receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReceiptKind {
+    /// `message.delivered`.
+    Delivered,
+    /// `message.read`.
+    Read,
+}
+
+impl ReceiptKind {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Read => "read",
+        }
+    }
+}
+
+/// A member's latest receipt in a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptRecord {
+    /// The member.
+    pub user_id: UserId,
+    /// Delivered or read.
+    pub kind: ReceiptKind,
+    /// Up to which seq.
+    pub up_to_seq: Seq,
+    /// When it was recorded.
+    pub at: Timestamp,
+}
+
+/// One write of a batch.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Store a new conversation.
+    CreateConversation(ConversationRecord),
+    /// Set a conversation's agent and status (assignment, or re-queueing with no agent).
+    Assign {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The agent, or none when re-queued.
+        agent: Option<Participant>,
+        /// The new status.
+        status: ConversationStatus,
+        /// When (becomes `queued_at` when queued).
+        at: Timestamp,
+    },
+    /// Close a conversation.
+    Close {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Who closed it.
+        by: UserId,
+        /// When.
+        at: Timestamp,
+    },
+    /// Append a chat message, idempotent on (conversation, author, clientMessageId).
+    Append {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The id to give the message if it is new.
+        id: MessageId,
+        /// The author.
+        author: User,
+        /// The idempotency key.
+        client_message_id: ClientMessageId,
+        /// The text.
+        text: MessageText,
+        /// The time to record if it is new.
+        sent_at: Timestamp,
+    },
+    /// Raise a member's receipt to `up_to_seq` (never lowers it).
+    Receipt {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The member.
+        user: UserId,
+        /// Delivered or read.
+        kind: ReceiptKind,
+        /// Up to which seq.
+        up_to_seq: Seq,
+        /// When.
+        at: Timestamp,
+    },
+}
+
+/// What one write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Done.
+    Done,
+    /// A new message, with its seq.
+    Appended(MessageRecord),
+    /// The key was known: the original message.
+    Duplicate(MessageRecord),
+    /// The conversation is closed: nothing written.
+    Closed,
+    /// No such conversation: nothing written.
+    NotFound,
+    /// A receipt: whether it moved forward.
+    Receipt {
+        /// False when an equal or higher receipt was already stored.
+        advanced: bool,
+    },
+}
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Opening or migrating the database failed.
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value does not satisfy the protocol's rules.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The database URL names a store this build does not have.
+    #[error("unsupported database url {0:?}: this build stores in SQLite (sqlite://FILE)")]
+    Unsupported(String),
+}
+
+/// Where conversations and messages live.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies a batch of writes in one transaction, in order; all or nothing.
+    async fn apply(&self, batch: &[Write]) -> Result<Vec<Applied>, StoreError>;
+
+    /// One conversation.
+    async fn conversation(&self, id: &ConversationId) -> Result<Option<ConversationRecord>, StoreError>;
+
+    /// Every conversation that is not closed, queued ones in queue order first.
+    async fn open_conversations(&self) -> Result<Vec<ConversationRecord>, StoreError>;
+
+    /// Messages with `seq > after`, in order, at most `limit`.
+    async fn messages_after(
+        &self,
+        id: &ConversationId,
+        after: LastSeq,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>, StoreError>;
+
+    /// The members' latest receipts in a conversation.
+    async fn receipts(&self, id: &ConversationId) -> Result<Vec<ReceiptRecord>, StoreError>;
+
+    /// Whether the store answers (for `/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Flushes and closes the store.
+    async fn close(&self);
+}
+
+/// Opens the store a database URL names.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
+    } else {
+        Err(StoreError::Unsupported(url.to_owned()))
+    }
+}

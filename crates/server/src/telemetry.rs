@@ -1,0 +1,53 @@
+//! Logs (tracing, text or JSON) and metrics (Prometheus), set up once per process.
+//!
+//! Neither ever sees a token: HTTP spans carry the path without the query,
+//! and no metric label holds request data.
+
+use std::sync::OnceLock;
+
+use axum::http::Request;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
+use tower_http::trace::TraceLayer;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// Installs the global log subscriber (`RUST_LOG` filters; default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// The process's Prometheus recorder, installed on first use.
+pub(crate) fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5])
+                .expect("the bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (an embedding program):
+            // then /metrics stays empty rather than failing.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+type MakeSpan = fn(&Request<axum::body::Body>) -> tracing::Span;
+
+/// HTTP request spans with method and path only: the query (`?token=`) is never logged.
+pub(crate) fn trace_layer() -> TraceLayer<SharedClassifier<ServerErrorsAsFailures>, MakeSpan> {
+    TraceLayer::new_for_http().make_span_with(span as MakeSpan)
+}
+
+fn span(request: &Request<axum::body::Body>) -> tracing::Span {
+    tracing::debug_span!("http", method = %request.method(), path = %request.uri().path())
+}

@@ -1,0 +1,282 @@
+//! Test harness: a real server on 127.0.0.1:0 with a throwaway SQLite file,
+//! and a WebSocket client that checks every server frame against the
+//! generated JSON Schema.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use petchat_protocol::{Role, UserId};
+use petchat_server::{Config, Keys};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for something that should happen.
+pub const WAIT: Duration = Duration::from_secs(10);
+pub const SECRET: &str = "test-secret";
+
+/// A server running in this process.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub keys: Keys,
+    pub database_url: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    /// A server with default limits.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A server whose configuration `tune` adjusts.
+    pub async fn start_with(tune: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("petchat.db").display());
+        let mut server = Self::start_on(&url, tune).await;
+        server.dir = Some(dir);
+        server
+    }
+
+    /// A server on an existing database (to test restarts).
+    pub async fn start_on(database_url: &str, tune: impl FnOnce(&mut Config)) -> Self {
+        if std::env::var_os("RUST_LOG").is_some() {
+            petchat_server::init_logging(petchat_server::LogFormat::Text);
+        }
+        let mut config = Config::with_defaults(database_url, SECRET);
+        tune(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            petchat_server::run(listener, config, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("server runs");
+        });
+        Self {
+            addr,
+            keys: Keys::new(SECRET.as_bytes()),
+            database_url: database_url.to_owned(),
+            stop: Some(stop),
+            task: Some(task),
+            dir: None,
+        }
+    }
+
+    /// Stops the server gracefully and waits for it; returns the temp dir to reuse the database.
+    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(WAIT, task).await.expect("server stops in time").expect("server task");
+        }
+        self.dir.take()
+    }
+
+    pub fn token(&self, sub: &str, role: Role) -> String {
+        self.keys.mint(&UserId::new(sub).expect("id"), role, &format!("{sub} name"), Duration::from_secs(600))
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/v1/ws/chat", self.addr)
+    }
+
+    /// Connects with the token in the query and reads `session.ready`.
+    pub async fn connect(&self, sub: &str, role: Role) -> Client {
+        let mut client =
+            self.connect_raw(&format!("{}?token={}", self.url(), self.token(sub, role)), &["petchat.v1"], None).await;
+        client.recv_type("session.ready").await;
+        client
+    }
+
+    /// Connects as `connect` does, but returns `session.ready` too.
+    pub async fn connect_ready(&self, sub: &str, role: Role) -> (Client, Value) {
+        let mut client =
+            self.connect_raw(&format!("{}?token={}", self.url(), self.token(sub, role)), &["petchat.v1"], None).await;
+        let ready = client.recv_type("session.ready").await;
+        (client, ready)
+    }
+
+    /// Opens a socket with any URL, subprotocols and Origin; reads nothing.
+    pub async fn connect_raw(&self, url: &str, protocols: &[&str], origin: Option<&str>) -> Client {
+        let mut request = url.into_client_request().expect("request");
+        if !protocols.is_empty() {
+            request
+                .headers_mut()
+                .insert("Sec-WebSocket-Protocol", HeaderValue::from_str(&protocols.join(", ")).expect("header"));
+        }
+        if let Some(origin) = origin {
+            request.headers_mut().insert("Origin", HeaderValue::from_str(origin).expect("header"));
+        }
+        let (ws, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+            .await
+            .expect("connect in time")
+            .expect("handshake completes");
+        let protocol =
+            response.headers().get("Sec-WebSocket-Protocol").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Client { ws, protocol }
+    }
+
+    /// A customer with an open conversation and an agent assigned to it:
+    /// returns (customer, agent, conversation id).
+    pub async fn pair(&self, customer: &str, agent: &str) -> (Client, Client, String) {
+        let mut a = self.connect(agent, Role::Agent).await;
+        a.send(json!({"type": "agent.status", "data": {"available": true}})).await;
+        a.recv_type("agent.status").await;
+        let mut c = self.connect(customer, Role::Customer).await;
+        c.send(json!({"type": "conversation.open", "data": {"topic": "help"}})).await;
+        let opened = c.recv_type("conversation.opened").await;
+        let id = opened["data"]["conversation"]["id"].as_str().expect("id").to_owned();
+        c.recv_type("agent.assigned").await;
+        let assigned = a.recv_type("agent.assigned").await;
+        assert_eq!(assigned["data"]["conversationId"], id.as_str());
+        (c, a, id)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A WebSocket client that validates what it receives.
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The subprotocol the server selected.
+    pub protocol: Option<String>,
+}
+
+/// What the client read next.
+#[derive(Debug)]
+pub enum Next {
+    Frame(Value),
+    Closed(Option<(u16, String)>),
+}
+
+impl Client {
+    pub async fn send(&mut self, frame: Value) {
+        self.ws.send(Message::Text(frame.to_string().into())).await.expect("send");
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::Text(text.to_owned().into())).await.expect("send");
+    }
+
+    /// The next text frame or the close, validated against server-message.schema.json.
+    pub async fn next(&mut self) -> Next {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.ws.next()).await.expect("a frame in time");
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    let value: Value = serde_json::from_str(&text).expect("server frames are JSON");
+                    let validator = server_schema();
+                    if let Err(e) = validator.validate(&value) {
+                        panic!("server frame breaks server-message.schema.json: {e}\n{value}");
+                    }
+                    return Next::Frame(value);
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Next::Closed(frame.map(|f: CloseFrame| (u16::from(f.code), f.reason.to_string())));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Next::Closed(None),
+            }
+        }
+    }
+
+    /// The next frame, which must be a message.
+    pub async fn recv(&mut self) -> Value {
+        match self.next().await {
+            Next::Frame(v) => v,
+            Next::Closed(c) => panic!("expected a frame, the connection closed: {c:?}"),
+        }
+    }
+
+    /// The next frame, which must be of type `kind`.
+    pub async fn recv_type(&mut self, kind: &str) -> Value {
+        let frame = self.recv().await;
+        assert_eq!(frame["type"], kind, "expected {kind}, got {frame}");
+        frame
+    }
+
+    /// Skips frames until one of type `kind` arrives.
+    pub async fn recv_until(&mut self, kind: &str) -> Value {
+        loop {
+            let frame = self.recv().await;
+            if frame["type"] == kind {
+                return frame;
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the close code and reason.
+    pub async fn expect_close(&mut self) -> (u16, String) {
+        loop {
+            match self.next().await {
+                Next::Frame(_) => continue,
+                Next::Closed(Some(close)) => return close,
+                Next::Closed(None) => panic!("the connection ended without a close frame"),
+            }
+        }
+    }
+
+    /// Asserts that nothing arrives for `quiet`.
+    pub async fn expect_silence(&mut self, quiet: Duration) {
+        if let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(quiet, self.ws.next()).await {
+            panic!("expected nothing, got {text}");
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+fn server_schema() -> &'static jsonschema::Validator {
+    static VALIDATOR: OnceLock<jsonschema::Validator> = OnceLock::new();
+    VALIDATOR.get_or_init(|| {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/server-message.schema.json");
+        let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("schema file")).expect("JSON");
+        jsonschema::validator_for(&schema).expect("the generated schema compiles")
+    })
+}
+
+/// A fresh client message id.
+pub fn uuid() -> String {
+    petchat_protocol::ClientMessageId::from_random_bytes(rand_bytes()).as_str().to_owned()
+}
+
+fn rand_bytes() -> [u8; 16] {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(1);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&n.to_le_bytes());
+    bytes[8..].copy_from_slice(&nanos.to_le_bytes());
+    bytes
+}
+
+/// A `chat.send` frame.
+pub fn chat(conversation: &str, text: &str) -> Value {
+    json!({"type": "chat.send", "data": {"conversationId": conversation, "clientMessageId": uuid(), "text": text}})
+}
