@@ -265,15 +265,17 @@ fn is_too_big(error: &axum::Error) -> bool {
     error.to_string().contains("too long") || error.to_string().contains("Space limit exceeded")
 }
 
-/// Sends a close frame and waits briefly for the peer's.
+/// Sends a close frame and waits briefly for the peer's. A peer that reads
+/// nothing (its buffers are full) gets no close frame: the socket is simply
+/// dropped after the timeout.
 pub(crate) async fn close(socket: &mut WebSocket, code: CloseCode, reason: &str) {
     metrics::counter!("petchat_closes_total", "code" => code.code().to_string()).increment(1);
     debug!(code = code.code(), reason, "closing");
     let frame = CloseFrame { code: code.code(), reason: Utf8Bytes::from(reason.to_owned()) };
-    if socket.send(Message::Close(Some(frame))).await.is_err() {
-        return;
-    }
     let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
+        if socket.send(Message::Close(Some(frame))).await.is_err() {
+            return;
+        }
         while let Some(Ok(message)) = socket.recv().await {
             if matches!(message, Message::Close(_)) {
                 break;

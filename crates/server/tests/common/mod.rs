@@ -4,6 +4,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod process;
+
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -94,6 +96,18 @@ impl TestServer {
 
     pub fn url(&self) -> String {
         format!("ws://{}/v1/ws/chat", self.addr)
+    }
+
+    /// A handle that talks to a server at `addr` started elsewhere (a child process).
+    pub fn at(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            keys: Keys::new(SECRET.as_bytes()),
+            database_url: String::new(),
+            stop: None,
+            task: None,
+            dir: None,
+        }
     }
 
     /// Connects with the token in the query and reads `session.ready`.
@@ -279,4 +293,23 @@ fn rand_bytes() -> [u8; 16] {
 /// A `chat.send` frame.
 pub fn chat(conversation: &str, text: &str) -> Value {
     json!({"type": "chat.send", "data": {"conversationId": conversation, "clientMessageId": uuid(), "text": text}})
+}
+
+/// A raw HTTP/1.1 GET; returns (status, body).
+pub async fn http(server: &TestServer, path: &str, bearer: Option<&str>) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.expect("connect");
+    let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n{auth}Connection: close\r\n\r\n", server.addr);
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// The body of a GET, whatever the status.
+pub async fn http_get(server: &TestServer, path: &str) -> String {
+    http(server, path, None).await.1
 }

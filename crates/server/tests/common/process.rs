@@ -1,0 +1,84 @@
+//! The built `petchat-server` binary as a child process, for what only a real
+//! process shows: SIGKILL, SIGTERM, and what it writes to its logs.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+use super::WAIT;
+
+/// A running `petchat-server` and the log lines it writes.
+pub struct ServerProcess {
+    pub child: Child,
+    pub addr: std::net::SocketAddr,
+    pub logs: mpsc::UnboundedReceiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl ServerProcess {
+    /// Starts the binary on `database_url` with JSON logs at `log_level`.
+    pub async fn start(database_url: &str, secret: &str, extra: &[&str], log_level: &str) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_petchat-server"))
+            .args([
+                "--bind",
+                "127.0.0.1:0",
+                "--database-url",
+                database_url,
+                "--jwt-secret",
+                secret,
+                "--log-format",
+                "json",
+            ])
+            .args(extra)
+            .env("RUST_LOG", log_level)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the server binary starts");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, mut logs) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut seen = Vec::new();
+        let addr = tokio::time::timeout(WAIT, async {
+            loop {
+                let line = logs.recv().await.expect("the server logs before exiting");
+                seen.push(line.clone());
+                let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+                if value["message"] == "petchat listening" {
+                    return value["addr"].as_str().expect("addr").parse().expect("socket address");
+                }
+            }
+        })
+        .await
+        .expect("the server listens in time");
+        Self { child, addr, logs, seen }
+    }
+
+    /// Every log line so far.
+    pub async fn drain_logs(&mut self) -> &[String] {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        while let Ok(line) = self.logs.try_recv() {
+            self.seen.push(line);
+        }
+        &self.seen
+    }
+
+    /// Sends a signal (e.g. `KILL`, `TERM`) and waits for the exit.
+    pub async fn signal(&mut self, signal: &str) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("running").to_string();
+        let status = Command::new("kill").args([format!("-{signal}"), pid]).status().await.expect("kill runs");
+        assert!(status.success());
+        tokio::time::timeout(WAIT, self.child.wait()).await.expect("exits in time").expect("wait")
+    }
+}
