@@ -31,6 +31,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --workspace --locked
 
+step "interop: Python websockets and Node ws against the built server"
+bash scripts/interop.sh
+
 step "protocol crate for wasm32-unknown-unknown"
 cargo build --package petchat-protocol --target wasm32-unknown-unknown --locked
 

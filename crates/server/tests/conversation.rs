@@ -211,3 +211,57 @@ async fn an_agent_that_reconnects_within_grace_keeps_its_conversations() {
     assert_eq!(customer.recv_type("presence").await["data"]["status"], "online");
     customer.expect_silence(std::time::Duration::from_millis(1_500)).await;
 }
+
+#[tokio::test]
+async fn typing_stops_on_request_or_expires_by_itself() {
+    let server = TestServer::start_with(|c| c.limits.typing_expiry_ms = 200).await;
+    let (mut customer, mut agent, id) = server.pair("cust-1", "agent-1").await;
+    customer.recv_type("presence").await;
+    agent.recv_type("presence").await;
+    agent.send(json!({"type": "typing.start", "data": {"conversationId": id}})).await;
+    assert_eq!(customer.recv_type("typing.start").await["data"]["userId"], "agent-1");
+    agent.send(json!({"type": "typing.stop", "data": {"conversationId": id}})).await;
+    assert_eq!(customer.recv_type("typing.stop").await["data"]["userId"], "agent-1");
+    // A start without a stop expires after the configured time.
+    agent.send(json!({"type": "typing.start", "data": {"conversationId": id}})).await;
+    customer.recv_type("typing.start").await;
+    let started = std::time::Instant::now();
+    customer.recv_type("typing.stop").await;
+    assert!(started.elapsed() >= std::time::Duration::from_millis(150));
+    // The typist never hears its own typing.
+    agent.expect_silence(std::time::Duration::from_millis(100)).await;
+}
+
+#[tokio::test]
+async fn a_connection_that_leaves_stops_hearing_the_conversation() {
+    let server = TestServer::start().await;
+    let (mut customer, mut agent, id) = server.pair("cust-1", "agent-1").await;
+    agent.recv_type("presence").await;
+    agent.send(json!({"type": "conversation.leave", "data": {"conversationId": id}})).await;
+    agent.send(json!({"type": "ping", "id": "sync", "data": {}})).await;
+    agent.recv_type("pong").await;
+    customer.send(chat(&id, "unheard")).await;
+    customer.recv_until("chat.ack").await;
+    agent.expect_silence(std::time::Duration::from_millis(300)).await;
+    // Joining again replays what it missed.
+    agent.send(json!({"type": "conversation.join", "data": {"conversationId": id, "afterSeq": 0}})).await;
+    agent.recv_type("conversation.joined").await;
+    assert_eq!(agent.recv_type("chat.message").await["data"]["text"], "unheard");
+}
+
+#[tokio::test]
+async fn a_closed_conversation_can_still_be_read_and_a_new_one_opened() {
+    let server = TestServer::start().await;
+    let (mut customer, _agent, id) = server.pair("cust-1", "agent-1").await;
+    customer.send(chat(&id, "bye")).await;
+    customer.recv_until("chat.ack").await;
+    customer.send(json!({"type": "conversation.close", "data": {"conversationId": id}})).await;
+    customer.recv_until("conversation.closed").await;
+    customer.send(json!({"type": "conversation.join", "data": {"conversationId": id}})).await;
+    let joined = customer.recv_type("conversation.joined").await;
+    assert_eq!(joined["data"]["conversation"]["status"], "closed");
+    assert_eq!(customer.recv_type("chat.message").await["data"]["text"], "bye");
+    customer.send(json!({"type": "conversation.open", "data": {}})).await;
+    let opened = customer.recv_type("conversation.opened").await;
+    assert_ne!(opened["data"]["conversation"]["id"], id.as_str());
+}

@@ -1,0 +1,123 @@
+//! Group commit: while one transaction is being committed, every message that
+//! arrives waits and is committed together in the next one, and nothing is
+//! acknowledged before its commit returns.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use petchat_protocol::{
+    ClientMessage, ClientMessageId, ConversationId, LastSeq, MessageText, OpenConversation, Role, SendChat, User,
+    UserId,
+};
+use petchat_server::Config;
+use petchat_server::bus::{ConnSink, Kick, LocalBus};
+use petchat_server::hub::Hub;
+use petchat_server::store::{
+    Applied, ConversationRecord, MessageRecord, ReceiptRecord, SqliteStore, Store, StoreError, Write,
+};
+use serde_json::Value;
+use tokio::sync::{Notify, mpsc};
+
+/// A SQLite store whose second commit waits at a gate, and which records the
+/// size of every committed batch.
+struct GatedStore {
+    inner: SqliteStore,
+    batches: Mutex<Vec<usize>>,
+    entered: Notify,
+    release: Notify,
+}
+
+#[async_trait]
+impl Store for GatedStore {
+    async fn apply(&self, batch: &[Write]) -> Result<Vec<Applied>, StoreError> {
+        let call = {
+            let mut batches = self.batches.lock().expect("lock");
+            batches.push(batch.len());
+            batches.len()
+        };
+        if call == 2 {
+            self.entered.notify_one();
+            self.release.notified().await;
+        }
+        self.inner.apply(batch).await
+    }
+    async fn conversation(&self, id: &ConversationId) -> Result<Option<ConversationRecord>, StoreError> {
+        self.inner.conversation(id).await
+    }
+    async fn open_conversations(&self) -> Result<Vec<ConversationRecord>, StoreError> {
+        self.inner.open_conversations().await
+    }
+    async fn messages_after(
+        &self,
+        id: &ConversationId,
+        after: LastSeq,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        self.inner.messages_after(id, after, limit).await
+    }
+    async fn receipts(&self, id: &ConversationId) -> Result<Vec<ReceiptRecord>, StoreError> {
+        self.inner.receipts(id).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+    async fn close(&self) {
+        self.inner.close().await
+    }
+}
+
+async fn next_of(rx: &mut mpsc::Receiver<axum::extract::ws::Utf8Bytes>, kind: &str) -> Value {
+    loop {
+        let frame =
+            tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv()).await.expect("in time").expect("open");
+        let value: Value = serde_json::from_str(frame.as_str()).expect("JSON");
+        if value["type"] == kind {
+            return value;
+        }
+    }
+}
+
+fn send(conversation: &ConversationId, n: u8) -> ClientMessage {
+    ClientMessage::ChatSend(SendChat {
+        conversation_id: conversation.clone(),
+        client_message_id: ClientMessageId::from_random_bytes([n; 16]),
+        text: MessageText::new(&format!("message {n}")).expect("text"),
+    })
+}
+
+#[tokio::test]
+async fn messages_that_arrive_during_a_commit_share_the_next_one() {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}", dir.path().join("gc.db").display());
+    let store = Arc::new(GatedStore {
+        inner: SqliteStore::open(&url).await.expect("store"),
+        batches: Mutex::new(Vec::new()),
+        entered: Notify::new(),
+        release: Notify::new(),
+    });
+    let limits = Config::with_defaults(url, "s").limits;
+    let (hub, _task) = Hub::start(store.clone(), Arc::new(LocalBus::default()), limits).await.expect("hub");
+    let (tx, mut rx) = mpsc::channel(1024);
+    let customer = User { id: UserId::new("c").expect("id"), role: Role::Customer, name: "C".into() };
+    let conn = hub.connect(customer, ConnSink::new(tx, Arc::new(Kick::default()))).await.expect("connected");
+
+    // Commit 1: the conversation.
+    hub.request(conn, None, ClientMessage::ConversationOpen(OpenConversation::default())).await;
+    let opened = next_of(&mut rx, "conversation.opened").await;
+    let id = ConversationId::new(opened["data"]["conversation"]["id"].as_str().expect("id")).expect("id");
+    next_of(&mut rx, "conversation.queued").await;
+
+    // Commit 2 holds at the gate; 99 more messages arrive meanwhile.
+    hub.request(conn, None, send(&id, 0)).await;
+    store.entered.notified().await;
+    for n in 1..100 {
+        hub.request(conn, None, send(&id, n)).await;
+    }
+    // Nothing is acknowledged while its commit has not returned.
+    assert!(rx.try_recv().is_err(), "an ack went out before its commit");
+    store.release.notify_one();
+    for seq in 1..=100 {
+        assert_eq!(next_of(&mut rx, "chat.ack").await["data"]["seq"], seq);
+    }
+    assert_eq!(*store.batches.lock().expect("lock"), [1, 1, 99], "three transactions for 1 + 100 writes");
+}

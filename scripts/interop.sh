@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Interop tests with clients nobody here wrote: Python `websockets` and Node.js
+# `ws` talk to the built petchat-server. Installs them (a venv under target/,
+# npm ci in tests/interop/node) unless already there, starts the server on a
+# throwaway database, and stops it at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+venv=target/interop-venv
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv" 2>/dev/null || {
+    as_root apt-get update -qq && as_root apt-get install -y -qq python3-venv
+    python3 -m venv "$venv"
+  }
+fi
+"$venv/bin/python" -c 'import websockets, jsonschema, rfc3339_validator' 2>/dev/null \
+  || "$venv/bin/pip" install --quiet --disable-pip-version-check 'websockets>=13,<16' 'jsonschema>=4.20' rfc3339-validator
+if [ ! -f tests/interop/node/node_modules/.package-lock.json ] \
+  || [ tests/interop/node/package-lock.json -nt tests/interop/node/node_modules/.package-lock.json ]; then
+  (cd tests/interop/node && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+cargo build --quiet --package petchat-server --locked
+server=target/debug/petchat-server
+work=$(mktemp -d)
+secret="interop-$RANDOM$RANDOM"
+log="$work/server.log"
+"$server" --bind 127.0.0.1:0 --database-url "sqlite://$work/interop.db" --jwt-secret "$secret" \
+  --log-format json 2>"$log" &
+pid=$!
+trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+addr=""
+for _ in $(seq 1 100); do
+  addr=$(sed -n 's/.*"message":"petchat listening","addr":"\([^"]*\)".*/\1/p' "$log" | head -n1)
+  [ -n "$addr" ] && break
+  sleep 0.1
+done
+[ -n "$addr" ] || { cat "$log"; echo "the server did not start" >&2; exit 1; }
+export PETCHAT_URL="ws://$addr/v1/ws/chat"
+token() { "$server" token --secret "$secret" --sub "$1" --role "$2" --name "$1" --ttl 10m; }
+
+PETCHAT_AGENT_TOKEN=$(token agent-py agent) PETCHAT_CUSTOMER_TOKEN=$(token cust-py customer) \
+  "$venv/bin/python" tests/interop/interop.py
+PETCHAT_AGENT_TOKEN=$(token agent-node agent) PETCHAT_CUSTOMER_TOKEN=$(token cust-node customer) \
+  node --test tests/interop/node/

@@ -1,0 +1,71 @@
+// Interop test: a customer and an agent on the Node.js `ws` client talk to
+// petchat-server (started by scripts/interop.sh, which mints the tokens).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import WebSocket from 'ws';
+
+const URL_BASE = process.env.PETCHAT_URL;
+
+function open(url, protocols) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, protocols);
+    const frames = [];
+    const waiters = [];
+    ws.on('message', (data) => {
+      const frame = JSON.parse(data.toString());
+      const i = waiters.findIndex((w) => w.kind === frame.type);
+      if (i >= 0) waiters.splice(i, 1)[0].resolve(frame);
+      else frames.push(frame);
+    });
+    ws.next = (kind) => {
+      const i = frames.findIndex((f) => f.type === kind);
+      if (i >= 0) return Promise.resolve(frames.splice(i, 1)[0]);
+      return new Promise((res, rej) => {
+        waiters.push({ kind, resolve: res });
+        setTimeout(() => rej(new Error(`no ${kind} within 10 s`)), 10_000).unref();
+      });
+    };
+    ws.send_ = (frame) => ws.send(JSON.stringify(frame));
+    ws.once('open', () => resolve(ws));
+    ws.once('error', reject);
+  });
+}
+
+test('a customer and an agent chat through the ws client', async () => {
+  const agent = await open(URL_BASE, ['petchat.v1', `bearer.${process.env.PETCHAT_AGENT_TOKEN}`]);
+  assert.equal(agent.protocol, 'petchat.v1');
+  await agent.next('session.ready');
+  agent.send_({ type: 'agent.status', data: { available: true } });
+  await agent.next('agent.status');
+
+  const customer = await open(`${URL_BASE}?token=${process.env.PETCHAT_CUSTOMER_TOKEN}`, ['petchat.v1']);
+  const ready = await customer.next('session.ready');
+  assert.equal(ready.data.user.role, 'customer');
+  customer.send_({ type: 'conversation.open', data: {} });
+  const opened = await customer.next('conversation.opened');
+  const id = opened.data.conversation.id;
+  await agent.next('agent.assigned');
+
+  customer.send_({ type: 'typing.start', data: { conversationId: id } });
+  assert.equal((await agent.next('typing.start')).data.userId, 'cust-node');
+  const key = randomUUID();
+  customer.send_({ type: 'chat.send', id: 'n1', data: { conversationId: id, clientMessageId: key, text: 'from node' } });
+  const ack = await customer.next('chat.ack');
+  assert.equal(ack.id, 'n1');
+  assert.equal(ack.data.clientMessageId, key);
+  const message = await agent.next('chat.message');
+  assert.equal(message.data.text, 'from node');
+  assert.equal(message.data.seq, ack.data.seq);
+
+  customer.send_({ type: 'ping', id: 'p', data: {} });
+  assert.equal((await customer.next('pong')).id, 'p');
+  customer.close(1000);
+  agent.close(1000);
+});
+
+test('a forged token is closed with 4500 after the upgrade', async () => {
+  const ws = new WebSocket(`${URL_BASE}?token=forged.token.here`, ['petchat.v1']);
+  const code = await new Promise((resolve) => ws.on('close', (c) => resolve(c)));
+  assert.equal(code, 4500);
+});
