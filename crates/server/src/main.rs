@@ -92,7 +92,6 @@ fn print_dev_tokens(config: &Config, addr: std::net::SocketAddr) {
     println!("  customer token: {customer}");
     println!("  agent token:    {agent}");
     println!("  connect:        ws://{addr}/v1/ws/chat?token=<token>  (subprotocol petchat.v1)");
-    println!("  pages:          http://{addr}/ (customer) and http://{addr}/agent");
     println!("  contract:       http://{addr}/asyncapi.yaml");
 }
 
