@@ -265,3 +265,98 @@ async fn a_closed_conversation_can_still_be_read_and_a_new_one_opened() {
     let opened = customer.recv_type("conversation.opened").await;
     assert_ne!(opened["data"]["conversation"]["id"], id.as_str());
 }
+
+#[tokio::test]
+async fn several_connections_of_a_user_count_as_one_for_presence() {
+    let server = TestServer::start().await;
+    let (customer, mut agent, _id) = server.pair("cust-1", "agent-1").await;
+    agent.recv_type("presence").await;
+    let second = server.connect("cust-1", Role::Customer).await;
+    customer.close().await;
+    agent.expect_silence(std::time::Duration::from_millis(300)).await;
+    second.close().await;
+    let offline = agent.recv_type("presence").await;
+    assert_eq!(
+        (offline["data"]["userId"].as_str(), offline["data"]["status"].as_str()),
+        (Some("cust-1"), Some("offline"))
+    );
+}
+
+#[tokio::test]
+async fn a_chat_send_resent_after_a_reconnect_is_stored_once_with_the_same_ack() {
+    let server = TestServer::start().await;
+    let (mut customer, mut agent, id) = server.pair("cust-1", "agent-1").await;
+    agent.recv_type("presence").await;
+    let send = chat(&id, "are you there?");
+    customer.send(send.clone()).await;
+    let ack = customer.recv_until("chat.ack").await;
+    customer.close().await;
+    // The client did not see the ack (as far as it knows) and resends after reconnecting.
+    let mut customer = server.connect("cust-1", Role::Customer).await;
+    customer.send(send).await;
+    assert_eq!(customer.recv_type("chat.ack").await["data"], ack["data"]);
+    assert_eq!(agent.recv_type("chat.message").await["data"]["seq"], 1);
+    agent.recv_type("presence").await; // offline
+    agent.recv_type("presence").await; // online again
+    agent.expect_silence(std::time::Duration::from_millis(300)).await;
+}
+
+/// Two agents with room for one conversation each, three customers: the
+/// third queues; when an agent stays away past the grace period its
+/// conversation goes back to the front of the queue, ahead of the third.
+#[tokio::test]
+async fn two_agents_several_customers_queue_and_reassignment() {
+    let server = TestServer::start_with(|c| {
+        c.limits.max_conversations_per_agent = 1;
+        c.limits.agent_grace_ms = 300;
+    })
+    .await;
+    let mut agents = Vec::new();
+    for name in ["agent-a", "agent-b"] {
+        let mut agent = server.connect(name, Role::Agent).await;
+        agent.send(json!({"type": "agent.status", "data": {"available": true}})).await;
+        agent.recv_type("agent.status").await;
+        agents.push(agent);
+    }
+    let mut customers = Vec::new();
+    let mut conversations = Vec::new();
+    let mut assigned_to = Vec::new();
+    for name in ["cust-1", "cust-2", "cust-3"] {
+        let mut customer = server.connect(name, Role::Customer).await;
+        customer.send(json!({"type": "conversation.open", "data": {}})).await;
+        let opened = customer.recv_type("conversation.opened").await;
+        conversations.push(opened["data"]["conversation"]["id"].as_str().expect("id").to_owned());
+        let next = customer.recv().await;
+        match next["type"].as_str() {
+            Some("agent.assigned") => assigned_to.push(next["data"]["agent"]["id"].as_str().map(str::to_owned)),
+            Some("conversation.queued") => {
+                assert_eq!(next["data"]["position"], 1);
+                assigned_to.push(None);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        customers.push(customer);
+    }
+    assert!(assigned_to[0].is_some() && assigned_to[1].is_some() && assigned_to[0] != assigned_to[1]);
+    assert_eq!(assigned_to[2], None, "both agents are full: the third customer queues");
+
+    // The agent of the first customer goes away for longer than the grace period.
+    let leaving = if assigned_to[0].as_deref() == Some("agent-a") { 0 } else { 1 };
+    agents.remove(leaving).close().await;
+    let requeued = customers[0].recv_until("conversation.queued").await;
+    assert_eq!(requeued["data"]["position"], 1, "the requeued conversation waited longest");
+    assert_eq!(customers[2].recv_until("conversation.queued").await["data"]["position"], 2);
+
+    // The staying agent closes its conversation: the requeued one is served first.
+    let mut agent = agents.remove(0);
+    agent.send(json!({"type": "conversation.close", "data": {"conversationId": conversations[1]}})).await;
+    agent.recv_until("conversation.closed").await;
+    let next = agent.recv_until("agent.assigned").await;
+    assert_eq!(next["data"]["conversationId"], conversations[0].as_str());
+    assert_eq!(customers[0].recv_until("agent.assigned").await["data"]["agent"]["id"], agent_name(&next));
+    assert_eq!(customers[2].recv_until("conversation.queued").await["data"]["position"], 1);
+}
+
+fn agent_name(assigned: &serde_json::Value) -> &str {
+    assigned["data"]["agent"]["id"].as_str().expect("agent id")
+}

@@ -64,16 +64,20 @@ async fn every_acked_message_survives_sigkill() {
     let restarted = ServerProcess::start(&url, SECRET, &[], "warn,petchat_server=info").await;
     let server = TestServer::at(restarted.addr);
     let mut customer = server.connect("cust-1", Role::Customer).await;
-    customer.send(json!({"type": "conversation.join", "data": {"conversationId": id}})).await;
+    // Rejoin from where a client that had read 100 messages would: afterSeq 100.
+    customer.send(json!({"type": "conversation.join", "data": {"conversationId": id, "afterSeq": 100}})).await;
     let joined = customer.recv_type("conversation.joined").await;
     let last = joined["data"]["conversation"]["lastSeq"].as_u64().expect("lastSeq");
     assert!(last >= 150, "only {last} of 150 acked messages survived");
     let mut stored = Vec::new();
-    for _ in 0..last {
-        stored.push(customer.recv_type("chat.message").await["data"]["seq"].as_u64().expect("seq"));
+    for _ in 100..last {
+        let message = customer.recv_type("chat.message").await;
+        let seq = message["data"]["seq"].as_u64().expect("seq");
+        assert_eq!(message["data"]["text"], format!("m{}", seq - 1), "message {seq} is the one sent");
+        stored.push(seq);
     }
-    assert_eq!(stored, (1..=last).collect::<Vec<_>>(), "seq has no gaps");
-    assert!(acked.iter().all(|seq| stored.contains(seq)));
+    assert_eq!(stored, (101..=last).collect::<Vec<_>>(), "every message once, in order, without gaps");
+    assert!(acked.iter().filter(|seq| **seq > 100).all(|seq| stored.contains(seq)));
 }
 
 /// SIGTERM: connections close with 1001 and the process exits cleanly.
