@@ -23,22 +23,13 @@ if [ ! -f tests/interop/node/node_modules/.package-lock.json ] \
 fi
 
 cargo build --quiet --package petchat-server --locked
+source scripts/lib.sh
 server=target/debug/petchat-server
 work=$(mktemp -d)
 secret="interop-$RANDOM$RANDOM"
-log="$work/server.log"
-"$server" --bind 127.0.0.1:0 --database-url "sqlite://$work/interop.db" --jwt-secret "$secret" \
-  --log-format json 2>"$log" &
-pid=$!
-trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
-addr=""
-for _ in $(seq 1 100); do
-  addr=$(sed -n 's/.*"message":"petchat listening","addr":"\([^"]*\)".*/\1/p' "$log" | head -n1)
-  [ -n "$addr" ] && break
-  sleep 0.1
-done
-[ -n "$addr" ] || { cat "$log"; echo "the server did not start" >&2; exit 1; }
-export PETCHAT_URL="ws://$addr/v1/ws/chat"
+trap 'kill "${SERVER_PID:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+start_server "$server" "$work" "$secret"
+export PETCHAT_URL="ws://$SERVER_ADDR/v1/ws/chat"
 token() { "$server" token --secret "$secret" --sub "$1" --role "$2" --name "$1" --ttl 10m; }
 
 PETCHAT_AGENT_TOKEN=$(token agent-py agent) PETCHAT_CUSTOMER_TOKEN=$(token cust-py customer) \

@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-2000}
+source scripts/lib.sh
 cargo build --quiet --release --package petchat-server --locked
 server=target/release/petchat-server
 python=target/interop-venv/bin/python
@@ -12,15 +13,8 @@ python=target/interop-venv/bin/python
 for batch in 256 1; do
   work=$(mktemp -d)
   secret="measure-$RANDOM"
-  "$server" --bind 127.0.0.1:0 --database-url "sqlite://$work/m.db" --jwt-secret "$secret" \
-    --messages-per-second 1000000 --commit-batch "$batch" --log-format json 2>"$work/log" &
-  pid=$!
-  addr=""
-  for _ in $(seq 1 100); do
-    addr=$(sed -n 's/.*"message":"petchat listening","addr":"\([^"]*\)".*/\1/p' "$work/log" | head -n1)
-    [ -n "$addr" ] && break
-    sleep 0.1
-  done
+  start_server "$server" "$work" "$secret" --messages-per-second 1000000 --commit-batch "$batch"
+  addr=$SERVER_ADDR pid=$SERVER_PID
   printf 'commit-batch %-4s ' "$batch"
   PETCHAT_URL="ws://$addr/v1/ws/chat" \
   PETCHAT_AGENT_TOKEN=$("$server" token --secret "$secret" --sub agent --role agent) \

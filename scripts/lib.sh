@@ -1,0 +1,20 @@
+# Shell helpers shared by the project's scripts; source it, don't run it.
+
+# start_server BIN WORKDIR SECRET [FLAG…]: starts petchat-server on 127.0.0.1:0
+# with a database and JSON log in WORKDIR; sets SERVER_PID and SERVER_ADDR.
+start_server() {
+  local bin=$1 work=$2 secret=$3
+  shift 3
+  "$bin" --bind 127.0.0.1:0 --database-url "sqlite://$work/petchat.db" --jwt-secret "$secret" \
+    --log-format json "$@" 2>"$work/server.log" &
+  SERVER_PID=$!
+  SERVER_ADDR=""
+  for _ in $(seq 1 100); do
+    SERVER_ADDR=$(sed -n 's/.*"message":"petchat listening","addr":"\([^"]*\)".*/\1/p' "$work/server.log" | head -n1)
+    [ -n "$SERVER_ADDR" ] && return 0
+    sleep 0.1
+  done
+  cat "$work/server.log" >&2
+  echo "petchat-server did not start" >&2
+  return 1
+}
