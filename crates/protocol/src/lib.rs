@@ -38,6 +38,7 @@ mod ready;
 mod receipt;
 #[cfg(feature = "schema")]
 pub mod schema;
+pub mod session;
 mod time;
 pub mod token;
 mod typing;

@@ -1,0 +1,862 @@
+//! The client session: a sans-IO state machine that both clients drive.
+//!
+//! It owns everything SPEC §5 promises from the client's seat: the reconnect
+//! policy (full-jitter backoff, the close-code table), the outbox replayed
+//! with its original `clientMessageId`s, resume from the highest contiguous
+//! `seq`, pacing to `messagesPerSecond`, automatic delivery receipts, typing
+//! throttling and the heartbeat. It does no I/O, reads no clock and draws no
+//! randomness of its own: time comes in as milliseconds on any monotonic
+//! clock, randomness as a seed.
+//!
+//! Call order for a driver:
+//!
+//! 1. [`Session::start`] once;
+//! 2. act on every [`Session::poll_action`]: `Connect` opens a socket,
+//!    `Close` closes the open one with the given code;
+//! 3. write every [`Session::poll_transmit`] frame to the open socket;
+//! 4. hand every [`Session::poll_event`] to the application;
+//! 5. wait for an input or [`Session::poll_timeout`], feed it with
+//!    [`Session::handle_connected`], [`Session::handle_frame`],
+//!    [`Session::handle_closed`] or [`Session::handle_timeout`], and go to 2.
+//!
+//! Commands ([`Session::send_chat`], [`Session::join`], …) may be called at
+//! any time; they queue while the connection is down.
+
+mod backoff;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+pub use backoff::Backoff;
+
+use crate::close::{self, CloseCode, Reconnect};
+use crate::error::{DecodeError, ErrorCode, ErrorData};
+use crate::limits::{
+    DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_MESSAGES_PER_SECOND, HEARTBEAT_MISSED_INTERVALS, MAX_MESSAGE_BYTES,
+    OUTBOX_CAPACITY, RATE_BURST_FACTOR, TYPING_THROTTLE_MS,
+};
+use crate::{
+    ChatAck, ChatMessage, ClientEnvelope, ClientMessage, ClientMessageId, ConversationId, ConversationRef,
+    JoinConversation, LastSeq, MessageText, OpenConversation, ReceiptUpTo, RequestId, SendChat, Seq, ServerEnvelope,
+    ServerMessage, SetAgentStatus, TextError, User,
+};
+
+/// Milliseconds on the driver's monotonic clock.
+pub type Millis = u64;
+
+/// How a session behaves; [`SessionConfig::default`] follows the contract.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Send `message.delivered` for every message received from others.
+    pub auto_delivered: bool,
+    /// Join every conversation `session.ready` lists.
+    pub auto_join: bool,
+    /// Messages the outbox holds at most.
+    pub outbox_capacity: usize,
+    /// Messages kept per conversation in [`Session::history`].
+    pub history_per_conversation: usize,
+    /// A `typing.stop` goes out after this long without a keystroke.
+    pub typing_idle_ms: u64,
+    /// Seed of the jitter and of generated `clientMessageId`s.
+    pub seed: u64,
+    /// The reconnect policy.
+    pub backoff: Backoff,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            auto_delivered: true,
+            auto_join: true,
+            outbox_capacity: OUTBOX_CAPACITY,
+            history_per_conversation: 200,
+            typing_idle_ms: 5_000,
+            seed: 0,
+            backoff: Backoff::new(0),
+        }
+    }
+}
+
+/// Where the connection stands, as the application shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Opening a socket, or waiting for `session.ready`.
+    Connecting,
+    /// `session.ready` arrived; traffic flows.
+    Connected,
+    /// Down; a reconnect is set for `retry_in_ms` from now.
+    Reconnecting {
+        /// Milliseconds until the next attempt.
+        retry_in_ms: u64,
+        /// The close that caused it (`None`: the socket failed without one).
+        close_code: Option<CloseCode>,
+    },
+    /// Down for good, until the application acts (a new token, `start`).
+    Stopped {
+        /// The close that caused it, if any.
+        close_code: Option<CloseCode>,
+    },
+}
+
+/// What the driver must do with the socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Open a socket now.
+    Connect,
+    /// Close the open socket with this code (the session already counts it as closed).
+    Close {
+        /// The code to send.
+        code: CloseCode,
+        /// The reason to send.
+        reason: String,
+    },
+}
+
+/// What the application hears.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The connection state changed.
+    State(ConnectionState),
+    /// A server message (duplicates of already seen `chat.message`s are dropped).
+    Message(ServerEnvelope),
+    /// A `chat.send` entered the outbox.
+    Queued {
+        /// Its conversation.
+        conversation_id: ConversationId,
+        /// Its idempotency key.
+        client_message_id: ClientMessageId,
+    },
+    /// A queued message is stored: its `chat.ack`.
+    Sent(ChatAck),
+    /// The server refused a queued message for good; it left the outbox.
+    Failed {
+        /// Its idempotency key.
+        client_message_id: ClientMessageId,
+        /// Why.
+        error: ErrorData,
+    },
+    /// A message was dropped from the outbox after the server closed with 1009.
+    Dropped {
+        /// Its idempotency key.
+        client_message_id: ClientMessageId,
+    },
+    /// The outbox is full; the message was not queued.
+    OutboxFull,
+    /// A `seq` was skipped: the session rejoins from the last contiguous one.
+    Gap {
+        /// The conversation.
+        conversation_id: ConversationId,
+        /// The `seq` expected.
+        expected: u64,
+        /// The `seq` received.
+        got: u64,
+    },
+    /// The server refused the token (4500, 4501): call
+    /// [`Session::token_refreshed`] once the application has a new one.
+    TokenNeeded {
+        /// 4500 or 4501.
+        close_code: CloseCode,
+    },
+    /// A server frame did not decode (a newer server?); it was ignored.
+    Invalid(DecodeError),
+}
+
+/// Why a command was refused at once.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The text is empty or too long.
+    #[error("text {0}")]
+    Text(#[from] TextError),
+    /// The outbox holds `outbox_capacity` messages already.
+    #[error("the outbox is full")]
+    OutboxFull,
+    /// The frame would exceed the server's `maxMessageBytes`.
+    #[error("the message is {0} bytes, more than the server accepts")]
+    TooBig(usize),
+    /// The session was stopped by [`Session::disconnect`].
+    #[error("the session is closed")]
+    Closed,
+}
+
+/// A `chat.send` waiting for its `chat.ack`.
+#[derive(Debug, Clone)]
+struct OutboxEntry {
+    request_id: RequestId,
+    send: SendChat,
+    frame: String,
+    /// Written on the current connection.
+    transmitted: bool,
+}
+
+/// What the session knows of a conversation.
+#[derive(Debug, Clone, Default)]
+struct Track {
+    /// Highest `seq` up to which every message was seen.
+    contiguous: u64,
+    /// `conversation.joined` said `hasMore`: join again once the replay ends.
+    more_after_replay: bool,
+    /// The `lastSeq` the last join announced.
+    replay_until: u64,
+    history: VecDeque<ChatMessage>,
+    /// Typing: when the last `typing.start` went out, and the last keystroke.
+    typing_sent_at: Option<Millis>,
+    last_keystroke: Option<Millis>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Socket {
+    Down,
+    Opening,
+    Open { since: Millis, ready: bool },
+}
+
+/// The client session; see the module docs for the call order.
+#[derive(Debug)]
+pub struct Session {
+    config: SessionConfig,
+    socket: Socket,
+    state: ConnectionState,
+    stopped_by_user: bool,
+    retry_at: Option<Millis>,
+    last_heard: Millis,
+    ping_sent_at: Option<Millis>,
+    heartbeat_ms: u64,
+    max_message_bytes: usize,
+    user: Option<User>,
+    /// Pacing: a token bucket in thousandths of a message.
+    rate_per_s: u64,
+    tokens_milli: u64,
+    refilled_at: Millis,
+    paused_until: Option<Millis>,
+    /// A server hint for the next reconnect (the last `rate_limited` error's `retryAfterMs`).
+    hint_ms: u64,
+    control: VecDeque<(Option<ConversationId>, ClientEnvelope)>,
+    outbox: VecDeque<OutboxEntry>,
+    receipts: BTreeMap<(ConversationId, bool), Seq>,
+    tracks: HashMap<ConversationId, Track>,
+    actions: VecDeque<Action>,
+    transmits: VecDeque<String>,
+    events: VecDeque<Event>,
+    next_request: u64,
+}
+
+impl Session {
+    /// A session that has not started.
+    pub fn new(config: SessionConfig) -> Self {
+        let rate = u64::from(DEFAULT_MESSAGES_PER_SECOND);
+        Self {
+            config,
+            socket: Socket::Down,
+            state: ConnectionState::Stopped { close_code: None },
+            stopped_by_user: false,
+            retry_at: None,
+            last_heard: 0,
+            ping_sent_at: None,
+            heartbeat_ms: DEFAULT_HEARTBEAT_INTERVAL_MS,
+            max_message_bytes: MAX_MESSAGE_BYTES,
+            user: None,
+            rate_per_s: rate,
+            tokens_milli: rate * u64::from(RATE_BURST_FACTOR) * 1_000,
+            refilled_at: 0,
+            paused_until: None,
+            hint_ms: 0,
+            control: VecDeque::new(),
+            outbox: VecDeque::new(),
+            receipts: BTreeMap::new(),
+            tracks: HashMap::new(),
+            actions: VecDeque::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            next_request: 1,
+        }
+    }
+
+    // ----- driver inputs ------------------------------------------------------
+
+    /// Starts connecting (or starts again after a stop).
+    pub fn start(&mut self, now: Millis) {
+        self.stopped_by_user = false;
+        self.refilled_at = now;
+        self.connect_now();
+    }
+
+    /// The socket opened; `session.ready` is awaited.
+    pub fn handle_connected(&mut self, now: Millis) {
+        if self.socket != Socket::Opening {
+            return;
+        }
+        self.socket = Socket::Open { since: now, ready: false };
+        self.last_heard = now;
+        self.ping_sent_at = None;
+    }
+
+    /// A text frame arrived.
+    pub fn handle_frame(&mut self, now: Millis, text: &str) {
+        self.last_heard = now;
+        self.ping_sent_at = None;
+        let envelope = match ServerEnvelope::decode(text) {
+            Ok(envelope) => envelope,
+            Err(e) => return self.events.push_back(Event::Invalid(e)),
+        };
+        let replaying = match &envelope.message {
+            ServerMessage::ChatMessage(m) => Some(m.conversation_id.clone()),
+            _ => None,
+        };
+        let awaiting: Vec<ConversationId> =
+            self.tracks.iter().filter(|(_, t)| t.more_after_replay).map(|(id, _)| id.clone()).collect();
+        let forward = self.on_message(now, &envelope);
+        if forward {
+            self.events.push_back(Event::Message(envelope));
+        }
+        // A replay with `hasMore` ends at the first frame that is not one of
+        // its messages, or at the `lastSeq` its join announced.
+        let pending: Vec<ConversationId> = awaiting
+            .into_iter()
+            .filter(|id| {
+                self.tracks.get(id).is_some_and(|t| {
+                    t.more_after_replay && (replaying.as_ref() != Some(id) || t.contiguous >= t.replay_until)
+                })
+            })
+            .collect();
+        for id in pending {
+            if let Some(track) = self.tracks.get_mut(&id) {
+                track.more_after_replay = false;
+            }
+            self.queue_join(&id);
+        }
+        self.flush(now);
+    }
+
+    /// The socket closed (`code` is `None` when it failed without a close
+    /// frame, or could not open at all).
+    pub fn handle_closed(&mut self, now: Millis, code: Option<CloseCode>, reason: &str) {
+        if self.socket == Socket::Down {
+            return;
+        }
+        if let Socket::Open { since, .. } = self.socket {
+            self.config.backoff.connection_ended(now.saturating_sub(since));
+        }
+        self.socket = Socket::Down;
+        // 1009: the message written last is the one the server could not take.
+        let offending = self.outbox.iter().rposition(|e| e.transmitted);
+        if code.is_some_and(CloseCode::drops_offending_message)
+            && let Some(entry) = offending.and_then(|index| self.outbox.remove(index))
+        {
+            self.events.push_back(Event::Dropped { client_message_id: entry.send.client_message_id });
+        }
+        for entry in &mut self.outbox {
+            entry.transmitted = false;
+        }
+        self.transmits.clear();
+        if self.stopped_by_user {
+            return self.set_state(ConnectionState::Stopped { close_code: code });
+        }
+        let rule = code.map_or(Reconnect::Backoff, CloseCode::reconnect);
+        match rule {
+            Reconnect::Stop => self.set_state(ConnectionState::Stopped { close_code: code }),
+            Reconnect::NewToken => {
+                let close_code = code.unwrap_or(CloseCode::UNAUTHORIZED);
+                self.set_state(ConnectionState::Stopped { close_code: code });
+                self.events.push_back(Event::TokenNeeded { close_code });
+            }
+            Reconnect::Backoff | Reconnect::AfterHint => {
+                let hint = if rule == Reconnect::AfterHint {
+                    close::retry_hint_ms(reason).unwrap_or(0).max(self.hint_ms)
+                } else {
+                    0
+                };
+                self.schedule_reconnect(now, hint, code);
+            }
+        }
+    }
+
+    /// Time passed: reconnect timers, heartbeat, pacing, typing.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        if self.retry_at.is_some_and(|at| at <= now) {
+            self.retry_at = None;
+            self.connect_now();
+        }
+        if let Socket::Open { .. } = self.socket {
+            let silent = now.saturating_sub(self.last_heard);
+            if silent >= self.heartbeat_ms * u64::from(HEARTBEAT_MISSED_INTERVALS) {
+                self.actions.push_back(Action::Close {
+                    code: CloseCode::HEARTBEAT_TIMEOUT,
+                    reason: "no frame from the server for two heartbeat intervals".into(),
+                });
+                self.handle_closed(now, Some(CloseCode::HEARTBEAT_TIMEOUT), "");
+                return;
+            }
+            if silent >= self.heartbeat_ms && self.ping_sent_at.is_none() && self.is_ready() {
+                self.ping_sent_at = Some(now);
+                let id = self.request_id("hb");
+                self.transmits
+                    .push_back(ClientEnvelope::new(ClientMessage::Ping(Default::default())).with_id(id).encode());
+            }
+        }
+        let idle = self.config.typing_idle_ms;
+        let stale: Vec<ConversationId> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.last_keystroke.is_some_and(|k| now >= k + idle))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stale {
+            self.stop_typing(&id);
+        }
+        self.flush(now);
+    }
+
+    /// The application has a fresh token after [`Event::TokenNeeded`]:
+    /// reconnect with backoff.
+    pub fn token_refreshed(&mut self, now: Millis) {
+        if matches!(self.state, ConnectionState::Stopped { .. }) && !self.stopped_by_user {
+            self.schedule_reconnect(now, 0, None);
+        }
+    }
+
+    // ----- driver outputs -----------------------------------------------------
+
+    /// The next thing to do with the socket.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The next frame to write to the open socket.
+    pub fn poll_transmit(&mut self) -> Option<String> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Session::handle_timeout`] is due next, if anything waits on time.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        let mut deadlines = Vec::new();
+        deadlines.extend(self.retry_at);
+        if let Socket::Open { .. } = self.socket {
+            deadlines.push(self.last_heard + self.heartbeat_ms * u64::from(HEARTBEAT_MISSED_INTERVALS));
+            if self.ping_sent_at.is_none() {
+                deadlines.push(self.last_heard + self.heartbeat_ms);
+            }
+            if self.is_ready() && self.has_paced_work() {
+                let wait = self.paused_until.unwrap_or(0).max(self.refilled_at + self.ms_per_token());
+                deadlines.push(wait);
+            }
+        }
+        deadlines.extend(self.tracks.values().filter_map(|t| t.last_keystroke.map(|k| k + self.config.typing_idle_ms)));
+        deadlines.into_iter().min()
+    }
+
+    // ----- commands -------------------------------------------------------------
+
+    /// Queues a chat message; returns its idempotency key.
+    pub fn send_chat(
+        &mut self,
+        now: Millis,
+        conversation_id: &ConversationId,
+        text: &str,
+    ) -> Result<ClientMessageId, SendError> {
+        let text = MessageText::new(text)?;
+        let client_message_id = ClientMessageId::from_random_bytes(self.random_bytes());
+        let send =
+            SendChat { conversation_id: conversation_id.clone(), client_message_id: client_message_id.clone(), text };
+        self.send(now, ClientMessage::ChatSend(send), None)?;
+        Ok(client_message_id)
+    }
+
+    /// Queues any client message; `chat.send`s go through the outbox with
+    /// their own `clientMessageId`, the rest are paced in order.
+    pub fn send(&mut self, now: Millis, message: ClientMessage, id: Option<RequestId>) -> Result<(), SendError> {
+        if self.stopped_by_user {
+            return Err(SendError::Closed);
+        }
+        match message {
+            ClientMessage::ChatSend(send) => {
+                if self.outbox.len() >= self.config.outbox_capacity {
+                    self.events.push_back(Event::OutboxFull);
+                    return Err(SendError::OutboxFull);
+                }
+                let request_id = id.unwrap_or_else(|| self.request_id("m"));
+                let conversation_id = send.conversation_id.clone();
+                self.stop_typing(&conversation_id);
+                let frame =
+                    ClientEnvelope::new(ClientMessage::ChatSend(send.clone())).with_id(request_id.clone()).encode();
+                if frame.len() > self.max_message_bytes {
+                    return Err(SendError::TooBig(frame.len()));
+                }
+                self.track(&conversation_id);
+                let client_message_id = send.client_message_id.clone();
+                self.outbox.push_back(OutboxEntry { request_id, send, frame, transmitted: false });
+                self.events.push_back(Event::Queued { conversation_id, client_message_id });
+            }
+            ClientMessage::ConversationJoin(join) => {
+                self.track(&join.conversation_id);
+                if let Some(after) = join.after_seq
+                    && let Some(track) = self.tracks.get_mut(&join.conversation_id)
+                {
+                    track.contiguous = track.contiguous.min(after.get());
+                }
+                self.queue_join(&join.conversation_id);
+            }
+            ClientMessage::MessageDelivered(r) => self.raise_receipt(r, false),
+            ClientMessage::MessageRead(r) => self.raise_receipt(r, true),
+            ClientMessage::TypingStart(t) => self.typing(now, &t.conversation_id),
+            ClientMessage::TypingStop(t) => self.stop_typing(&t.conversation_id),
+            ClientMessage::ConversationLeave(ConversationRef { conversation_id }) => {
+                self.tracks.remove(&conversation_id);
+                let leave = ClientMessage::ConversationLeave(ConversationRef { conversation_id });
+                self.control.push_back((None, envelope(leave, id)));
+            }
+            other => self.control.push_back((None, envelope(other, id))),
+        }
+        self.flush(now);
+        Ok(())
+    }
+
+    /// Opens (or finds) the customer's conversation.
+    pub fn open_conversation(&mut self, now: Millis, open: OpenConversation) -> Result<(), SendError> {
+        self.send(now, ClientMessage::ConversationOpen(open), None)
+    }
+
+    /// Joins a conversation, replaying from what the session has seen.
+    pub fn join(&mut self, now: Millis, conversation_id: &ConversationId) -> Result<(), SendError> {
+        let join = JoinConversation { conversation_id: conversation_id.clone(), after_seq: None };
+        self.send(now, ClientMessage::ConversationJoin(join), None)
+    }
+
+    /// Closes a conversation for both sides.
+    pub fn close_conversation(&mut self, now: Millis, conversation_id: &ConversationId) -> Result<(), SendError> {
+        let close = ConversationRef { conversation_id: conversation_id.clone() };
+        self.send(now, ClientMessage::ConversationClose(close), None)
+    }
+
+    /// Marks a conversation read up to `up_to` (coalesced with later marks).
+    pub fn mark_read(&mut self, now: Millis, conversation_id: &ConversationId, up_to: Seq) -> Result<(), SendError> {
+        let receipt = ReceiptUpTo { conversation_id: conversation_id.clone(), up_to_seq: up_to };
+        self.send(now, ClientMessage::MessageRead(receipt), None)
+    }
+
+    /// Enters or leaves the agent pool.
+    pub fn set_available(&mut self, now: Millis, available: bool) -> Result<(), SendError> {
+        self.send(now, ClientMessage::AgentStatus(SetAgentStatus { available }), None)
+    }
+
+    /// The user typed in a conversation: one `typing.start` per 3 s of
+    /// typing, a `typing.stop` after `typing_idle_ms` without a keystroke.
+    pub fn typing(&mut self, now: Millis, conversation_id: &ConversationId) {
+        if !self.is_ready() {
+            return;
+        }
+        let track = self.tracks.entry(conversation_id.clone()).or_default();
+        track.last_keystroke = Some(now);
+        if track.typing_sent_at.is_none_or(|at| now >= at + TYPING_THROTTLE_MS) {
+            track.typing_sent_at = Some(now);
+            let start = ClientMessage::TypingStart(ConversationRef { conversation_id: conversation_id.clone() });
+            self.control.push_back((None, ClientEnvelope::new(start)));
+        }
+        self.flush(now);
+    }
+
+    /// The user stopped typing (cleared the input).
+    pub fn stop_typing(&mut self, conversation_id: &ConversationId) {
+        let Some(track) = self.tracks.get_mut(conversation_id) else { return };
+        track.last_keystroke = None;
+        if track.typing_sent_at.take().is_some() && self.is_ready() {
+            let stop = ClientMessage::TypingStop(ConversationRef { conversation_id: conversation_id.clone() });
+            self.control.push_back((None, ClientEnvelope::new(stop)));
+        }
+    }
+
+    /// The user leaves: close with 1000 and stay down.
+    pub fn disconnect(&mut self, now: Millis) {
+        self.stopped_by_user = true;
+        self.retry_at = None;
+        if matches!(self.socket, Socket::Open { .. }) {
+            self.actions.push_back(Action::Close { code: CloseCode::NORMAL, reason: "bye".into() });
+        }
+        self.handle_closed(now, Some(CloseCode::NORMAL), "");
+        self.set_state(ConnectionState::Stopped { close_code: Some(CloseCode::NORMAL) });
+    }
+
+    // ----- what the application may read ---------------------------------------
+
+    /// Where the connection stands.
+    pub fn state(&self) -> &ConnectionState {
+        &self.state
+    }
+
+    /// The authenticated user, once `session.ready` arrived.
+    pub fn user(&self) -> Option<&User> {
+        self.user.as_ref()
+    }
+
+    /// Messages waiting for their `chat.ack`, oldest first.
+    pub fn outbox(&self) -> impl Iterator<Item = &SendChat> {
+        self.outbox.iter().map(|e| &e.send)
+    }
+
+    /// The highest `seq` up to which every message of the conversation was seen.
+    pub fn last_seq(&self, conversation_id: &ConversationId) -> Option<u64> {
+        self.tracks.get(conversation_id).map(|t| t.contiguous)
+    }
+
+    /// The last messages of a conversation (bounded by `history_per_conversation`).
+    pub fn history(&self, conversation_id: &ConversationId) -> impl Iterator<Item = &ChatMessage> {
+        self.tracks.get(conversation_id).into_iter().flat_map(|t| t.history.iter())
+    }
+
+    /// Queues messages restored from disk (a CLI restarted while offline); they
+    /// keep their keys and are sent once connected.
+    pub fn restore_outbox(&mut self, now: Millis, messages: impl IntoIterator<Item = SendChat>) {
+        for send in messages {
+            if self.outbox.iter().any(|e| e.send.client_message_id == send.client_message_id) {
+                continue;
+            }
+            let _ = self.send(now, ClientMessage::ChatSend(send), None);
+        }
+    }
+
+    // ----- internals --------------------------------------------------------------
+
+    /// Applies a server message; returns whether the application sees it.
+    fn on_message(&mut self, now: Millis, envelope: &ServerEnvelope) -> bool {
+        match &envelope.message {
+            ServerMessage::SessionReady(ready) => {
+                if let Socket::Open { since, .. } = self.socket {
+                    self.socket = Socket::Open { since, ready: true };
+                }
+                self.heartbeat_ms = ready.heartbeat_interval_ms.max(1);
+                self.max_message_bytes = ready.limits.max_message_bytes as usize;
+                self.rate_per_s = u64::from(ready.limits.messages_per_second.max(1));
+                self.tokens_milli = self.burst_milli();
+                self.refilled_at = now;
+                self.user = Some(ready.user.clone());
+                self.hint_ms = 0;
+                if self.config.auto_join {
+                    for conversation in &ready.conversations {
+                        self.track(&conversation.id);
+                    }
+                }
+                // Rejoin everything known, first, then replay the outbox.
+                let known: Vec<ConversationId> = self.tracks.keys().cloned().collect();
+                self.control.retain(|(_, e)| !matches!(e.message, ClientMessage::ConversationJoin(_)));
+                for id in known.iter().rev() {
+                    let join = self.join_envelope(id);
+                    self.control.push_front((Some(id.clone()), join));
+                }
+                self.set_state(ConnectionState::Connected);
+                true
+            }
+            ServerMessage::ConversationOpened(snapshot) | ServerMessage::ConversationJoined(snapshot) => {
+                let id = snapshot.conversation.id.clone();
+                let last = snapshot.conversation.last_seq.get();
+                let joined = matches!(envelope.message, ServerMessage::ConversationJoined(_));
+                let track = self.tracks.entry(id.clone()).or_default();
+                if joined {
+                    track.replay_until = last;
+                    track.more_after_replay = snapshot.has_more == Some(true);
+                } else if last > track.contiguous {
+                    // Opened an existing conversation: fetch what this session has not seen.
+                    self.queue_join(&id);
+                }
+                true
+            }
+            ServerMessage::ChatMessage(message) => {
+                let mine = self.user.as_ref().is_some_and(|u| u.id == message.from.id);
+                let fresh = self.advance(&message.conversation_id, message.seq.get());
+                if fresh {
+                    let limit = self.config.history_per_conversation;
+                    let track = self.tracks.entry(message.conversation_id.clone()).or_default();
+                    track.history.push_back(message.clone());
+                    while track.history.len() > limit {
+                        track.history.pop_front();
+                    }
+                    if !mine && self.config.auto_delivered {
+                        let up_to = Seq::new(track.contiguous).unwrap_or(message.seq);
+                        self.raise_receipt(
+                            ReceiptUpTo { conversation_id: message.conversation_id.clone(), up_to_seq: up_to },
+                            false,
+                        );
+                    }
+                }
+                fresh
+            }
+            ServerMessage::ChatAck(ack) => {
+                if let Some(index) = self.outbox.iter().position(|e| e.send.client_message_id == ack.client_message_id)
+                {
+                    self.outbox.remove(index);
+                    self.events.push_back(Event::Sent(ack.clone()));
+                }
+                self.advance(&ack.conversation_id, ack.seq.get());
+                true
+            }
+            ServerMessage::Error(error) => {
+                self.on_error(now, error);
+                true
+            }
+            _ => true,
+        }
+    }
+
+    /// A refused request: a `chat.send` is retried (rate limit, server
+    /// failure) or leaves the outbox; a refused join is queued again.
+    fn on_error(&mut self, now: Millis, error: &ErrorData) {
+        let retry_after = error.retry_after_ms.unwrap_or(1_000);
+        if error.code == ErrorCode::RateLimited {
+            self.hint_ms = retry_after;
+            self.paused_until = Some(now + retry_after);
+        }
+        let Some(ref_id) = &error.ref_id else { return };
+        if let Some(index) = self.outbox.iter().position(|e| &e.request_id == ref_id) {
+            match error.code {
+                ErrorCode::RateLimited | ErrorCode::Internal => {
+                    self.outbox[index].transmitted = false;
+                    self.paused_until = Some(now + retry_after);
+                }
+                _ => {
+                    let entry = self.outbox.remove(index).expect("index from position");
+                    self.events.push_back(Event::Failed {
+                        client_message_id: entry.send.client_message_id,
+                        error: error.clone(),
+                    });
+                }
+            }
+        } else if error.code == ErrorCode::RateLimited && ref_id.as_str().starts_with("j-") {
+            let conversation = self.tracks.keys().find(|id| ref_id.as_str().ends_with(id.as_str())).cloned();
+            if let Some(id) = conversation {
+                self.queue_join(&id);
+            }
+        }
+    }
+
+    /// Records `seq` of a conversation; false for a duplicate. A gap queues a rejoin.
+    fn advance(&mut self, conversation_id: &ConversationId, seq: u64) -> bool {
+        let track = self.tracks.entry(conversation_id.clone()).or_default();
+        if seq <= track.contiguous {
+            return false;
+        }
+        if seq == track.contiguous + 1 {
+            track.contiguous = seq;
+            return true;
+        }
+        let expected = track.contiguous + 1;
+        self.events.push_back(Event::Gap { conversation_id: conversation_id.clone(), expected, got: seq });
+        self.queue_join(conversation_id);
+        false
+    }
+
+    fn track(&mut self, conversation_id: &ConversationId) {
+        self.tracks.entry(conversation_id.clone()).or_default();
+    }
+
+    fn join_envelope(&mut self, conversation_id: &ConversationId) -> ClientEnvelope {
+        let after = self.tracks.get(conversation_id).map_or(0, |t| t.contiguous);
+        let join = JoinConversation { conversation_id: conversation_id.clone(), after_seq: LastSeq::new(after).ok() };
+        let id = RequestId::new(
+            format!("j-{}", conversation_id.as_str()).chars().take(crate::limits::MAX_ID_CHARS).collect::<String>(),
+        )
+        .expect("a non-empty id of bounded length");
+        ClientEnvelope::new(ClientMessage::ConversationJoin(join)).with_id(id)
+    }
+
+    /// Queues a join of the conversation, replacing one that waits already.
+    fn queue_join(&mut self, conversation_id: &ConversationId) {
+        self.control.retain(|(c, _)| c.as_ref() != Some(conversation_id));
+        let join = self.join_envelope(conversation_id);
+        self.control.push_back((Some(conversation_id.clone()), join));
+    }
+
+    fn raise_receipt(&mut self, receipt: ReceiptUpTo, read: bool) {
+        let slot = self.receipts.entry((receipt.conversation_id, read)).or_insert(receipt.up_to_seq);
+        if receipt.up_to_seq > *slot {
+            *slot = receipt.up_to_seq;
+        }
+    }
+
+    fn connect_now(&mut self) {
+        self.socket = Socket::Opening;
+        self.actions.push_back(Action::Connect);
+        self.set_state(ConnectionState::Connecting);
+    }
+
+    fn schedule_reconnect(&mut self, now: Millis, hint_ms: u64, close_code: Option<CloseCode>) {
+        let delay = self.config.backoff.next_delay_ms(hint_ms);
+        self.retry_at = Some(now + delay);
+        self.set_state(ConnectionState::Reconnecting { retry_in_ms: delay, close_code });
+    }
+
+    fn set_state(&mut self, state: ConnectionState) {
+        if self.state != state {
+            self.state = state.clone();
+            self.events.push_back(Event::State(state));
+        }
+    }
+
+    fn is_ready(&self) -> bool {
+        matches!(self.socket, Socket::Open { ready: true, .. })
+    }
+
+    fn has_paced_work(&self) -> bool {
+        !self.control.is_empty() || self.outbox.iter().any(|e| !e.transmitted) || !self.receipts.is_empty()
+    }
+
+    fn burst_milli(&self) -> u64 {
+        self.rate_per_s * u64::from(RATE_BURST_FACTOR) * 1_000
+    }
+
+    fn ms_per_token(&self) -> u64 {
+        1_000u64.div_ceil(self.rate_per_s)
+    }
+
+    /// Moves paced work to the transmit queue while the rate allows:
+    /// control frames (joins first), then the outbox in order, then receipts.
+    fn flush(&mut self, now: Millis) {
+        if !self.is_ready() {
+            return;
+        }
+        if self.paused_until.is_some_and(|until| now < until) {
+            return;
+        }
+        self.paused_until = None;
+        let elapsed = now.saturating_sub(self.refilled_at);
+        self.tokens_milli = (self.tokens_milli + elapsed * self.rate_per_s).min(self.burst_milli());
+        self.refilled_at = now;
+        while self.tokens_milli >= 1_000 {
+            let frame = if let Some((_, envelope)) = self.control.pop_front() {
+                envelope.encode()
+            } else if let Some(entry) = self.outbox.iter_mut().find(|e| !e.transmitted) {
+                entry.transmitted = true;
+                entry.frame.clone()
+            } else if let Some(((conversation_id, read), up_to_seq)) = self.receipts.pop_first() {
+                let receipt = ReceiptUpTo { conversation_id, up_to_seq };
+                let message =
+                    if read { ClientMessage::MessageRead(receipt) } else { ClientMessage::MessageDelivered(receipt) };
+                ClientEnvelope::new(message).encode()
+            } else {
+                break;
+            };
+            self.tokens_milli -= 1_000;
+            self.transmits.push_back(frame);
+        }
+    }
+
+    fn request_id(&mut self, prefix: &str) -> RequestId {
+        let n = self.next_request;
+        self.next_request += 1;
+        RequestId::new(format!("{prefix}-{n}")).expect("a short non-empty id")
+    }
+
+    fn random_bytes(&mut self) -> [u8; 16] {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&self.config.backoff.random().to_le_bytes());
+        bytes[8..].copy_from_slice(&self.config.backoff.random().to_le_bytes());
+        bytes
+    }
+}
+
+fn envelope(message: ClientMessage, id: Option<RequestId>) -> ClientEnvelope {
+    ClientEnvelope { id, timestamp: None, message }
+}

@@ -1,0 +1,378 @@
+//! The session driven by a virtual clock and a fake server: no sockets, no sleeps.
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::close::reason_with_retry_hint;
+
+const SEC: Millis = 1_000;
+
+/// A session and a clock; helpers play the server's part.
+struct Pair {
+    session: Session,
+    now: Millis,
+}
+
+impl Pair {
+    fn new() -> Self {
+        Self::with(SessionConfig { seed: 42, backoff: Backoff::new(42), ..SessionConfig::default() })
+    }
+
+    fn with(config: SessionConfig) -> Self {
+        let mut session = Session::new(config);
+        session.start(0);
+        Self { session, now: 0 }
+    }
+
+    fn advance(&mut self, ms: Millis) {
+        self.now += ms;
+        self.session.handle_timeout(self.now);
+    }
+
+    /// Runs timers until the session asks to connect; returns how long that took.
+    fn until_connect(&mut self) -> Millis {
+        let started = self.now;
+        for _ in 0..100 {
+            if self.actions().contains(&Action::Connect) {
+                return self.now - started;
+            }
+            let next = self.session.poll_timeout().expect("a reconnect timer is set");
+            self.now = next.max(self.now);
+            self.session.handle_timeout(self.now);
+        }
+        panic!("never asked to connect");
+    }
+
+    /// Opens the socket and delivers `session.ready` with these conversations.
+    fn connect(&mut self, conversations: Value) {
+        self.session.handle_connected(self.now);
+        self.server(json!({"type": "session.ready", "data": {
+            "sessionId": "s", "user": {"id": "cust-1", "role": "customer", "name": "C"},
+            "heartbeatIntervalMs": 25_000,
+            "limits": {"maxMessageBytes": 65_536, "maxTextChars": 4_000, "messagesPerSecond": 10},
+            "conversations": conversations,
+        }}));
+    }
+
+    fn server(&mut self, mut frame: Value) {
+        frame["timestamp"] = json!("2026-11-22T10:00:00.000Z");
+        self.session.handle_frame(self.now, &frame.to_string());
+    }
+
+    fn message(&mut self, seq: u64, from: &str) {
+        self.server(json!({"type": "chat.message", "data": {
+            "conversationId": "c-1", "messageId": format!("m{seq}"), "seq": seq,
+            "from": {"id": from, "role": "agent", "name": "A"}, "text": format!("text {seq}"),
+            "sentAt": "2026-11-22T10:00:00.000Z"}}));
+    }
+
+    fn transmits(&mut self) -> Vec<Value> {
+        std::iter::from_fn(|| self.session.poll_transmit()).map(|t| serde_json::from_str(&t).expect("JSON")).collect()
+    }
+
+    fn actions(&mut self) -> Vec<Action> {
+        std::iter::from_fn(|| self.session.poll_action()).collect()
+    }
+
+    fn events(&mut self) -> Vec<Event> {
+        std::iter::from_fn(|| self.session.poll_event()).collect()
+    }
+}
+
+fn c1() -> ConversationId {
+    ConversationId::new("c-1").expect("id")
+}
+
+fn types(frames: &[Value]) -> Vec<&str> {
+    frames.iter().map(|f| f["type"].as_str().expect("type")).collect()
+}
+
+#[test]
+fn reconnect_delays_follow_full_jitter_backoff_within_bounds() {
+    let mut pair = Pair::new();
+    assert_eq!(pair.actions(), [Action::Connect]);
+    let mut ceiling = 1_000;
+    for _ in 0..8 {
+        pair.session.handle_closed(pair.now, None, "");
+        let waited = pair.until_connect();
+        assert!(waited <= ceiling, "waited {waited} ms, ceiling {ceiling}");
+        ceiling = (ceiling * 2).min(30_000);
+    }
+}
+
+#[test]
+fn every_close_code_decides_as_the_spec_table_says() {
+    for code in CloseCode::ALL {
+        let mut pair = Pair::new();
+        pair.actions();
+        pair.connect(json!([]));
+        pair.session.handle_closed(pair.now, Some(code), "");
+        let state = pair.session.state().clone();
+        match code.reconnect() {
+            Reconnect::Backoff | Reconnect::AfterHint => {
+                assert!(
+                    matches!(state, ConnectionState::Reconnecting { close_code: Some(c), .. } if c == code),
+                    "{code}: {state:?}"
+                );
+            }
+            Reconnect::Stop => assert_eq!(state, ConnectionState::Stopped { close_code: Some(code) }, "{code}"),
+            Reconnect::NewToken => {
+                assert_eq!(state, ConnectionState::Stopped { close_code: Some(code) }, "{code}");
+                assert!(pair.events().contains(&Event::TokenNeeded { close_code: code }));
+            }
+        }
+    }
+}
+
+#[test]
+fn a_new_token_after_4500_reconnects() {
+    let mut pair = Pair::new();
+    pair.actions();
+    pair.connect(json!([]));
+    pair.session.handle_closed(pair.now, Some(CloseCode::UNAUTHORIZED), "token invalid");
+    pair.advance(60 * SEC);
+    assert!(pair.actions().is_empty(), "no reconnect without a new token");
+    pair.session.token_refreshed(pair.now);
+    assert!(pair.until_connect() <= 30 * SEC);
+}
+
+#[test]
+fn a_server_hint_is_never_undercut() {
+    let mut pair = Pair::new();
+    pair.actions();
+    pair.connect(json!([]));
+    pair.session.handle_closed(pair.now, Some(CloseCode::TRY_AGAIN_LATER), &reason_with_retry_hint("full", 7_000));
+    assert!(pair.until_connect() >= 7_000);
+}
+
+#[test]
+fn the_schedule_starts_over_after_thirty_seconds_up() {
+    let mut pair = Pair::new();
+    pair.actions();
+    for _ in 0..5 {
+        pair.session.handle_closed(pair.now, None, "");
+        pair.until_connect();
+    }
+    assert_eq!(pair.session.config.backoff.ceiling_ms(), 30_000);
+    pair.connect(json!([]));
+    pair.advance(31 * SEC);
+    pair.server(json!({"type": "pong", "data": {}}));
+    pair.session.handle_closed(pair.now, Some(CloseCode::GOING_AWAY), "");
+    assert!(pair.until_connect() <= 1_000);
+}
+
+#[test]
+fn messages_sent_while_down_are_replayed_in_order_with_their_keys_after_the_joins() {
+    let mut pair = Pair::new();
+    pair.actions();
+    let keys: Vec<ClientMessageId> =
+        (1..=3).map(|n| pair.session.send_chat(pair.now, &c1(), &format!("offline {n}")).expect("queued")).collect();
+    assert!(pair.transmits().is_empty(), "nothing is written before session.ready");
+    let queued = pair.events().into_iter().filter(|e| matches!(e, Event::Queued { .. })).count();
+    assert_eq!(queued, 3);
+    pair.connect(json!([{"id": "c-1", "status": "active", "lastSeq": 0}]));
+    let frames = pair.transmits();
+    assert_eq!(types(&frames), ["conversation.join", "chat.send", "chat.send", "chat.send"]);
+    assert_eq!(frames[0]["data"], json!({"conversationId": "c-1", "afterSeq": 0}));
+    let sent: Vec<&str> = frames[1..].iter().map(|f| f["data"]["clientMessageId"].as_str().expect("key")).collect();
+    assert_eq!(sent, keys.iter().map(ClientMessageId::as_str).collect::<Vec<_>>());
+
+    // The connection drops before any ack: everything is sent again, same keys.
+    pair.session.handle_closed(pair.now, None, "");
+    pair.until_connect();
+    pair.connect(json!([{"id": "c-1", "status": "active", "lastSeq": 0}]));
+    let again = pair.transmits();
+    assert_eq!(again[1..], frames[1..]);
+
+    // An ack takes its message out of the outbox.
+    let first = &frames[1]["data"];
+    pair.server(
+        json!({"type": "chat.ack", "data": {"conversationId": "c-1", "clientMessageId": first["clientMessageId"],
+        "messageId": "m1", "seq": 1, "sentAt": "2026-11-22T10:00:00.000Z"}}),
+    );
+    assert_eq!(pair.session.outbox().count(), 2);
+    assert!(pair.events().iter().any(|e| matches!(e, Event::Sent(ack) if ack.seq.get() == 1)));
+}
+
+#[test]
+fn the_outbox_is_bounded() {
+    let mut pair = Pair::with(SessionConfig { outbox_capacity: 2, ..SessionConfig::default() });
+    pair.session.send_chat(0, &c1(), "a").expect("queued");
+    pair.session.send_chat(0, &c1(), "b").expect("queued");
+    assert_eq!(pair.session.send_chat(0, &c1(), "c"), Err(SendError::OutboxFull));
+    assert!(pair.events().contains(&Event::OutboxFull));
+    assert!(matches!(pair.session.send_chat(0, &c1(), "   "), Err(SendError::Text(TextError::Empty))));
+}
+
+#[test]
+fn duplicates_are_dropped_and_a_gap_rejoins_from_the_last_contiguous_seq() {
+    let mut pair = Pair::new();
+    pair.actions();
+    pair.connect(json!([{"id": "c-1", "status": "active", "lastSeq": 0}]));
+    pair.transmits();
+    pair.events();
+    pair.message(1, "agent-1");
+    pair.message(2, "agent-1");
+    pair.message(2, "agent-1");
+    pair.message(1, "agent-1");
+    let seen = pair.events().into_iter().filter(|e| matches!(e, Event::Message(_))).count();
+    assert_eq!(seen, 2, "each seq reaches the application once");
+    pair.message(4, "agent-1");
+    assert!(pair.events().contains(&Event::Gap { conversation_id: c1(), expected: 3, got: 4 }));
+    let join = pair.transmits().into_iter().find(|f| f["type"] == "conversation.join").expect("a rejoin");
+    assert_eq!(join["data"]["afterSeq"], 2);
+    assert_eq!(pair.session.last_seq(&c1()), Some(2));
+    assert_eq!(pair.session.history(&c1()).count(), 2);
+}
+
+#[test]
+fn messages_from_others_are_acknowledged_as_delivered_in_one_receipt() {
+    let mut pair = Pair::new();
+    pair.actions();
+    pair.connect(json!([{"id": "c-1", "status": "active", "lastSeq": 0}]));
+    pair.transmits();
+    pair.message(1, "agent-1");
+    let receipts: Vec<Value> = pair.transmits().into_iter().filter(|f| f["type"] == "message.delivered").collect();
+    assert_eq!(receipts.len(), 1);
+    assert_eq!(receipts[0]["data"], json!({"conversationId": "c-1", "upToSeq": 1}));
+    // The user's own messages (from another device) are not receipted.
+    pair.message(2, "cust-1");
+    assert!(pair.transmits().iter().all(|f| f["type"] != "message.delivered"));
+}
+
+#[test]
+fn sends_are_paced_to_the_servers_rate() {
+    let mut pair = Pair::new();
+    pair.actions();
+    pair.connect(json!([]));
+    for n in 0..30 {
+        pair.session.send_chat(pair.now, &c1(), &format!("m{n}")).expect("queued");
+    }
+    assert_eq!(pair.transmits().len(), 20, "a burst of twice messagesPerSecond");
+    pair.advance(100);
+    assert_eq!(pair.transmits().len(), 1, "then one per 100 ms at 10 per second");
+    pair.advance(SEC);
+    assert_eq!(pair.transmits().len(), 9);
+}
+
+#[test]
+fn rate_limited_pauses_and_resends_the_refused_message() {
+    let mut pair = Pair::new();
+    pair.actions();
+    pair.connect(json!([]));
+    pair.session.send_chat(pair.now, &c1(), "hi").expect("queued");
+    let sent = pair.transmits().remove(0);
+    pair.server(json!({"type": "error", "id": sent["id"], "data": {"code": "rate_limited", "message": "slow down",
+        "refId": sent["id"], "retryAfterMs": 500}}));
+    assert!(pair.transmits().is_empty());
+    pair.advance(499);
+    assert!(pair.transmits().is_empty(), "not before retryAfterMs");
+    pair.advance(1);
+    assert_eq!(pair.transmits(), [sent]);
+}
+
+#[test]
+fn a_refused_message_leaves_the_outbox_with_its_error() {
+    let mut pair = Pair::new();
+    pair.actions();
+    pair.connect(json!([]));
+    let key = pair.session.send_chat(pair.now, &c1(), "hi").expect("queued");
+    let sent = pair.transmits().remove(0);
+    pair.server(json!({"type": "error", "data": {"code": "forbidden", "message": "no", "refId": sent["id"]}}));
+    assert_eq!(pair.session.outbox().count(), 0);
+    assert!(
+        pair.events().iter().any(|e| matches!(e, Event::Failed { client_message_id, .. } if *client_message_id == key))
+    );
+}
+
+#[test]
+fn close_1009_drops_the_offending_message() {
+    let mut pair = Pair::new();
+    pair.actions();
+    pair.connect(json!([]));
+    pair.session.send_chat(pair.now, &c1(), "fine").expect("queued");
+    let big = pair.session.send_chat(pair.now, &c1(), "the big one").expect("queued");
+    pair.transmits();
+    // Queued after the big one, never written: not the culprit.
+    pair.session.handle_closed(pair.now, None, "");
+    pair.until_connect();
+    pair.connect(json!([]));
+    pair.transmits();
+    pair.session.handle_closed(pair.now, Some(CloseCode::MESSAGE_TOO_BIG), "");
+    assert!(pair.events().contains(&Event::Dropped { client_message_id: big }));
+    assert_eq!(pair.session.outbox().count(), 1);
+}
+
+#[test]
+fn a_silent_server_is_declared_dead_after_two_heartbeat_intervals() {
+    let mut pair = Pair::new();
+    pair.actions();
+    pair.connect(json!([]));
+    pair.transmits();
+    pair.advance(25 * SEC);
+    assert_eq!(types(&pair.transmits()), ["ping"], "a ping after one silent interval");
+    pair.advance(24 * SEC);
+    assert!(pair.actions().is_empty());
+    pair.advance(SEC);
+    assert_eq!(
+        pair.actions(),
+        [Action::Close {
+            code: CloseCode::HEARTBEAT_TIMEOUT,
+            reason: "no frame from the server for two heartbeat intervals".into()
+        }]
+    );
+    assert!(matches!(
+        pair.session.state(),
+        ConnectionState::Reconnecting { close_code: Some(CloseCode::HEARTBEAT_TIMEOUT), .. }
+    ));
+}
+
+#[test]
+fn typing_is_throttled_and_stops_on_idle_or_send() {
+    let mut pair = Pair::new();
+    pair.actions();
+    pair.connect(json!([{"id": "c-1", "status": "active", "lastSeq": 0}]));
+    pair.transmits();
+    for _ in 0..6 {
+        pair.session.typing(pair.now, &c1());
+        pair.advance(SEC);
+    }
+    // Keystrokes at 0..=5 s: a start at 0 and at 3 s.
+    assert_eq!(types(&pair.transmits()), ["typing.start", "typing.start"]);
+    pair.advance(5 * SEC);
+    assert_eq!(types(&pair.transmits()), ["typing.stop"]);
+    pair.session.typing(pair.now, &c1());
+    pair.session.send_chat(pair.now, &c1(), "done").expect("queued");
+    assert_eq!(types(&pair.transmits()), ["typing.start", "typing.stop", "chat.send"]);
+}
+
+#[test]
+fn a_join_with_more_to_replay_joins_again_from_the_last_seq() {
+    let mut pair = Pair::new();
+    pair.actions();
+    pair.connect(json!([{"id": "c-1", "status": "active", "lastSeq": 5}]));
+    pair.transmits();
+    pair.server(json!({"type": "conversation.joined", "data": {"conversation": {"id": "c-1",
+        "customer": {"id": "cust-1", "name": "C"}, "status": "active", "lastSeq": 5,
+        "createdAt": "2026-11-22T10:00:00.000Z"}, "hasMore": true}}));
+    pair.message(1, "agent-1");
+    pair.message(2, "agent-1");
+    assert!(pair.transmits().iter().all(|f| f["type"] != "conversation.join"), "not during the replay");
+    pair.server(
+        json!({"type": "presence", "data": {"conversationId": "c-1", "userId": "agent-1", "status": "online"}}),
+    );
+    let join = pair.transmits().into_iter().find(|f| f["type"] == "conversation.join").expect("joins again");
+    assert_eq!(join["data"]["afterSeq"], 2);
+}
+
+#[test]
+fn disconnect_closes_with_1000_and_stays_down() {
+    let mut pair = Pair::new();
+    pair.actions();
+    pair.connect(json!([]));
+    pair.session.disconnect(pair.now);
+    assert_eq!(pair.actions(), [Action::Close { code: CloseCode::NORMAL, reason: "bye".into() }]);
+    pair.advance(120 * SEC);
+    assert!(pair.actions().is_empty());
+    assert_eq!(pair.session.send_chat(pair.now, &c1(), "late"), Err(SendError::Closed));
+}
