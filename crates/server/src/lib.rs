@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -43,6 +44,9 @@ pub enum ServerError {
     /// `--redis-url` was given, but this build runs on one node.
     #[error("--redis-url: several nodes (Redis fan-out) are not supported by this build yet")]
     RedisUnsupported,
+    /// Settings that contradict each other.
+    #[error("configuration: {0}")]
+    Config(String),
     /// The store failed to open.
     #[error("store: {0}")]
     Store(#[from] StoreError),
@@ -121,8 +125,20 @@ pub async fn run(
         .with_state(state.clone());
 
     info!(addr = %listener.local_addr()?, "petchat listening");
+    if config.limits.outbound_queue <= config.limits.max_replay {
+        return Err(ServerError::Config(format!(
+            "--outbound-queue ({}) must exceed --max-replay ({}): a replay would overflow the queue",
+            config.limits.outbound_queue, config.limits.max_replay
+        )));
+    }
     let grace = config.limits.shutdown_grace();
     let signal_stop = stop.clone();
+    // Chat frames are small: Nagle's algorithm would hold them back for up to 40 ms.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            warn!(error = %e, "TCP_NODELAY could not be set");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

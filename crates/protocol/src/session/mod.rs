@@ -588,6 +588,12 @@ impl Session {
         &self.state
     }
 
+    /// Connected, with nothing left to send: no queued request, no unacknowledged
+    /// message, no pending receipt.
+    pub fn is_idle(&self) -> bool {
+        self.is_ready() && !self.has_paced_work() && self.transmits.is_empty() && self.outbox.is_empty()
+    }
+
     /// The authenticated user, once `session.ready` arrived.
     pub fn user(&self) -> Option<&User> {
         self.user.as_ref()
