@@ -207,3 +207,20 @@ async fn a_slow_consumer_closed_with_4001_resumes_without_loss() {
     assert!(metrics.contains("petchat_closes_total{code=\"4001\"}"), "the server never closed a slow consumer");
     assert_eq!(seqs, (1..=N).collect::<Vec<_>>(), "every message once, in order");
 }
+
+#[tokio::test]
+async fn the_token_can_travel_in_the_subprotocol() {
+    let server = Server::start(&[]).await;
+    let mut config = server.config("cust-1", Role::Customer);
+    config.auth = petchat_client::AuthMode::Subprotocol;
+    let (_client, mut events) = connect(config).expect("connect");
+    let user = until(&mut events, |e| match e {
+        Event::Message(m) => match &m.message {
+            ServerMessage::SessionReady(ready) => Some(ready.user.id.to_string()),
+            _ => None,
+        },
+        _ => None,
+    })
+    .await;
+    assert_eq!(user, "cust-1");
+}

@@ -162,6 +162,8 @@ impl View {
                 self.names.insert(a.agent.id.clone(), a.agent.name.clone());
                 if self.me.as_ref().is_some_and(|(_, role)| *role == Role::Agent) {
                     say(&format!("[assigned conversation {}]", a.conversation_id));
+                    // Joining shows who the customer is and what was said so far.
+                    let _ = client.join(&a.conversation_id).await;
                     self.current = Some(a.conversation_id);
                 } else {
                     say(&format!("[{} joined the conversation]", a.agent.name));

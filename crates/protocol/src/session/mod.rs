@@ -198,6 +198,8 @@ struct Track {
     more_after_replay: bool,
     /// The `lastSeq` the last join announced.
     replay_until: u64,
+    /// A join is queued or on its way; its `conversation.joined` has not come.
+    joining: bool,
     history: VecDeque<ChatMessage>,
     /// Typing: when the last `typing.start` went out, and the last keystroke.
     typing_sent_at: Option<Millis>,
@@ -652,6 +654,9 @@ impl Session {
                 for id in known.iter().rev() {
                     let join = self.join_envelope(id);
                     self.control.push_front((Some(id.clone()), join));
+                    if let Some(track) = self.tracks.get_mut(id) {
+                        track.joining = true;
+                    }
                 }
                 self.set_state(ConnectionState::Connected);
                 true
@@ -662,9 +667,10 @@ impl Session {
                 let joined = matches!(envelope.message, ServerMessage::ConversationJoined(_));
                 let track = self.tracks.entry(id.clone()).or_default();
                 if joined {
+                    track.joining = false;
                     track.replay_until = last;
                     track.more_after_replay = snapshot.has_more == Some(true);
-                } else if last > track.contiguous {
+                } else if last > track.contiguous && !track.joining {
                     // Opened an existing conversation: fetch what this session has not seen.
                     self.queue_join(&id);
                 }
@@ -730,10 +736,15 @@ impl Session {
                     });
                 }
             }
-        } else if error.code == ErrorCode::RateLimited && ref_id.as_str().starts_with("j-") {
+        } else if ref_id.as_str().starts_with("j-") {
             let conversation = self.tracks.keys().find(|id| ref_id.as_str().ends_with(id.as_str())).cloned();
             if let Some(id) = conversation {
-                self.queue_join(&id);
+                if error.code == ErrorCode::RateLimited {
+                    self.queue_join(&id);
+                } else if let Some(track) = self.tracks.get_mut(&id) {
+                    // Refused for good (forbidden, not found): not joining any more.
+                    track.joining = false;
+                }
             }
         }
     }
@@ -770,6 +781,7 @@ impl Session {
 
     /// Queues a join of the conversation, replacing one that waits already.
     fn queue_join(&mut self, conversation_id: &ConversationId) {
+        self.tracks.entry(conversation_id.clone()).or_default().joining = true;
         self.control.retain(|(c, _)| c.as_ref() != Some(conversation_id));
         let join = self.join_envelope(conversation_id);
         self.control.push_back((Some(conversation_id.clone()), join));

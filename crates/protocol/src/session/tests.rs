@@ -376,3 +376,15 @@ fn disconnect_closes_with_1000_and_stays_down() {
     assert!(pair.actions().is_empty());
     assert_eq!(pair.session.send_chat(pair.now, &c1(), "late"), Err(SendError::Closed));
 }
+
+#[test]
+fn opening_a_known_conversation_does_not_join_it_twice() {
+    let mut pair = Pair::new();
+    pair.actions();
+    pair.connect(json!([{"id": "c-1", "status": "active", "lastSeq": 2}]));
+    assert_eq!(types(&pair.transmits()), ["conversation.join"]);
+    pair.server(json!({"type": "conversation.opened", "data": {"conversation": {"id": "c-1",
+        "customer": {"id": "cust-1", "name": "C"}, "status": "active", "lastSeq": 2,
+        "createdAt": "2026-11-22T10:00:00.000Z"}}}));
+    assert!(pair.transmits().is_empty(), "the join on its way will replay it");
+}
