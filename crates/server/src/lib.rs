@@ -95,6 +95,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let secret = config.jwt_secret.clone().ok_or(ServerError::MissingSecret)?;
+    if config.limits.outbound_queue <= config.limits.max_replay {
+        return Err(ServerError::Config(format!(
+            "--outbound-queue ({}) must exceed --max-replay ({}): a replay would overflow the queue",
+            config.limits.outbound_queue, config.limits.max_replay
+        )));
+    }
     if config.redis_url.is_some() {
         return Err(ServerError::RedisUnsupported);
     }
@@ -125,12 +131,6 @@ pub async fn run(
         .with_state(state.clone());
 
     info!(addr = %listener.local_addr()?, "petchat listening");
-    if config.limits.outbound_queue <= config.limits.max_replay {
-        return Err(ServerError::Config(format!(
-            "--outbound-queue ({}) must exceed --max-replay ({}): a replay would overflow the queue",
-            config.limits.outbound_queue, config.limits.max_replay
-        )));
-    }
     let grace = config.limits.shutdown_grace();
     let signal_stop = stop.clone();
     // Chat frames are small: Nagle's algorithm would hold them back for up to 40 ms.

@@ -176,6 +176,7 @@ async fn a_reader_that_never_reads_is_disconnected_and_others_keep_working() {
         c.limits.messages_per_second = 100_000;
         // Room for a round of 50 acks, far less than the slow reader's backlog.
         c.limits.outbound_queue = 64;
+        c.limits.max_replay = 32;
     })
     .await;
     let (mut customer, agent, id) = server.pair("cust-1", "agent-1").await;

@@ -55,6 +55,19 @@ async fn the_server_refuses_to_start_without_a_secret() {
 }
 
 #[tokio::test]
+async fn contradictory_limits_are_refused_at_start() {
+    let dir = tempfile::tempdir().expect("dir");
+    let output = Command::new(BIN)
+        .args(["--jwt-secret", "s", "--bind", "127.0.0.1:0", "--outbound-queue", "10", "--max-replay", "20"])
+        .args(["--database-url", &format!("sqlite://{}/x.db", dir.path().display())])
+        .output()
+        .await
+        .expect("runs");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--outbound-queue (10) must exceed --max-replay (20)"));
+}
+
+#[tokio::test]
 async fn dev_mode_prints_tokens_that_work() {
     let dir = tempfile::tempdir().expect("dir");
     let mut child = Command::new(BIN)
