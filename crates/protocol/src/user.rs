@@ -26,6 +26,19 @@ impl Role {
     }
 }
 
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    /// Reads a wire name (`customer`, `agent`), as CLIs take it.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "customer" => Ok(Self::Customer),
+            "agent" => Ok(Self::Agent),
+            _ => Err(format!("expected customer or agent, not {s:?}")),
+        }
+    }
+}
+
 /// A user as its own `session.ready` and the authors of messages show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

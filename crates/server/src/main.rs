@@ -32,7 +32,7 @@ struct TokenArgs {
     #[arg(long)]
     sub: String,
     /// Role.
-    #[arg(long, value_parser = parse_role)]
+    #[arg(long)]
     role: Role,
     /// Display name (default: the user id).
     #[arg(long)]
@@ -40,14 +40,6 @@ struct TokenArgs {
     /// Lifetime, e.g. `1h`, `30m`, `7d`.
     #[arg(long, default_value = "1h", value_parser = parse_ttl)]
     ttl: Duration,
-}
-
-fn parse_role(s: &str) -> Result<Role, String> {
-    match s {
-        "customer" => Ok(Role::Customer),
-        "agent" => Ok(Role::Agent),
-        _ => Err("expected customer or agent".into()),
-    }
 }
 
 fn parse_ttl(s: &str) -> Result<Duration, String> {

@@ -7,8 +7,6 @@ use std::io::Write;
 use petchat_client::{Client, ClientConfig, connect};
 use petchat_protocol::session::{ConnectionState, Event};
 use petchat_protocol::{ConversationId, OpenConversation, PresenceStatus, Role, ServerMessage, Topic, UserId};
-use tokio::io::AsyncBufReadExt;
-use tokio::sync::mpsc;
 
 use super::{Failure, exit, stopped};
 
@@ -17,15 +15,7 @@ const HELP: &str =
 
 pub(crate) async fn chat_lines(config: ClientConfig) -> Result<(), Failure> {
     let (client, mut events) = connect(config).map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
-    let (lines_tx, mut lines) = mpsc::channel::<String>(16);
-    tokio::spawn(async move {
-        let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-        while let Ok(Some(line)) = stdin.next_line().await {
-            if lines_tx.send(line).await.is_err() {
-                break;
-            }
-        }
-    });
+    let mut lines = super::stdin_lines();
     let mut view = View::default();
     say(HELP);
     let mut leaving = false;

@@ -7,8 +7,6 @@ use petchat_client::{Client, ClientConfig, connect};
 use petchat_protocol::session::{ConnectionState, Event};
 use petchat_protocol::{ClientEnvelope, ClientMessageId};
 use serde_json::{Value, json};
-use tokio::io::AsyncBufReadExt;
-use tokio::sync::mpsc;
 
 use super::{Failure, exit, stopped};
 
@@ -18,15 +16,7 @@ const QUIET: std::time::Duration = std::time::Duration::from_millis(300);
 
 pub(crate) async fn chat_json(config: ClientConfig) -> Result<(), Failure> {
     let (client, mut events) = connect(config).map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
-    let (lines_tx, mut lines) = mpsc::channel::<String>(64);
-    tokio::spawn(async move {
-        let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-        while let Ok(Some(line)) = stdin.next_line().await {
-            if lines_tx.send(line).await.is_err() {
-                break;
-            }
-        }
-    });
+    let mut lines = super::stdin_lines();
     let mut input_open = true;
     let mut leaving = false;
     // Once stdin closes: wait until everything was sent and acknowledged,

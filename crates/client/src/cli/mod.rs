@@ -54,7 +54,7 @@ pub(crate) struct Connection {
     #[arg(long, requires = "secret")]
     sub: Option<String>,
     /// With --secret: the role.
-    #[arg(long, value_parser = parse_role, requires = "secret")]
+    #[arg(long, requires = "secret")]
     role: Option<Role>,
     /// With --secret: the display name (default: the user id).
     #[arg(long)]
@@ -124,7 +124,7 @@ pub(crate) struct TokenArgs {
     #[arg(long)]
     sub: String,
     /// Role.
-    #[arg(long, value_parser = parse_role)]
+    #[arg(long)]
     role: Role,
     /// Display name (default: the user id).
     #[arg(long)]
@@ -132,6 +132,21 @@ pub(crate) struct TokenArgs {
     /// Lifetime, e.g. `1h`, `30m`, `7d`.
     #[arg(long, default_value = "1h", value_parser = parse_ttl)]
     ttl: Duration,
+}
+
+/// Lines typed on stdin, read by a task of their own; the channel closes with stdin.
+pub(crate) fn stdin_lines() -> tokio::sync::mpsc::Receiver<String> {
+    use tokio::io::AsyncBufReadExt;
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(line)) = stdin.next_line().await {
+            if tx.send(line).await.is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 pub(crate) async fn chat(args: ChatArgs) -> Result<(), Failure> {
@@ -229,14 +244,6 @@ pub(crate) fn stopped(code: Option<CloseCode>) -> Failure {
         Some(code) if code == CloseCode::NORMAL => Failure::new(exit::OTHER, "the server ended the connection (1000)"),
         Some(code) => Failure::new(exit::OTHER, format!("stopped after close {code}")),
         None => Failure::new(exit::OTHER, "stopped"),
-    }
-}
-
-fn parse_role(s: &str) -> Result<Role, String> {
-    match s {
-        "customer" => Ok(Role::Customer),
-        "agent" => Ok(Role::Agent),
-        _ => Err("expected customer or agent".into()),
     }
 }
 
