@@ -95,58 +95,16 @@ async fn input(client: &Client, line: &str) {
 
 /// An event as one JSON line: server messages as received, the client's own as `client.*`.
 fn event_json(event: &Event) -> Value {
-    match event {
-        Event::Message(envelope) => serde_json::from_str(&envelope.encode()).expect("an envelope encodes to JSON"),
-        Event::State(state) => client_event("client.state", state_json(state)),
-        Event::Queued { conversation_id, client_message_id } => client_event(
-            "client.queued",
-            json!({"conversationId": conversation_id, "clientMessageId": client_message_id}),
-        ),
-        Event::Sent(ack) => client_event("client.sent", serde_json::to_value(ack).expect("wire types serialize")),
-        Event::Failed { client_message_id, error } => {
-            client_event("client.failed", json!({"clientMessageId": client_message_id, "error": error}))
-        }
-        Event::Dropped { client_message_id } => {
-            client_event("client.dropped", json!({"clientMessageId": client_message_id}))
-        }
-        Event::OutboxFull => {
-            client_event("client.error", json!({"code": "outbox_full", "message": "the outbox is full"}))
-        }
-        Event::Gap { conversation_id, expected, got } => {
-            client_event("client.gap", json!({"conversationId": conversation_id, "expected": expected, "got": got}))
-        }
-        Event::TokenNeeded { close_code } => {
-            client_event("client.token_needed", json!({"closeCode": close_code.code()}))
-        }
-        Event::Invalid(error) => client_event("client.invalid", json!({"message": error.to_string()})),
-    }
+    event.to_json(now())
 }
 
-fn state_json(state: &ConnectionState) -> Value {
-    match state {
-        ConnectionState::Connecting => json!({"state": "connecting"}),
-        ConnectionState::Connected => json!({"state": "connected"}),
-        ConnectionState::Reconnecting { retry_in_ms, close_code } => {
-            let mut data = json!({"state": "reconnecting", "retryInMs": retry_in_ms});
-            if let Some(code) = close_code {
-                data["closeCode"] = json!(code.code());
-            }
-            data
-        }
-        ConnectionState::Stopped { close_code } => {
-            let mut data = json!({"state": "stopped"});
-            if let Some(code) = close_code {
-                data["closeCode"] = json!(code.code());
-            }
-            data
-        }
-    }
+fn now() -> petchat_protocol::Timestamp {
+    petchat_protocol::Timestamp::from_unix_ms(jiff::Timestamp::now().as_millisecond())
+        .expect("the clock reads a year between 1 and 9999")
 }
 
 fn client_event(kind: &str, data: Value) -> Value {
-    let now = jiff::Timestamp::now().as_millisecond();
-    let timestamp = petchat_protocol::Timestamp::from_unix_ms(now).map(|t| t.to_string()).unwrap_or_default();
-    json!({"type": kind, "data": data, "timestamp": timestamp})
+    json!({"type": kind, "data": data, "timestamp": now()})
 }
 
 fn print(value: &Value) {

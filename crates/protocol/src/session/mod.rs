@@ -23,6 +23,7 @@
 //! any time; they queue while the connection is down.
 
 mod backoff;
+mod json;
 #[cfg(test)]
 mod tests;
 
@@ -407,6 +408,16 @@ impl Session {
             self.stop_typing(&id);
         }
         self.flush(now);
+    }
+
+    /// The network came back (a browser's `online` event): a pending
+    /// reconnect happens now instead of at the end of its backoff delay, unless
+    /// a server hint asked for a wait.
+    pub fn network_online(&mut self, now: Millis) {
+        if self.retry_at.is_some() && self.hint_ms == 0 {
+            self.retry_at = Some(now);
+            self.handle_timeout(now);
+        }
     }
 
     /// The application has a fresh token after [`Event::TokenNeeded`]:

@@ -388,3 +388,17 @@ fn opening_a_known_conversation_does_not_join_it_twice() {
         "createdAt": "2026-11-22T10:00:00.000Z"}}}));
     assert!(pair.transmits().is_empty(), "the join on its way will replay it");
 }
+
+#[test]
+fn the_network_coming_back_reconnects_at_once() {
+    let mut pair = Pair::new();
+    pair.actions();
+    for _ in 0..4 {
+        pair.session.handle_closed(pair.now, None, "");
+        pair.until_connect();
+    }
+    pair.session.handle_closed(pair.now, None, "");
+    assert!(pair.actions().is_empty());
+    pair.session.network_online(pair.now);
+    assert_eq!(pair.actions(), [Action::Connect]);
+}
