@@ -34,6 +34,9 @@ cargo test --workspace --locked
 step "interop: Python websockets and Node ws against the built server"
 bash scripts/interop.sh
 
+step "browser: the pages in headless Chromium"
+bash scripts/browser.sh
+
 step "protocol crate for wasm32-unknown-unknown"
 cargo build --package petchat-protocol --target wasm32-unknown-unknown --locked
 

@@ -1,6 +1,7 @@
 //! `cargo xtask …`: the project's chores, starting with its generated files.
 
 mod schemas;
+mod web;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -22,6 +23,8 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Build the browser package and the pages into target/web.
+    Web,
 }
 
 fn main() -> Result<()> {
@@ -29,6 +32,7 @@ fn main() -> Result<()> {
     let root = schemas::workspace_root();
     match cli.command {
         Command::Schemas { check: false } => schemas::write(&root),
+        Command::Web => web::build(&root).map(|_| ()),
         Command::Schemas { check: true } => {
             let report = schemas::check(&root)?;
             if report.is_empty() {

@@ -35,6 +35,10 @@ pub struct Config {
     #[arg(long, env = "PETCHAT_DEV")]
     pub dev: bool,
 
+    /// Where the browser package and pages are (`cargo xtask web` writes them).
+    #[arg(long, env = "PETCHAT_WEB_DIR", default_value = "target/web")]
+    pub web_dir: PathBuf,
+
     /// Log format.
     #[arg(long, env = "PETCHAT_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

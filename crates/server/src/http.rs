@@ -61,6 +61,45 @@ fn schema_file(path: &str) -> Response {
     }
 }
 
+/// `GET /` (customer page) and `GET /agent` (agent console), from `--web-dir`.
+pub(crate) async fn page(State(app): State<AppState>, uri: axum::http::Uri) -> Response {
+    let file = if uri.path() == "/agent" { "agent.html" } else { "index.html" };
+    match tokio::fs::read(app.web_dir.join(file)).await {
+        Ok(html) => ([(CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response(),
+        Err(_) => (
+            StatusCode::NOT_FOUND,
+            format!("no pages in {}: build them with `cargo xtask web`\n", app.web_dir.display()),
+        )
+            .into_response(),
+    }
+}
+
+/// The dev-token query.
+#[derive(Debug, Deserialize)]
+pub(crate) struct DevTokenQuery {
+    role: String,
+    sub: String,
+}
+
+/// `GET /dev/token?role=&sub=`: in `--dev` mode only, a token for the pages,
+/// so a newcomer needs no setup; 404 otherwise.
+pub(crate) async fn dev_token(
+    State(app): State<AppState>,
+    query: Result<Query<DevTokenQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Some(Query(query)) = query.ok().filter(|_| app.dev) else {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    };
+    let (Ok(role), Ok(sub)) = (query.role.parse::<Role>(), petchat_protocol::UserId::new(query.sub)) else {
+        return refuse(StatusCode::BAD_REQUEST, ErrorCode::InvalidMessage, "role must be customer or agent, sub an id");
+    };
+    let name = match role {
+        Role::Customer => format!("Customer {}", sub.as_str().rsplit('-').next().unwrap_or_default()),
+        Role::Agent => format!("Agent {}", sub.as_str().rsplit('-').next().unwrap_or_default()),
+    };
+    app.keys.mint(&sub, role, &name, std::time::Duration::from_secs(24 * 3600)).into_response()
+}
+
 /// The history query.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]

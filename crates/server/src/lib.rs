@@ -76,6 +76,10 @@ pub(crate) struct Shared {
     tracker: TaskTracker,
     /// Renders `/metrics`.
     metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Serves the pages (`/`, `/agent`).
+    web_dir: std::path::PathBuf,
+    /// Development mode: `/dev/token` hands out tokens.
+    dev: bool,
 }
 
 impl Deref for AppState {
@@ -118,6 +122,8 @@ pub async fn run(
         shutdown: stop.clone(),
         tracker: tracker.clone(),
         metrics: telemetry::metrics_handle(),
+        web_dir: config.web_dir.clone(),
+        dev: config.dev,
     }));
     let app = Router::new()
         .route(petchat_protocol::handshake::PATH, get(ws::upgrade))
@@ -127,6 +133,10 @@ pub async fn run(
         .route("/asyncapi.yaml", get(http::asyncapi))
         .route("/schemas/{*path}", get(http::schemas))
         .route("/v1/conversations/{id}/messages", get(http::history))
+        .route("/dev/token", get(http::dev_token))
+        .route("/", get(http::page))
+        .route("/agent", get(http::page))
+        .fallback_service(tower_http::services::ServeDir::new(&config.web_dir))
         .layer(telemetry::trace_layer())
         .with_state(state.clone());
 

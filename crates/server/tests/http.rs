@@ -85,3 +85,32 @@ async fn history_pages_through_a_conversation_for_its_members_only() {
     let bad = format!("/v1/conversations/{id}/messages?afterSeq=minus");
     assert_eq!(http(&server, &bad, Some(&server.token("cust-1", Role::Customer))).await.0, 400);
 }
+
+#[tokio::test]
+async fn dev_tokens_exist_in_dev_mode_only() {
+    let server = TestServer::start().await;
+    assert_eq!(http(&server, "/dev/token?role=customer&sub=c-1", None).await.0, 404);
+    let dev = TestServer::start_with(|c| c.dev = true).await;
+    let (status, token) = http(&dev, "/dev/token?role=agent&sub=agent-7", None).await;
+    assert_eq!(status, 200);
+    let claims = dev.keys.verify(&token).expect("a token the server accepts");
+    assert_eq!((claims.sub.as_str(), claims.role), ("agent-7", Role::Agent));
+    assert_eq!(http(&dev, "/dev/token?role=admin&sub=x", None).await.0, 400);
+}
+
+#[tokio::test]
+async fn the_pages_are_served_from_the_web_dir() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("index.html"), "<h1>customer</h1>").expect("write");
+    std::fs::write(dir.path().join("agent.html"), "<h1>agent</h1>").expect("write");
+    std::fs::write(dir.path().join("app.js"), "// app").expect("write");
+    let web_dir = dir.path().to_path_buf();
+    let server = TestServer::start_with(move |c| c.web_dir = web_dir).await;
+    assert_eq!(http(&server, "/", None).await, (200, "<h1>customer</h1>".into()));
+    assert_eq!(http(&server, "/agent", None).await, (200, "<h1>agent</h1>".into()));
+    assert_eq!(http(&server, "/app.js", None).await, (200, "// app".into()));
+    let empty = TestServer::start_with(|c| c.web_dir = "/nonexistent".into()).await;
+    let (status, body) = http(&empty, "/", None).await;
+    assert_eq!(status, 404);
+    assert!(body.contains("cargo xtask web"), "{body}");
+}

@@ -84,12 +84,21 @@ mod imp {
         wasm_bindgen_futures::spawn_local(async move {
             let fresh = inner.fresh_token.borrow_mut().take();
             let token = match fresh {
-                Some(token) => Some(token),
+                Some(token) => Ok(Some(token)),
                 None => call_get_token(&inner, false).await,
             };
-            let Some(token) = token else {
-                inner.session.borrow_mut().handle_closed(now(), Some(CloseCode::UNAUTHORIZED), "no token");
-                return pump(&inner);
+            let token = match token {
+                Ok(Some(token)) => token,
+                // `getToken` gave none: there is nobody to connect as.
+                Ok(None) => {
+                    inner.session.borrow_mut().handle_closed(now(), Some(CloseCode::UNAUTHORIZED), "no token");
+                    return pump(&inner);
+                }
+                // `getToken` failed (the network is down too): try again with backoff.
+                Err(()) => {
+                    inner.session.borrow_mut().handle_closed(now(), None, "getToken failed");
+                    return pump(&inner);
+                }
             };
             let protocols = js_sys::Array::of2(&"petchat.v1".into(), &format!("bearer.{token}").into());
             let socket = match WebSocket::new_with_str_sequence(&inner.url, &protocols) {
@@ -169,7 +178,7 @@ mod imp {
     pub(crate) fn refresh_token(inner: &Rc<Inner>) {
         let inner = inner.clone();
         wasm_bindgen_futures::spawn_local(async move {
-            if let Some(token) = call_get_token(&inner, true).await {
+            if let Ok(Some(token)) = call_get_token(&inner, true).await {
                 *inner.fresh_token.borrow_mut() = Some(token);
                 inner.session.borrow_mut().token_refreshed(now());
                 pump(&inner);
@@ -177,13 +186,15 @@ mod imp {
         });
     }
 
-    async fn call_get_token(inner: &Inner, fresh: bool) -> Option<String> {
-        let result = inner.get_token.call1(&JsValue::NULL, &JsValue::from_bool(fresh)).ok()?;
+    /// `getToken(fresh)`: `Ok(None)` when it gave no token, `Err` when it
+    /// threw or its promise was rejected.
+    async fn call_get_token(inner: &Inner, fresh: bool) -> Result<Option<String>, ()> {
+        let result = inner.get_token.call1(&JsValue::NULL, &JsValue::from_bool(fresh)).map_err(|_| ())?;
         let value = match result.dyn_into::<js_sys::Promise>() {
-            Ok(promise) => JsFuture::from(promise).await.ok()?,
+            Ok(promise) => JsFuture::from(promise).await.map_err(|_| ())?,
             Err(value) => value,
         };
-        value.as_string().filter(|t| !t.is_empty())
+        Ok(value.as_string().filter(|t| !t.is_empty()))
     }
 
     /// Arms one timer for the session's next deadline.
