@@ -42,6 +42,7 @@ function onEvent(event) {
     case "session.ready":
       state.me = d.user;
       state.names.set(d.user.id, d.user.name);
+      ui.status.textContent = role === "agent" ? `Signed in as ${d.user.name}: waiting for conversations` : "Finding an agent…";
       if (role === "customer" && d.conversations.length === 0) client.open(null);
       for (const c of d.conversations) conversation(c.id);
       if (role === "customer" && d.conversations[0]) select(d.conversations[0].id);
@@ -56,6 +57,7 @@ function onEvent(event) {
       if (d.conversation.agent) state.names.set(d.conversation.agent.id, d.conversation.agent.name);
       if (!state.current || role === "customer") select(c.id);
       if (d.conversation.status === "active" && role === "customer") ui.status.textContent = `You're chatting with ${d.conversation.agent.name}`;
+      if (role === "agent" && c.id === state.current) ui.status.textContent = `Chatting with ${d.conversation.customer.name}`;
       if (d.conversation.status === "closed") ui.status.textContent = "This conversation is closed";
       renderList();
       return;
