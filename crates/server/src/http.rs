@@ -142,28 +142,14 @@ pub(crate) async fn history(
             );
         }
     };
-    let member = match claims.role {
-        Role::Customer => rec.customer.id == claims.sub,
-        Role::Agent => rec.agent.as_ref().is_some_and(|a| a.id == claims.sub),
-    };
-    if !member {
+    if !rec.has_member(&claims.sub, claims.role) {
         return refuse(StatusCode::FORBIDDEN, ErrorCode::Forbidden, "this conversation is not yours");
     }
     match app.store.messages_after(&id, after, limit + 1).await {
         Ok(mut records) => {
             let has_more = records.len() > limit;
             records.truncate(limit);
-            let messages = records
-                .into_iter()
-                .map(|m| ChatMessage {
-                    conversation_id: m.conversation_id,
-                    message_id: m.id,
-                    seq: m.seq,
-                    from: m.author,
-                    text: m.text,
-                    sent_at: m.sent_at,
-                })
-                .collect();
+            let messages = records.into_iter().map(ChatMessage::from).collect();
             Json(HistoryPage { conversation_id: id, messages, has_more }).into_response()
         }
         Err(e) => {

@@ -7,11 +7,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use petchat_protocol::{
-    AgentAssigned, AgentStatus, ChatAck, ChatMessage, ClientMessage, CloseCode, Conversation, ConversationClosed,
-    ConversationId, ConversationSnapshot, ConversationState, ConversationStatus, ErrorCode, ErrorData,
-    JoinConversation, LastSeq, MessageId, Notification, OpenConversation, Participant, Presence, PresenceStatus,
-    Queued, Receipt, ReceiptUpTo, RequestId, Role, SendChat, ServerMessage, SessionId, SessionLimits, SessionReady,
-    Typing, User, UserId,
+    AgentAssigned, AgentStatus, ChatAck, ClientMessage, CloseCode, Conversation, ConversationClosed, ConversationId,
+    ConversationSnapshot, ConversationState, ConversationStatus, ErrorCode, ErrorData, JoinConversation, LastSeq,
+    MessageId, Notification, OpenConversation, Participant, Presence, PresenceStatus, Queued, Receipt, ReceiptUpTo,
+    RequestId, Role, SendChat, ServerMessage, SessionId, SessionLimits, SessionReady, Typing, User, UserId,
 };
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
@@ -244,7 +243,7 @@ impl Actor {
         }
         self.send_to(conn, ServerMessage::SessionReady(self.session_ready(&user)), None);
         if count == 0 {
-            self.announce_presence(&user.id, PresenceStatus::Online);
+            self.announce_presence(&user, PresenceStatus::Online);
         }
         debug!(conn, user = %user.id, role = user.role.as_str(), "connected");
         Ok(())
@@ -282,7 +281,7 @@ impl Actor {
         for id in self.member_conversations(&user) {
             self.stop_typing(&id, &user.id);
         }
-        self.announce_presence(&user.id, PresenceStatus::Offline);
+        self.announce_presence(&user, PresenceStatus::Offline);
         if user.role == Role::Agent {
             if let Some(agent) = self.agents.get_mut(&user.id) {
                 agent.online = false;
@@ -484,7 +483,7 @@ impl Actor {
         let snapshot = ConversationSnapshot { conversation: snapshot(&rec), has_more: Some(has_more) };
         self.send_to(conn, ServerMessage::ConversationJoined(snapshot), id);
         for message in messages.into_iter().take(limit) {
-            self.send_to(conn, ServerMessage::ChatMessage(chat_message(message)), None);
+            self.send_to(conn, ServerMessage::ChatMessage(message.into()), None);
         }
         for r in receipts.into_iter().filter(|r| r.user_id != user.id) {
             let receipt =
@@ -585,7 +584,7 @@ impl Actor {
                     conv.rec.last_seq = record.seq.into();
                 }
                 actor.send_to(conn, ServerMessage::ChatAck(ack(record)), id);
-                let message = ServerMessage::ChatMessage(chat_message(record.clone()));
+                let message = ServerMessage::ChatMessage(record.clone().into());
                 actor.publish(&Topic::Conversation(conversation), message, None, Skip::Conn(conn));
                 metrics::counter!("petchat_chat_messages_stored_total").increment(1);
             }
@@ -837,20 +836,14 @@ impl Actor {
     }
 
     /// Presence of `user` to the other members of each of its open conversations.
-    fn announce_presence(&mut self, user_id: &UserId, status: PresenceStatus) {
-        let conversations: Vec<ConversationId> = self
-            .conversations
-            .values()
-            .filter(|c| c.rec.customer.id == *user_id || c.rec.agent.as_ref().is_some_and(|a| a.id == *user_id))
-            .map(|c| c.rec.id.clone())
-            .collect();
-        for conversation in conversations {
+    fn announce_presence(&mut self, user: &User, status: PresenceStatus) {
+        for conversation in self.member_conversations(user) {
             let presence = ServerMessage::Presence(Presence {
                 conversation_id: conversation.clone(),
-                user_id: user_id.clone(),
+                user_id: user.id.clone(),
                 status,
             });
-            self.publish(&Topic::Conversation(conversation), presence, None, Skip::User(user_id));
+            self.publish(&Topic::Conversation(conversation), presence, None, Skip::User(&user.id));
         }
     }
 
@@ -915,10 +908,7 @@ fn new_agent(name: &str) -> Agent {
 }
 
 fn is_member(user: &User, rec: &ConversationRecord) -> bool {
-    match user.role {
-        Role::Customer => rec.customer.id == user.id,
-        Role::Agent => rec.agent.as_ref().is_some_and(|a| a.id == user.id),
-    }
+    rec.has_member(&user.id, user.role)
 }
 
 fn other_members(rec: &ConversationRecord, me: &UserId) -> Vec<UserId> {
@@ -940,17 +930,6 @@ fn snapshot(rec: &ConversationRecord) -> Conversation {
         topic: rec.topic.clone(),
         pet_id: rec.pet_id.clone(),
         order_id: rec.order_id.clone(),
-    }
-}
-
-fn chat_message(record: MessageRecord) -> ChatMessage {
-    ChatMessage {
-        conversation_id: record.conversation_id,
-        message_id: record.id,
-        seq: record.seq,
-        from: record.author,
-        text: record.text,
-        sent_at: record.sent_at,
     }
 }
 

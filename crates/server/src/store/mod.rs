@@ -10,8 +10,8 @@ mod sqlite;
 
 use async_trait::async_trait;
 use petchat_protocol::{
-    ClientMessageId, ConversationId, ConversationStatus, LastSeq, MessageId, MessageText, OrderId, Participant, PetId,
-    Seq, Timestamp, Topic, User, UserId,
+    ChatMessage, ClientMessageId, ConversationId, ConversationStatus, LastSeq, MessageId, MessageText, OrderId,
+    Participant, PetId, Role, Seq, Timestamp, Topic, User, UserId,
 };
 
 pub use sqlite::SqliteStore;
@@ -41,6 +41,16 @@ pub struct ConversationRecord {
     pub order_id: Option<OrderId>,
 }
 
+impl ConversationRecord {
+    /// Whether the user may see and write to it: its customer, or its assigned agent.
+    pub fn has_member(&self, user: &UserId, role: Role) -> bool {
+        match role {
+            Role::Customer => self.customer.id == *user,
+            Role::Agent => self.agent.as_ref().is_some_and(|a| a.id == *user),
+        }
+    }
+}
+
 /// A stored chat message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageRecord {
@@ -58,6 +68,19 @@ pub struct MessageRecord {
     pub text: MessageText,
     /// When it was stored.
     pub sent_at: Timestamp,
+}
+
+impl From<MessageRecord> for ChatMessage {
+    fn from(record: MessageRecord) -> Self {
+        ChatMessage {
+            conversation_id: record.conversation_id,
+            message_id: record.id,
+            seq: record.seq,
+            from: record.author,
+            text: record.text,
+            sent_at: record.sent_at,
+        }
+    }
 }
 
 /// Which receipt.
