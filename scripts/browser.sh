@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Browser tests: builds the wasm package and the pages (cargo xtask web), then
-# drives the customer page and the agent console in headless Chromium with
-# playwright-core. Installs Debian's chromium, the npm tools and the pinned
-# wasm-bindgen CLI unless they are already there.
+# Browser tests: builds the wasm package and the pages (cargo xtask web), then,
+# in headless Chromium, runs the client's wasm-bindgen-test suite against a
+# real server (tests/browser/client.test.mjs, through chromedriver) and drives
+# the customer page and the agent console with playwright-core
+# (tests/browser/pages.test.mjs). Installs Debian's chromium and
+# chromium-driver, the npm tools and the pinned wasm-bindgen CLI (with its
+# test runner) unless they are already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +16,7 @@ npm_ci() {
   fi
 }
 
-if ! command -v chromium >/dev/null; then
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
   as_root apt-get update -qq && as_root apt-get install -y -qq chromium chromium-driver
 fi
 npm_ci scripts/web

@@ -4,45 +4,19 @@
 // Run by scripts/browser.sh, which builds the package and sets PETCHAT_SERVER.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import net from 'node:net';
 import { chromium } from 'playwright-core';
+import { Server, freePort, root } from './server.mjs';
 
-const root = new URL('../../', import.meta.url).pathname;
 const artifacts = join(root, 'target/browser-artifacts');
 mkdirSync(artifacts, { recursive: true });
-const dataDir = mkdtempSync(join(tmpdir(), 'petchat-browser-'));
-
-async function freePort() {
-  return new Promise((resolve) => {
-    const server = net.createServer();
-    server.listen(0, '127.0.0.1', () => { const { port } = server.address(); server.close(() => resolve(port)); });
-  });
-}
-
-function startServer(port) {
-  const child = spawn(process.env.PETCHAT_SERVER, ['--dev', '--bind', `127.0.0.1:${port}`,
-    '--database-url', `sqlite://${dataDir}/browser.db`, '--web-dir', join(root, 'target/web'),
-    '--agent-grace-ms', '600000'], { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, RUST_LOG: 'warn' } });
-  return child;
-}
-
-async function waitListening(port) {
-  for (let i = 0; i < 100; i++) {
-    const ok = await new Promise((resolve) => { const s = net.connect(port, '127.0.0.1', () => { s.end(); resolve(true); }); s.on('error', () => resolve(false)); });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error('the server did not listen');
-}
 
 test('a customer and an agent chat in the browser, across a server restart', { timeout: 120_000 }, async () => {
-  const port = await freePort();
-  let server = startServer(port);
-  await waitListening(port);
+  const server = new Server(await freePort());
+  const port = server.port;
+  await server.start();
   const context = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'petchat-profile-')), {
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -79,14 +53,13 @@ test('a customer and an agent chat in the browser, across a server restart', { t
     await customer.locator('#messages li.mine .ticks[data-state="read"]').first().waitFor();
 
     // The server restarts mid-conversation; the customer types while it is down.
-    server.kill('SIGKILL');
+    await server.kill();
     await customer.locator('#banner', { hasText: 'reconnecting in' }).waitFor();
     await customer.getByLabel('Your message').fill('Since yesterday morning');
     await customer.getByLabel('Your message').press('Enter');
     await customer.locator('#messages li.pending', { hasText: 'Since yesterday morning' }).waitFor();
     await customer.screenshot({ path: join(artifacts, 'customer-offline.png') });
-    server = startServer(port);
-    await waitListening(port);
+    await server.start();
     await customer.locator('#messages li.mine:not(.pending)', { hasText: 'Since yesterday morning' }).waitFor({ timeout: 60_000 });
     await agent.locator('#messages li', { hasText: 'Since yesterday morning' }).waitFor({ timeout: 60_000 });
     const texts = await agent.locator('#messages li').allTextContents();
@@ -97,6 +70,6 @@ test('a customer and an agent chat in the browser, across a server restart', { t
     assert.deepEqual(errors, [], 'no console errors');
   } finally {
     await context.close();
-    server.kill('SIGKILL');
+    await server.kill();
   }
 });
