@@ -25,6 +25,14 @@ enum Command {
     },
     /// Build the browser package and the pages into target/web.
     Web,
+    /// Build the browser package, then run the server in `--dev` mode with
+    /// the pages: http://127.0.0.1:8080/ and /agent. Arguments after `--`
+    /// go to petchat-server.
+    Serve {
+        /// More petchat-server flags, e.g. `-- --bind 127.0.0.1:9000`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -33,6 +41,16 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Schemas { check: false } => schemas::write(&root),
         Command::Web => web::build(&root).map(|_| ()),
+        Command::Serve { args } => {
+            let pages = web::build(&root)?;
+            let status = std::process::Command::new("cargo")
+                .current_dir(&root)
+                .args(["run", "--quiet", "--locked", "--package", "petchat-server", "--", "--dev", "--web-dir"])
+                .arg(pages)
+                .args(args)
+                .status()?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
         Command::Schemas { check: true } => {
             let report = schemas::check(&root)?;
             if report.is_empty() {

@@ -16,6 +16,7 @@ use anyhow::{Context, Result, bail};
 /// Builds the package; returns its directory.
 pub(crate) fn build(root: &Path) -> Result<PathBuf> {
     let version = wasm_bindgen_version(root)?;
+    ensure_wasm_target()?;
     run(Command::new("cargo").current_dir(root).args([
         "build",
         "--package",
@@ -67,6 +68,17 @@ fn wasm_bindgen_version(root: &Path) -> Result<String> {
         }
     }
     bail!("Cargo.lock has no wasm-bindgen")
+}
+
+/// Adds the wasm32 target with rustup when it is missing (a fresh machine).
+fn ensure_wasm_target() -> Result<()> {
+    let Ok(installed) = Command::new("rustup").args(["target", "list", "--installed"]).output() else {
+        return Ok(()); // No rustup: the toolchain's owner provides the target.
+    };
+    if !String::from_utf8_lossy(&installed.stdout).lines().any(|t| t == "wasm32-unknown-unknown") {
+        run(Command::new("rustup").args(["target", "add", "wasm32-unknown-unknown"]))?;
+    }
+    Ok(())
 }
 
 /// The `wasm-bindgen` CLI of `version`, installed with cargo if the one on PATH differs.

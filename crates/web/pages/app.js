@@ -32,8 +32,16 @@ function conversation(id) {
 }
 
 await init();
-const client = connect({ url: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/v1/ws/chat`, getToken, onEvent });
+// One outbox per signed-in user: the customer page and the agent console share localStorage.
+const storageKey = `petchat.outbox.${role}.${userId}`;
+const client = connect({ url: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/v1/ws/chat`, getToken, onEvent, storageKey });
 window.petchat = client; // for the console and the tests
+
+// Messages typed offline before a reload are still in the outbox: show them as pending.
+for (const m of client.outbox()) {
+  conversation(m.conversationId).messages.set(m.clientMessageId, { text: m.text, mine: true, pending: true, from: null });
+  if (!state.current) select(m.conversationId);
+}
 
 function onEvent(event) {
   const d = event.data;
