@@ -3,7 +3,8 @@
 # in headless Chromium, runs the client's wasm-bindgen-test suite against a
 # real server (tests/browser/client.test.mjs, through chromedriver) and drives
 # the customer page and the agent console with playwright-core
-# (tests/browser/pages.test.mjs). Installs Debian's chromium and
+# (tests/browser/pages.test.mjs); checks the TypeScript declarations with tsc
+# (tests/browser/usage.ts). Installs Debian's chromium and
 # chromium-driver, the npm tools and the pinned wasm-bindgen CLI (with its
 # test runner) unless they are already there.
 set -euo pipefail
@@ -23,5 +24,8 @@ npm_ci scripts/web
 npm_ci tests/browser
 
 cargo xtask web
+# The package's TypeScript declarations: usage compiles, misuse does not.
+scripts/web/node_modules/.bin/tsc --noEmit --strict --target es2022 --module es2022 \
+  --moduleResolution bundler --lib esnext,dom tests/browser/usage.ts
 cargo build --quiet --package petchat-server --locked
 PETCHAT_SERVER="$PWD/target/debug/petchat-server" node --test tests/browser/

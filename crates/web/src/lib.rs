@@ -51,6 +51,12 @@ export interface PetchatEvent {
   data: any;
   timestamp: string;
 }
+/** A message waiting for its `chat.ack`, as `outbox()` lists it. */
+export interface PendingMessage {
+  conversationId: string;
+  clientMessageId: string;
+  text: string;
+}
 /** `client.state` data. */
 export interface ConnectionState {
   state: "connecting" | "connected" | "reconnecting" | "stopped";
@@ -81,7 +87,9 @@ pub(crate) struct Inner {
 
 /// Starts a client with `{url, getToken, onEvent?, autoDelivered?, storageKey?}`.
 #[wasm_bindgen]
-pub fn connect(options: JsValue) -> Result<PetchatClient, JsError> {
+pub fn connect(
+    #[wasm_bindgen(unchecked_param_type = "ConnectOptions")] options: JsValue,
+) -> Result<PetchatClient, JsError> {
     let get = |key: &str| js_sys::Reflect::get(&options, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED);
     let url = get("url").as_string().ok_or_else(|| JsError::new("connect: `url` is required"))?;
     if !(url.starts_with("ws://") || url.starts_with("wss://")) {
@@ -122,12 +130,19 @@ pub fn connect(options: JsValue) -> Result<PetchatClient, JsError> {
 impl PetchatClient {
     /// Sets the event callback.
     #[wasm_bindgen(js_name = onEvent)]
-    pub fn on_event(&self, callback: js_sys::Function) {
+    pub fn on_event(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(event: PetchatEvent) => void")] callback: js_sys::Function,
+    ) {
         *self.inner.on_event.borrow_mut() = Some(callback);
     }
 
     /// Queues a chat message; returns its `clientMessageId`.
-    pub fn send(&self, conversation_id: &str, text: &str) -> Result<String, JsError> {
+    pub fn send(
+        &self,
+        #[wasm_bindgen(js_name = conversationId)] conversation_id: &str,
+        text: &str,
+    ) -> Result<String, JsError> {
         let conversation = conversation(conversation_id)?;
         let id = self.with(|s, now| s.send_chat(now, &conversation, text))?;
         Ok(id.as_str().to_owned())
@@ -136,7 +151,10 @@ impl PetchatClient {
     /// Sends any client message in the wire envelope (an object or JSON text);
     /// a `chat.send` without `clientMessageId` gets one.
     #[wasm_bindgen(js_name = sendMessage)]
-    pub fn send_message(&self, message: JsValue) -> Result<(), JsError> {
+    pub fn send_message(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "{type: string, id?: string, data: object} | string")] message: JsValue,
+    ) -> Result<(), JsError> {
         let text = match message.as_string() {
             Some(text) => text,
             None => js_sys::JSON::stringify(&message).map_err(|_| JsError::new("not JSON"))?.into(),
@@ -164,7 +182,7 @@ impl PetchatClient {
     }
 
     /// Joins a conversation.
-    pub fn join(&self, conversation_id: &str) -> Result<(), JsError> {
+    pub fn join(&self, #[wasm_bindgen(js_name = conversationId)] conversation_id: &str) -> Result<(), JsError> {
         let conversation_id = conversation(conversation_id)?;
         self.with(|s, now| {
             s.send(now, ClientMessage::ConversationJoin(JoinConversation { conversation_id, after_seq: None }), None)
@@ -173,14 +191,18 @@ impl PetchatClient {
 
     /// Marks a conversation read up to `seq`.
     #[wasm_bindgen(js_name = markRead)]
-    pub fn mark_read(&self, conversation_id: &str, seq: f64) -> Result<(), JsError> {
+    pub fn mark_read(
+        &self,
+        #[wasm_bindgen(js_name = conversationId)] conversation_id: &str,
+        seq: f64,
+    ) -> Result<(), JsError> {
         let conversation_id = conversation(conversation_id)?;
         let up_to_seq = Seq::new(seq as u64).map_err(|e| JsError::new(&e.to_string()))?;
         self.with(|s, now| s.send(now, ClientMessage::MessageRead(ReceiptUpTo { conversation_id, up_to_seq }), None))
     }
 
     /// The user typed (throttled: one `typing.start` per 3 s).
-    pub fn typing(&self, conversation_id: &str) -> Result<(), JsError> {
+    pub fn typing(&self, #[wasm_bindgen(js_name = conversationId)] conversation_id: &str) -> Result<(), JsError> {
         let conversation_id = conversation(conversation_id)?;
         self.with(|s, now| {
             s.typing(now, &conversation_id);
@@ -190,7 +212,7 @@ impl PetchatClient {
 
     /// The user cleared the input.
     #[wasm_bindgen(js_name = stopTyping)]
-    pub fn stop_typing(&self, conversation_id: &str) -> Result<(), JsError> {
+    pub fn stop_typing(&self, #[wasm_bindgen(js_name = conversationId)] conversation_id: &str) -> Result<(), JsError> {
         let conversation_id = conversation(conversation_id)?;
         self.with(|s, _| {
             s.stop_typing(&conversation_id);
@@ -206,7 +228,10 @@ impl PetchatClient {
 
     /// Ends a conversation for both sides.
     #[wasm_bindgen(js_name = closeConversation)]
-    pub fn close_conversation(&self, conversation_id: &str) -> Result<(), JsError> {
+    pub fn close_conversation(
+        &self,
+        #[wasm_bindgen(js_name = conversationId)] conversation_id: &str,
+    ) -> Result<(), JsError> {
         let conversation_id = conversation(conversation_id)?;
         self.with(|s, now| s.send(now, ClientMessage::ConversationClose(ConversationRef { conversation_id }), None))
     }
@@ -220,11 +245,13 @@ impl PetchatClient {
     }
 
     /// The connection state: `{state, retryInMs?, closeCode?}`.
+    #[wasm_bindgen(unchecked_return_type = "ConnectionState")]
     pub fn state(&self) -> JsValue {
         json_to_js(&self.inner.session.borrow().state().to_json())
     }
 
-    /// Messages waiting for their `chat.ack`: `[{conversationId, clientMessageId, text}]`.
+    /// Messages waiting for their `chat.ack`, oldest first.
+    #[wasm_bindgen(unchecked_return_type = "PendingMessage[]")]
     pub fn outbox(&self) -> JsValue {
         let session = self.inner.session.borrow();
         let pending: Vec<&SendChat> = session.outbox().collect();

@@ -43,7 +43,8 @@ mod imp {
         callbacks: Vec<Closure<dyn FnMut(JsValue)>>,
         timer: Option<i32>,
         timer_callback: Option<Closure<dyn FnMut()>>,
-        online: Option<Closure<dyn FnMut(JsValue)>>,
+        /// The `online` and `visibilitychange` listeners.
+        listeners: Vec<Closure<dyn FnMut(JsValue)>>,
     }
 
     fn window() -> web_sys::Window {
@@ -218,17 +219,27 @@ mod imp {
         state.timer_callback = Some(callback);
     }
 
-    /// Reconnects at once when the browser says the network is back.
+    /// Reconnects at once when the browser says the network is back, or when
+    /// the tab is shown again (a hidden tab's timers are throttled, up to a
+    /// minute, so a waiting reconnect may be late).
     pub(crate) fn listen_online(inner: &Rc<Inner>) {
-        let callback = {
+        let listener = |visible_only: bool| {
             let inner = inner.clone();
             Closure::<dyn FnMut(JsValue)>::new(move |_| {
+                let document = window().document();
+                if visible_only && document.is_some_and(|d| d.visibility_state() != web_sys::VisibilityState::Visible) {
+                    return;
+                }
                 inner.session.borrow_mut().network_online(now());
                 pump(&inner);
             })
         };
-        let _ = window().add_event_listener_with_callback("online", callback.as_ref().unchecked_ref());
-        inner.platform.borrow_mut().online = Some(callback);
+        let (online, shown) = (listener(false), listener(true));
+        let _ = window().add_event_listener_with_callback("online", online.as_ref().unchecked_ref());
+        if let Some(document) = window().document() {
+            let _ = document.add_event_listener_with_callback("visibilitychange", shown.as_ref().unchecked_ref());
+        }
+        inner.platform.borrow_mut().listeners = vec![online, shown];
     }
 }
 
