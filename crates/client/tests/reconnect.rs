@@ -65,6 +65,14 @@ async fn messages_sent_while_the_server_is_killed_arrive_once_in_order_after_it_
     let (customer, mut customer_events, _agent, mut agent_events, id) = pair(&server).await;
     customer.send_chat(&id, "before").await.expect("queued");
     assert_eq!(until(&mut agent_events, chat_text).await, (1, "before".into()));
+    // The ack too: killed between the fan-out and the ack, the server would
+    // (rightly) ack "before" again after the restart, from the replayed outbox.
+    let acked = until(&mut customer_events, |e| match e {
+        Event::Sent(ack) => Some(ack.seq.get()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(acked, 1);
 
     server.signal("KILL").await;
     // The customer notices (a closed socket), and keeps trying with backoff.
