@@ -1,0 +1,271 @@
+//! `chat`: P customer–agent conversations, both sides sending as fast as the
+//! server acks (or at a fixed total rate), with automatic delivered receipts.
+//! Measures relayed messages per second, ack latency (send → `chat.ack` at
+//! the sender) and delivery latency (send → `chat.message` at the other side,
+//! from the sender's wall-clock timestamp in the text).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use petchat_protocol::Role;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::conn::{self, Ws};
+use crate::progress::Progress;
+use crate::stats::{self, Latency};
+use crate::target::Target;
+
+/// Messages one connection may have waiting for their ack at a fixed rate.
+const MAX_IN_FLIGHT: usize = 64;
+/// Measurements start after this much warm-up.
+const WARM_UP: Duration = Duration::from_secs(1);
+/// After the last send, how long to wait for acks and messages still on their way.
+const DRAIN: Duration = Duration::from_secs(3);
+/// Connection attempts in flight while setting up.
+const IN_FLIGHT: usize = 32;
+
+/// What one chat run measured.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ChatResult {
+    /// Conversations (each a customer and an agent connection).
+    pub(crate) pairs: usize,
+    /// The offered total rate, messages per second; none when each side sends as fast as acked.
+    pub(crate) offered_per_second: Option<f64>,
+    /// The measured window, in seconds.
+    pub(crate) seconds: f64,
+    /// Messages acked in the window.
+    pub(crate) acked: u64,
+    /// `chat.message`s delivered to the other side in the window.
+    pub(crate) relayed: u64,
+    /// `relayed / seconds`.
+    pub(crate) relayed_per_second: f64,
+    /// Send → `chat.ack`.
+    pub(crate) ack: Latency,
+    /// Send → `chat.message` at the other member.
+    pub(crate) delivery: Latency,
+    /// Messages acked (over the whole run) that never reached the other side.
+    pub(crate) lost: u64,
+}
+
+/// Runs the scenario against `target`.
+pub(crate) async fn run(
+    target: &Target,
+    pairs: usize,
+    duration: Duration,
+    rate: Option<f64>,
+    progress: &Progress,
+) -> Result<ChatResult> {
+    let run = format!("{:x}", conn::wall_micros());
+    let (server, source) = (target.addr, conn::source_address(0));
+    let bar = progress.bar(pairs as u64 * 2, &format!("chat {}: {pairs} conversations", target.kind.name()));
+    let agents = connect_all(server, source, pairs, &format!("agent-{run}"), Role::Agent, &bar).await?;
+    let mut agents_ready = Vec::new();
+    for mut ws in agents {
+        conn::send(&mut ws, "agent.status", json!({"available": true})).await?;
+        until(&mut ws, "agent.status").await?;
+        agents_ready.push(ws);
+    }
+    let customers = connect_all(server, source, pairs, &format!("customer-{run}"), Role::Customer, &bar).await?;
+    let mut open = Vec::new();
+    for mut ws in customers {
+        open.push(async move {
+            conn::send(&mut ws, "conversation.open", json!({"topic": "bench"})).await?;
+            let assigned = until(&mut ws, "agent.assigned").await?;
+            let id = assigned.data["conversationId"].as_str().context("a conversation id")?.to_owned();
+            anyhow::Ok((ws, id))
+        });
+    }
+    let customers = futures_util::future::try_join_all(open).await?;
+    bar.finish_and_clear();
+
+    let start = Instant::now() + Duration::from_millis(100);
+    let window = (start + WARM_UP, start + WARM_UP + duration);
+    let interval = rate.map(|r| Duration::from_secs_f64(2.0 * pairs as f64 / r));
+    let timer = progress.timer(WARM_UP + duration + DRAIN, &format!("chat {}: sending", target.kind.name()));
+    let mut tasks = Vec::new();
+    for (index, (ws, id)) in customers.into_iter().enumerate() {
+        tasks.push(tokio::spawn(side(ws, vec![id], index * 2, start, window, interval)));
+    }
+    for (index, ws) in agents_ready.into_iter().enumerate() {
+        tasks.push(tokio::spawn(side(ws, Vec::new(), index * 2 + 1, start, window, interval)));
+    }
+    let mut total = Tally::default();
+    for task in tasks {
+        total.merge(task.await??);
+    }
+    timer.finish_and_clear();
+    let seconds = duration.as_secs_f64();
+    Ok(ChatResult {
+        pairs,
+        offered_per_second: rate,
+        seconds,
+        acked: total.acked_in_window,
+        relayed: total.relayed_in_window,
+        relayed_per_second: total.relayed_in_window as f64 / seconds,
+        ack: Latency::of(&total.ack),
+        delivery: Latency::of(&total.delivery),
+        lost: total.acked.saturating_sub(total.relayed),
+    })
+}
+
+/// Opens `count` connections as `prefix-0`, `prefix-1`…
+async fn connect_all(
+    server: SocketAddr,
+    source: std::net::IpAddr,
+    count: usize,
+    prefix: &str,
+    role: Role,
+    bar: &indicatif::ProgressBar,
+) -> Result<Vec<Ws>> {
+    futures_util::stream::iter(0..count)
+        .map(|i| {
+            let user = format!("{prefix}-{i}");
+            async move {
+                let ws = conn::connect(server, source, &user, role).await;
+                bar.inc(1);
+                ws
+            }
+        })
+        .buffered(IN_FLIGHT)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// Reads frames until one of type `kind`.
+async fn until(ws: &mut Ws, kind: &str) -> Result<conn::Frame> {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(30), conn::next_frame(ws))
+            .await
+            .with_context(|| format!("no {kind} within 30 s"))??;
+        if frame.kind == kind {
+            return Ok(frame);
+        }
+    }
+}
+
+/// One connection's counts and latencies.
+struct Tally {
+    acked: u64,
+    relayed: u64,
+    acked_in_window: u64,
+    relayed_in_window: u64,
+    ack: Histogram<u64>,
+    delivery: Histogram<u64>,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            acked: 0,
+            relayed: 0,
+            acked_in_window: 0,
+            relayed_in_window: 0,
+            ack: stats::histogram(),
+            delivery: stats::histogram(),
+        }
+    }
+}
+
+impl Tally {
+    fn merge(&mut self, other: Tally) {
+        self.acked += other.acked;
+        self.relayed += other.relayed;
+        self.acked_in_window += other.acked_in_window;
+        self.relayed_in_window += other.relayed_in_window;
+        self.ack.add(&other.ack).expect("same bounds");
+        self.delivery.add(&other.delivery).expect("same bounds");
+    }
+}
+
+/// One side of conversations: sends into them (as soon as the last message
+/// is acked, or every `interval`), records acks and the other side's
+/// messages, and answers each message with `message.delivered`.
+async fn side(
+    mut ws: Ws,
+    mut conversations: Vec<String>,
+    index: usize,
+    start: Instant,
+    window: (Instant, Instant),
+    interval: Option<Duration>,
+) -> Result<Tally> {
+    let mut tally = Tally::default();
+    let mut in_flight: VecDeque<Instant> = VecDeque::new();
+    let mut next_send = start;
+    let mut sent = 0u64;
+    let stop_sending = window.1;
+    let end = window.1 + DRAIN;
+    let in_window = |t: Instant| t >= window.0 && t < window.1;
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        let may_send = match interval {
+            None => in_flight.is_empty(),
+            Some(_) => in_flight.len() < MAX_IN_FLIGHT && now >= next_send,
+        };
+        if may_send && now < stop_sending && !conversations.is_empty() {
+            let conversation = &conversations[sent as usize % conversations.len()];
+            let text = format!("{} bench message from {index}", conn::wall_micros());
+            let key = format!("{:08x}-0000-4000-8000-{:012x}", index, sent);
+            conn::send(
+                &mut ws,
+                "chat.send",
+                json!({"conversationId": conversation, "clientMessageId": key, "text": text}),
+            )
+            .await?;
+            in_flight.push_back(Instant::now());
+            sent += 1;
+            if let Some(interval) = interval {
+                next_send += interval;
+            }
+            continue;
+        }
+        let wake = match interval {
+            Some(_) if now < stop_sending && in_flight.len() < MAX_IN_FLIGHT => next_send.min(end),
+            _ => end,
+        };
+        let frame = tokio::select! {
+            frame = conn::next_frame(&mut ws) => frame?,
+            _ = tokio::time::sleep_until(wake.into()) => continue,
+        };
+        let now = Instant::now();
+        match frame.kind.as_str() {
+            "chat.ack" => {
+                let sent_at = in_flight.pop_front().context("an ack for nothing sent")?;
+                tally.acked += 1;
+                if in_window(now) {
+                    tally.acked_in_window += 1;
+                    tally.ack.saturating_record(now.duration_since(sent_at).as_micros() as u64);
+                }
+            }
+            "chat.message" => {
+                tally.relayed += 1;
+                let sent_micros: u64 = frame.data["text"]
+                    .as_str()
+                    .and_then(|t| t.split(' ').next())
+                    .and_then(|t| t.parse().ok())
+                    .context("a bench message")?;
+                if in_window(now) {
+                    tally.relayed_in_window += 1;
+                    tally.delivery.saturating_record(conn::wall_micros().saturating_sub(sent_micros));
+                }
+                let receipt = json!({"conversationId": frame.data["conversationId"], "upToSeq": frame.data["seq"]});
+                conn::send(&mut ws, "message.delivered", receipt).await?;
+            }
+            "agent.assigned" => {
+                conversations.push(frame.data["conversationId"].as_str().context("a conversation id")?.to_owned());
+            }
+            "error" => anyhow::bail!("the server answered with an error: {}", frame.data),
+            _ => {}
+        }
+    }
+    Ok(tally)
+}

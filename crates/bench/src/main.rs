@@ -1,0 +1,209 @@
+//! `petchat-bench`: measures petchat-server from the outside over loopback
+//! sockets, side by side with the Node.js `ws` peer, and writes JSON, a
+//! markdown table and SVG plots. See docs/benchmarks.md.
+
+mod assign;
+mod chat;
+mod conn;
+mod idle;
+mod progress;
+mod report;
+mod stats;
+mod target;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::progress::Progress;
+use crate::report::Report;
+use crate::target::{Kind, Programs, Target};
+
+/// The petchat benchmark: petchat-server and the Node.js peer under the same load.
+#[derive(Parser)]
+#[command(name = "petchat-bench", version)]
+struct Cli {
+    #[command(flatten)]
+    options: Options,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// What every scenario shares.
+#[derive(Args, Clone)]
+struct Options {
+    /// The servers to measure, alternating run by run.
+    #[arg(long, value_delimiter = ',', default_value = "petchat,peer")]
+    servers: Vec<Kind>,
+    /// Runs per point; reports give medians.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Where results go (results.json, results.md, *.svg).
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    /// The petchat-server binary (a release build).
+    #[arg(long, default_value = "target/release/petchat-server")]
+    petchat_bin: PathBuf,
+    /// The peer's script (with `ws` installed beside it by npm).
+    #[arg(long, default_value = "benches/peers/node-ws/server.mjs")]
+    peer: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// N authenticated connections held T seconds: connect rate, RSS per connection, idle CPU.
+    Idle {
+        /// Connection counts to sweep.
+        #[arg(long, value_delimiter = ',', default_value = "1000,5000,19000")]
+        connections: Vec<usize>,
+        /// Seconds to hold them.
+        #[arg(long, default_value_t = 10)]
+        hold: u64,
+    },
+    /// P conversations, both sides sending: relayed messages/s and latencies.
+    Chat {
+        /// Conversation counts to sweep.
+        #[arg(long, value_delimiter = ',', default_value = "1,10,50,200")]
+        pairs: Vec<usize>,
+        /// Seconds measured per run (after 1 s of warm-up).
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// A fixed total rate (messages/s) instead of "as fast as acked".
+        #[arg(long)]
+        rate: Option<f64>,
+    },
+    /// C customers open at once against K agents: assignments per second.
+    Assign {
+        /// Customer counts to sweep.
+        #[arg(long, value_delimiter = ',', default_value = "250,500,1000")]
+        customers: Vec<usize>,
+        /// Agents available.
+        #[arg(long, default_value_t = 10)]
+        agents: usize,
+    },
+    /// Every scenario with its default sweep, then chat at half of petchat's peak rate.
+    All,
+    /// A tiny run of every scenario, for the test suite: correctness, not speed.
+    Smoke,
+    /// (internal) holds idle connections for `idle`.
+    #[command(hide = true)]
+    WorkerIdle {
+        #[arg(long)]
+        server: SocketAddr,
+        #[arg(long)]
+        source: IpAddr,
+        #[arg(long)]
+        count: usize,
+        #[arg(long)]
+        prefix: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if let Command::WorkerIdle { server, source, count, prefix } = &cli.command {
+        return idle::worker(*server, *source, *count, prefix).await;
+    }
+    let options = cli.options;
+    let programs = Programs { petchat: options.petchat_bin.clone(), peer: options.peer.clone() };
+    if !programs.petchat.exists() {
+        bail!("{} is missing: build it with `cargo build --release -p petchat-server`", programs.petchat.display());
+    }
+    let command_line = std::env::args().collect::<Vec<_>>().join(" ");
+    let mut report = Report::new(&command_line, &options.servers);
+    let bench = Bench { options: options.clone(), programs, progress: Progress::default() };
+    match cli.command {
+        Command::Idle { connections, hold } => bench.idle(&mut report, &connections, hold).await?,
+        Command::Chat { pairs, seconds, rate } => bench.chat(&mut report, &pairs, seconds, rate).await?,
+        Command::Assign { customers, agents } => bench.assign(&mut report, &customers, agents).await?,
+        Command::All => {
+            bench.idle(&mut report, &[1000, 5000, 19_000], 10).await?;
+            bench.chat(&mut report, &[1, 10, 50, 200], 5, None).await?;
+            let peak = report.peak_relayed(Kind::Petchat);
+            bench.chat(&mut report, &[50], 5, Some(peak / 2.0)).await?;
+            bench.assign(&mut report, &[250, 500, 1000], 10).await?;
+        }
+        Command::Smoke => {
+            bench.idle(&mut report, &[50], 1).await?;
+            bench.chat(&mut report, &[2], 1, None).await?;
+            bench.chat(&mut report, &[2], 1, Some(200.0)).await?;
+            bench.assign(&mut report, &[20], 2).await?;
+        }
+        Command::WorkerIdle { .. } => unreachable!("handled above"),
+    }
+    report.write(&options.out)?;
+    println!("{}", report.markdown());
+    println!("results: {}", options.out.display());
+    Ok(())
+}
+
+/// The runs of one invocation.
+struct Bench {
+    options: Options,
+    programs: Programs,
+    progress: Progress,
+}
+
+impl Bench {
+    /// Runs `scenario` on a fresh server of each kind, alternating, `repeat` times.
+    async fn each<R, F, Fut>(&self, mut scenario: F) -> Result<Vec<(Kind, R)>>
+    where
+        F: FnMut(Target, Progress) -> Fut,
+        Fut: std::future::Future<Output = Result<R>>,
+    {
+        let mut results = Vec::new();
+        for _ in 0..self.options.repeat {
+            for &kind in &self.options.servers {
+                let target = Target::start(kind, &self.programs).await?;
+                results.push((kind, scenario(target, self.progress.clone()).await?));
+            }
+        }
+        Ok(results)
+    }
+
+    async fn idle(&self, report: &mut Report, connections: &[usize], hold: u64) -> Result<()> {
+        for &n in connections {
+            let runs = self
+                .each(|target, progress| async move {
+                    let result = idle::run(&target, n, Duration::from_secs(hold), &progress).await;
+                    target.stop().await?;
+                    result
+                })
+                .await?;
+            report.idle.extend(runs.into_iter().map(Into::into));
+        }
+        Ok(())
+    }
+
+    async fn chat(&self, report: &mut Report, pairs: &[usize], seconds: u64, rate: Option<f64>) -> Result<()> {
+        for &p in pairs {
+            let runs = self
+                .each(|target, progress| async move {
+                    let result = chat::run(&target, p, Duration::from_secs(seconds), rate, &progress).await;
+                    target.stop().await?;
+                    result
+                })
+                .await?;
+            report.chat.extend(runs.into_iter().map(Into::into));
+        }
+        Ok(())
+    }
+
+    async fn assign(&self, report: &mut Report, customers: &[usize], agents: usize) -> Result<()> {
+        for &c in customers {
+            let runs = self
+                .each(|target, progress| async move {
+                    let result = assign::run(&target, c, agents, &progress).await;
+                    target.stop().await?;
+                    result
+                })
+                .await?;
+            report.assign.extend(runs.into_iter().map(Into::into));
+        }
+        Ok(())
+    }
+}
