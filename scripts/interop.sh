@@ -17,13 +17,10 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -c 'import websockets, jsonschema, rfc3339_validator' 2>/dev/null \
   || "$venv/bin/pip" install --quiet --disable-pip-version-check 'websockets>=13,<16' 'jsonschema>=4.20' rfc3339-validator
-if [ ! -f tests/interop/node/node_modules/.package-lock.json ] \
-  || [ tests/interop/node/package-lock.json -nt tests/interop/node/node_modules/.package-lock.json ]; then
-  (cd tests/interop/node && npm ci --no-audit --no-fund --loglevel=error)
-fi
+source scripts/lib.sh
+npm_ci tests/interop/node
 
 cargo build --quiet --package petchat-server --locked
-source scripts/lib.sh
 server=target/debug/petchat-server
 work=$(mktemp -d)
 secret="interop-$RANDOM$RANDOM"

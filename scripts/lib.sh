@@ -1,5 +1,13 @@
 # Shell helpers shared by the project's scripts; source it, don't run it.
 
+# npm_ci DIR: installs DIR's npm packages from its package-lock.json, unless
+# node_modules already matches it.
+npm_ci() {
+  if [ ! -f "$1/node_modules/.package-lock.json" ] || [ "$1/package-lock.json" -nt "$1/node_modules/.package-lock.json" ]; then
+    (cd "$1" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
+
 # start_server BIN WORKDIR SECRET [FLAG…]: starts petchat-server on 127.0.0.1:0
 # with a database and JSON log in WORKDIR; sets SERVER_PID and SERVER_ADDR.
 start_server() {

@@ -16,11 +16,11 @@ rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup targe
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   as_root apt-get update -qq && as_root apt-get install -y -qq nodejs npm
 fi
-# The contract validators (ajv, @asyncapi/parser), pinned by package-lock.json.
-if [ ! -f scripts/contract/node_modules/.package-lock.json ] \
-  || [ scripts/contract/package-lock.json -nt scripts/contract/node_modules/.package-lock.json ]; then
-  (cd scripts/contract && npm ci --no-audit --no-fund --loglevel=error)
-fi
+source scripts/lib.sh
+# The contract validators (ajv, @asyncapi/parser) and the benchmark's Node peer
+# (ws, for the bench's smoke test), pinned by their package-lock.json.
+npm_ci scripts/contract
+npm_ci benches/peers/node-ws
 
 step "cargo fmt --check"
 cargo fmt --all --check

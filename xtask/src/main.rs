@@ -1,5 +1,6 @@
 //! `cargo xtask …`: the project's chores, starting with its generated files.
 
+mod bench;
 mod schemas;
 mod web;
 
@@ -25,6 +26,14 @@ enum Command {
     },
     /// Build the browser package and the pages into target/web.
     Web,
+    /// Run the benchmark (petchat-bench, release builds) against petchat and
+    /// the Node peer; write benches/results/ and the table in docs/benchmarks.md.
+    /// Arguments after `--` go to petchat-bench (default: `all`).
+    Bench {
+        /// petchat-bench arguments, e.g. `-- --repeat 1 chat --pairs 50`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Build the browser package, then run the server in `--dev` mode with
     /// the pages: http://127.0.0.1:8080/ and /agent. Arguments after `--`
     /// go to petchat-server.
@@ -41,6 +50,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Schemas { check: false } => schemas::write(&root),
         Command::Web => web::build(&root).map(|_| ()),
+        Command::Bench { args } => bench::run(&root, &args),
         Command::Serve { args } => {
             let pages = web::build(&root)?;
             let status = std::process::Command::new("cargo")

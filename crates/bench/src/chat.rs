@@ -24,8 +24,10 @@ use crate::target::Target;
 const MAX_IN_FLIGHT: usize = 64;
 /// Measurements start after this much warm-up.
 const WARM_UP: Duration = Duration::from_secs(1);
-/// After the last send, how long to wait for acks and messages still on their way.
+/// After the last send, how long at most to wait for acks and messages still on their way.
 const DRAIN: Duration = Duration::from_secs(3);
+/// A side with nothing in flight leaves once it has heard nothing for this long.
+const QUIET: Duration = Duration::from_millis(300);
 /// Connection attempts in flight while setting up.
 const IN_FLIGHT: usize = 32;
 
@@ -202,9 +204,11 @@ async fn side(
     let stop_sending = window.1;
     let end = window.1 + DRAIN;
     let in_window = |t: Instant| t >= window.0 && t < window.1;
+    let mut last_frame = Instant::now();
     loop {
         let now = Instant::now();
-        if now >= end {
+        let drained = now >= stop_sending && in_flight.is_empty() && now >= last_frame + QUIET;
+        if now >= end || drained {
             break;
         }
         let may_send = match interval {
@@ -230,6 +234,8 @@ async fn side(
         }
         let wake = match interval {
             Some(_) if now < stop_sending && in_flight.len() < MAX_IN_FLIGHT => next_send.min(end),
+            _ if now >= stop_sending && in_flight.is_empty() => (last_frame + QUIET).min(end),
+            _ if now < stop_sending => stop_sending,
             _ => end,
         };
         let frame = tokio::select! {
@@ -237,6 +243,7 @@ async fn side(
             _ = tokio::time::sleep_until(wake.into()) => continue,
         };
         let now = Instant::now();
+        last_frame = now;
         match frame.kind.as_str() {
             "chat.ack" => {
                 let sent_at = in_flight.pop_front().context("an ack for nothing sent")?;
