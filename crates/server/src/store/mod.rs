@@ -195,10 +195,7 @@ pub enum Applied {
 pub enum StoreError {
     /// The database failed.
     #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-    /// Opening or migrating the database failed.
-    #[error("migration: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Database(#[from] rusqlite::Error),
     /// A stored value does not satisfy the protocol's rules.
     #[error("corrupt row: {0}")]
     Corrupt(String),

@@ -1,6 +1,13 @@
 //! The SQLite store: one file, WAL journal, `synchronous=FULL`, migrations at start.
+//!
+//! It runs on rusqlite, synchronously, on tokio's blocking threads: a whole
+//! batch of writes is one hop to a blocking thread and one transaction there,
+//! with cached prepared statements. (With sqlx's SQLite driver every statement
+//! was a round trip to its worker thread; at four statements per chat message
+//! those hand-offs, not the fsync, bounded the hub: docs/benchmarks.md.)
 
-use std::str::FromStr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -8,17 +15,17 @@ use petchat_protocol::{
     ClientMessageId, ConversationId, ConversationStatus, LastSeq, MessageId, MessageText, OrderId, Participant, PetId,
     Role, Seq, Timestamp, Topic, User, UserId,
 };
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{Row, Sqlite, Transaction};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, params};
 
 use super::{Applied, ConversationRecord, MessageRecord, ReceiptKind, ReceiptRecord, Store, StoreError, Write};
 
 /// Conversations and messages in one SQLite file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    /// The connection every write batch goes through.
+    writer: Arc<Mutex<Connection>>,
+    /// A second connection for reads, which WAL lets run beside a write.
+    reader: Arc<Mutex<Connection>>,
 }
 
 const CONVERSATION_COLUMNS: &str = "id, customer_id, customer_name, agent_id, agent_name, status, last_seq, \
@@ -26,46 +33,135 @@ const CONVERSATION_COLUMNS: &str = "id, customer_id, customer_name, agent_id, ag
 const MESSAGE_COLUMNS: &str =
     "conversation_id, id, seq, author_id, author_role, author_name, client_message_id, text, sent_at";
 
+/// The schema migrations, applied in order; `PRAGMA user_version` counts those applied.
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_initial.sql")];
+
 impl SqliteStore {
-    /// Opens (creating if missing) the database of a `sqlite://FILE` URL and migrates it.
+    /// Opens (creating if missing) the database of a `sqlite://FILE` URL
+    /// (or `sqlite::memory:`) and migrates it.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        // Every acknowledged message must survive a crash or a power cut: WAL
-        // with synchronous=FULL syncs each commit; group commit amortizes it.
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        let path = database_path(url)?;
+        tokio::task::spawn_blocking(move || {
+            let writer = connect(path.as_ref())?;
+            migrate(&writer)?;
+            let writer = Arc::new(Mutex::new(writer));
+            let reader = match path {
+                Some(path) => Arc::new(Mutex::new(connect(Some(&path))?)),
+                // An in-memory database lives in its one connection.
+                None => writer.clone(),
+            };
+            Ok(Self { writer, reader })
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("opening the database: {e}")))?
     }
+
+    /// Runs `f` on a blocking thread with the writer or the reader.
+    async fn on<T: Send + 'static>(
+        connection: &Arc<Mutex<Connection>>,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let connection = connection.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut connection =
+                connection.lock().map_err(|_| StoreError::Corrupt("a store thread panicked".into()))?;
+            f(&mut connection)
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("a store thread failed: {e}")))?
+    }
+}
+
+/// `sqlite://FILE`, `sqlite:FILE` (a `?query` is ignored), or `None` for `sqlite::memory:`.
+fn database_path(url: &str) -> Result<Option<PathBuf>, StoreError> {
+    let rest = url.strip_prefix("sqlite:").ok_or_else(|| StoreError::Unsupported(url.to_owned()))?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let path = rest.split('?').next().unwrap_or_default();
+    match path {
+        ":memory:" => Ok(None),
+        "" => Err(StoreError::Unsupported(url.to_owned())),
+        path => Ok(Some(PathBuf::from(path))),
+    }
+}
+
+/// A connection with the durability settings: every acknowledged message
+/// must survive a crash or a power cut, so WAL with synchronous=FULL syncs
+/// each commit; group commit amortizes it.
+fn connect(path: Option<&PathBuf>) -> Result<Connection, StoreError> {
+    let connection = match path {
+        Some(path) => Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?,
+        None => Connection::open_in_memory()?,
+    };
+    connection.busy_timeout(Duration::from_secs(5))?;
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    connection.pragma_update(None, "synchronous", "FULL")?;
+    connection.pragma_update(None, "foreign_keys", true)?;
+    connection.set_prepared_statement_cache_capacity(64);
+    Ok(connection)
+}
+
+/// Applies the migrations not yet applied, each in its own transaction.
+fn migrate(connection: &Connection) -> Result<(), StoreError> {
+    let mut version: usize = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    // Databases made before the store moved to rusqlite kept their migration
+    // record in sqlx's table; they have the first schema.
+    if version == 0 {
+        let by_sqlx: Option<i64> = connection
+            .query_row("SELECT 1 FROM sqlite_master WHERE name = '_sqlx_migrations'", [], |row| row.get(0))
+            .optional()?;
+        if by_sqlx.is_some() {
+            version = 1;
+            connection.pragma_update(None, "user_version", 1)?;
+        }
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(version) {
+        connection.execute_batch(&format!("BEGIN; {migration}; PRAGMA user_version = {}; COMMIT;", index + 1))?;
+    }
+    Ok(())
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn apply(&self, batch: &[Write]) -> Result<Vec<Applied>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let mut results = Vec::with_capacity(batch.len());
-        for write in batch {
-            results.push(apply_one(&mut tx, write).await?);
-        }
-        tx.commit().await?;
-        Ok(results)
+        let batch = batch.to_vec();
+        Self::on(&self.writer, move |connection| {
+            let tx = connection.transaction()?;
+            let results = batch.iter().map(|write| apply_one(&tx, write)).collect::<Result<Vec<_>, _>>()?;
+            tx.commit()?;
+            Ok(results)
+        })
+        .await
     }
 
     async fn conversation(&self, id: &ConversationId) -> Result<Option<ConversationRecord>, StoreError> {
-        let sql = format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?");
-        sqlx::query(&sql).bind(id.as_str()).fetch_optional(&self.pool).await?.map(|row| conversation(&row)).transpose()
+        let id = id.clone();
+        Self::on(&self.reader, move |connection| {
+            let sql = format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?");
+            let mut statement = connection.prepare_cached(&sql)?;
+            let mut rows = statement.query([id.as_str()])?;
+            rows.next()?.map(conversation).transpose()
+        })
+        .await
     }
 
     async fn open_conversations(&self) -> Result<Vec<ConversationRecord>, StoreError> {
-        let sql = format!(
-            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE status != 'closed' \
-             ORDER BY status = 'active', queued_at, created_at"
-        );
-        sqlx::query(&sql).fetch_all(&self.pool).await?.iter().map(conversation).collect()
+        Self::on(&self.reader, |connection| {
+            let sql = format!(
+                "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE status != 'closed' \
+                 ORDER BY status = 'active', queued_at, created_at"
+            );
+            let mut statement = connection.prepare_cached(&sql)?;
+            let mut rows = statement.query([])?;
+            let mut records = Vec::new();
+            while let Some(row) = rows.next()? {
+                records.push(conversation(row)?);
+            }
+            Ok(records)
+        })
+        .await
     }
 
     async fn messages_after(
@@ -74,144 +170,150 @@ impl Store for SqliteStore {
         after: LastSeq,
         limit: usize,
     ) -> Result<Vec<MessageRecord>, StoreError> {
-        let sql = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? AND seq > ? ORDER BY seq LIMIT ?"
-        );
-        sqlx::query(&sql)
-            .bind(id.as_str())
-            .bind(after.get() as i64)
-            .bind(limit as i64)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(message)
-            .collect()
+        let id = id.clone();
+        Self::on(&self.reader, move |connection| {
+            let sql = format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+            );
+            let mut statement = connection.prepare_cached(&sql)?;
+            let mut rows = statement.query(params![id.as_str(), after.get() as i64, limit as i64])?;
+            let mut records = Vec::new();
+            while let Some(row) = rows.next()? {
+                records.push(message(row)?);
+            }
+            Ok(records)
+        })
+        .await
     }
 
     async fn receipts(&self, id: &ConversationId) -> Result<Vec<ReceiptRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT user_id, kind, up_to_seq, at FROM receipts WHERE conversation_id = ? ORDER BY kind, user_id",
-        )
-        .bind(id.as_str())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let kind = match row.try_get::<String, _>("kind")?.as_str() {
+        let id = id.clone();
+        Self::on(&self.reader, move |connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT user_id, kind, up_to_seq, at FROM receipts WHERE conversation_id = ? ORDER BY kind, user_id",
+            )?;
+            let mut rows = statement.query([id.as_str()])?;
+            let mut records = Vec::new();
+            while let Some(row) = rows.next()? {
+                let kind = match row.get::<_, String>("kind")?.as_str() {
                     "delivered" => ReceiptKind::Delivered,
                     "read" => ReceiptKind::Read,
                     other => return Err(StoreError::Corrupt(format!("receipt kind {other:?}"))),
                 };
-                Ok(ReceiptRecord {
-                    user_id: user_id(row.try_get("user_id")?)?,
+                records.push(ReceiptRecord {
+                    user_id: user_id(row.get("user_id")?)?,
                     kind,
-                    up_to_seq: seq(row.try_get("up_to_seq")?)?,
-                    at: time(row.try_get("at")?)?,
-                })
-            })
-            .collect()
+                    up_to_seq: seq(row.get("up_to_seq")?)?,
+                    at: time(row.get("at")?)?,
+                });
+            }
+            Ok(records)
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        Self::on(&self.reader, |connection| Ok(connection.query_row("SELECT 1", [], |_| Ok(()))?)).await
     }
 
     async fn close(&self) {
-        self.pool.close().await;
+        // Checkpoint the WAL into the main file, so a clean stop leaves one file.
+        let _ =
+            Self::on(&self.writer, |connection| Ok(connection.pragma_update(None, "wal_checkpoint", "TRUNCATE")?))
+                .await;
     }
 }
 
-async fn apply_one(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<Applied, StoreError> {
+fn apply_one(tx: &Transaction<'_>, write: &Write) -> Result<Applied, StoreError> {
     match write {
         Write::CreateConversation(c) => {
-            sqlx::query(
+            tx.prepare_cached(
                 "INSERT INTO conversations (id, customer_id, customer_name, agent_id, agent_name, status, last_seq, \
                  created_at, queued_at, topic, pet_id, order_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(c.id.as_str())
-            .bind(c.customer.id.as_str())
-            .bind(&c.customer.name)
-            .bind(c.agent.as_ref().map(|a| a.id.as_str()))
-            .bind(c.agent.as_ref().map(|a| a.name.as_str()))
-            .bind(status_name(c.status))
-            .bind(c.last_seq.get() as i64)
-            .bind(c.created_at.as_unix_ms())
-            .bind(c.queued_at.map(Timestamp::as_unix_ms))
-            .bind(c.topic.as_ref().map(Topic::as_str))
-            .bind(c.pet_id.as_ref().map(PetId::as_str))
-            .bind(c.order_id.as_ref().map(OrderId::as_str))
-            .execute(&mut **tx)
-            .await?;
+            )?
+            .execute(params![
+                c.id.as_str(),
+                c.customer.id.as_str(),
+                &c.customer.name,
+                c.agent.as_ref().map(|a| a.id.as_str()),
+                c.agent.as_ref().map(|a| a.name.as_str()),
+                status_name(c.status),
+                c.last_seq.get() as i64,
+                c.created_at.as_unix_ms(),
+                c.queued_at.map(Timestamp::as_unix_ms),
+                c.topic.as_ref().map(Topic::as_str),
+                c.pet_id.as_ref().map(PetId::as_str),
+                c.order_id.as_ref().map(OrderId::as_str),
+            ])?;
             Ok(Applied::Done)
         }
         Write::Assign { conversation, agent, status, at } => {
             let queued_at = (*status == ConversationStatus::Queued).then(|| at.as_unix_ms());
-            let done = sqlx::query(
-                "UPDATE conversations SET agent_id = ?, agent_name = ?, status = ?, queued_at = COALESCE(?, queued_at) \
-                 WHERE id = ? AND status != 'closed'",
-            )
-            .bind(agent.as_ref().map(|a| a.id.as_str()))
-            .bind(agent.as_ref().map(|a| a.name.as_str()))
-            .bind(status_name(*status))
-            .bind(queued_at)
-            .bind(conversation.as_str())
-            .execute(&mut **tx)
-            .await?;
-            Ok(if done.rows_affected() == 1 { Applied::Done } else { Applied::Closed })
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE conversations SET agent_id = ?, agent_name = ?, status = ?, \
+                     queued_at = COALESCE(?, queued_at) WHERE id = ? AND status != 'closed'",
+                )?
+                .execute(params![
+                    agent.as_ref().map(|a| a.id.as_str()),
+                    agent.as_ref().map(|a| a.name.as_str()),
+                    status_name(*status),
+                    queued_at,
+                    conversation.as_str(),
+                ])?;
+            Ok(if changed == 1 { Applied::Done } else { Applied::Closed })
         }
         Write::Close { conversation, by, at } => {
-            let done = sqlx::query(
-                "UPDATE conversations SET status = 'closed', closed_at = ?, closed_by = ? WHERE id = ? AND status != 'closed'",
-            )
-            .bind(at.as_unix_ms())
-            .bind(by.as_str())
-            .bind(conversation.as_str())
-            .execute(&mut **tx)
-            .await?;
-            Ok(if done.rows_affected() == 1 { Applied::Done } else { Applied::Closed })
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE conversations SET status = 'closed', closed_at = ?, closed_by = ? \
+                     WHERE id = ? AND status != 'closed'",
+                )?
+                .execute(params![at.as_unix_ms(), by.as_str(), conversation.as_str()])?;
+            Ok(if changed == 1 { Applied::Done } else { Applied::Closed })
         }
         Write::Append { conversation, id, author, client_message_id, text, sent_at } => {
             let sql = format!(
                 "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? AND author_id = ? AND client_message_id = ?"
             );
-            let existing = sqlx::query(&sql)
-                .bind(conversation.as_str())
-                .bind(author.id.as_str())
-                .bind(client_message_id.as_str())
-                .fetch_optional(&mut **tx)
-                .await?;
-            if let Some(row) = existing {
-                return Ok(Applied::Duplicate(message(&row)?));
+            let existing = tx
+                .prepare_cached(&sql)?
+                .query(params![conversation.as_str(), author.id.as_str(), client_message_id.as_str()])?
+                .next()?
+                .map(message)
+                .transpose()?;
+            if let Some(existing) = existing {
+                return Ok(Applied::Duplicate(existing));
             }
-            let next: Option<i64> = sqlx::query_scalar(
-                "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ? AND status != 'closed' RETURNING last_seq",
-            )
-            .bind(conversation.as_str())
-            .fetch_optional(&mut **tx)
-            .await?;
+            let next: Option<i64> = tx
+                .prepare_cached(
+                    "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ? AND status != 'closed' \
+                     RETURNING last_seq",
+                )?
+                .query_row([conversation.as_str()], |row| row.get(0))
+                .optional()?;
             let Some(next) = next else {
-                let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM conversations WHERE id = ?")
-                    .bind(conversation.as_str())
-                    .fetch_optional(&mut **tx)
-                    .await?;
+                let exists: Option<i64> = tx
+                    .prepare_cached("SELECT 1 FROM conversations WHERE id = ?")?
+                    .query_row([conversation.as_str()], |row| row.get(0))
+                    .optional()?;
                 return Ok(if exists.is_some() { Applied::Closed } else { Applied::NotFound });
             };
-            sqlx::query(
+            tx.prepare_cached(
                 "INSERT INTO messages (conversation_id, seq, id, author_id, author_role, author_name, \
                  client_message_id, text, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(conversation.as_str())
-            .bind(next)
-            .bind(id.as_str())
-            .bind(author.id.as_str())
-            .bind(author.role.as_str())
-            .bind(&author.name)
-            .bind(client_message_id.as_str())
-            .bind(text.as_str())
-            .bind(sent_at.as_unix_ms())
-            .execute(&mut **tx)
-            .await?;
+            )?
+            .execute(params![
+                conversation.as_str(),
+                next,
+                id.as_str(),
+                author.id.as_str(),
+                author.role.as_str(),
+                &author.name,
+                client_message_id.as_str(),
+                text.as_str(),
+                sent_at.as_unix_ms(),
+            ])?;
             Ok(Applied::Appended(MessageRecord {
                 conversation_id: conversation.clone(),
                 id: id.clone(),
@@ -223,19 +325,20 @@ async fn apply_one(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<Ap
             }))
         }
         Write::Receipt { conversation, user, kind, up_to_seq, at } => {
-            let done = sqlx::query(
-                "INSERT INTO receipts (conversation_id, user_id, kind, up_to_seq, at) VALUES (?, ?, ?, ?, ?) \
-                 ON CONFLICT (conversation_id, user_id, kind) DO UPDATE SET up_to_seq = excluded.up_to_seq, at = excluded.at \
-                 WHERE excluded.up_to_seq > receipts.up_to_seq",
-            )
-            .bind(conversation.as_str())
-            .bind(user.as_str())
-            .bind(kind.as_str())
-            .bind(up_to_seq.get() as i64)
-            .bind(at.as_unix_ms())
-            .execute(&mut **tx)
-            .await?;
-            Ok(Applied::Receipt { advanced: done.rows_affected() == 1 })
+            let changed = tx
+                .prepare_cached(
+                    "INSERT INTO receipts (conversation_id, user_id, kind, up_to_seq, at) VALUES (?, ?, ?, ?, ?) \
+                     ON CONFLICT (conversation_id, user_id, kind) DO UPDATE SET up_to_seq = excluded.up_to_seq, \
+                     at = excluded.at WHERE excluded.up_to_seq > receipts.up_to_seq",
+                )?
+                .execute(params![
+                    conversation.as_str(),
+                    user.as_str(),
+                    kind.as_str(),
+                    up_to_seq.get() as i64,
+                    at.as_unix_ms(),
+                ])?;
+            Ok(Applied::Receipt { advanced: changed == 1 })
         }
     }
 }
@@ -248,51 +351,51 @@ fn status_name(status: ConversationStatus) -> &'static str {
     }
 }
 
-fn conversation(row: &SqliteRow) -> Result<ConversationRecord, StoreError> {
-    let status = match row.try_get::<String, _>("status")?.as_str() {
+fn conversation(row: &Row<'_>) -> Result<ConversationRecord, StoreError> {
+    let status = match row.get::<_, String>("status")?.as_str() {
         "queued" => ConversationStatus::Queued,
         "active" => ConversationStatus::Active,
         "closed" => ConversationStatus::Closed,
         other => return Err(StoreError::Corrupt(format!("conversation status {other:?}"))),
     };
-    let agent = match (row.try_get::<Option<String>, _>("agent_id")?, row.try_get::<Option<String>, _>("agent_name")?) {
+    let agent = match (row.get::<_, Option<String>>("agent_id")?, row.get::<_, Option<String>>("agent_name")?) {
         (Some(id), Some(name)) => Some(Participant { id: user_id(id)?, name }),
         _ => None,
     };
     Ok(ConversationRecord {
-        id: ConversationId::new(row.try_get::<String, _>("id")?).map_err(corrupt("conversation id"))?,
-        customer: Participant { id: user_id(row.try_get("customer_id")?)?, name: row.try_get("customer_name")? },
+        id: ConversationId::new(row.get::<_, String>("id")?).map_err(corrupt("conversation id"))?,
+        customer: Participant { id: user_id(row.get("customer_id")?)?, name: row.get("customer_name")? },
         agent,
         status,
-        last_seq: LastSeq::new(row.try_get::<i64, _>("last_seq")?.max(0) as u64).map_err(corrupt("last_seq"))?,
-        created_at: time(row.try_get("created_at")?)?,
-        queued_at: row.try_get::<Option<i64>, _>("queued_at")?.map(time).transpose()?,
-        topic: row.try_get::<Option<String>, _>("topic")?.map(Topic::new).transpose().map_err(corrupt("topic"))?,
-        pet_id: row.try_get::<Option<String>, _>("pet_id")?.map(PetId::new).transpose().map_err(corrupt("pet_id"))?,
+        last_seq: LastSeq::new(row.get::<_, i64>("last_seq")?.max(0) as u64).map_err(corrupt("last_seq"))?,
+        created_at: time(row.get("created_at")?)?,
+        queued_at: row.get::<_, Option<i64>>("queued_at")?.map(time).transpose()?,
+        topic: row.get::<_, Option<String>>("topic")?.map(Topic::new).transpose().map_err(corrupt("topic"))?,
+        pet_id: row.get::<_, Option<String>>("pet_id")?.map(PetId::new).transpose().map_err(corrupt("pet_id"))?,
         order_id: row
-            .try_get::<Option<String>, _>("order_id")?
+            .get::<_, Option<String>>("order_id")?
             .map(OrderId::new)
             .transpose()
             .map_err(corrupt("order_id"))?,
     })
 }
 
-fn message(row: &SqliteRow) -> Result<MessageRecord, StoreError> {
-    let role = match row.try_get::<String, _>("author_role")?.as_str() {
+fn message(row: &Row<'_>) -> Result<MessageRecord, StoreError> {
+    let role = match row.get::<_, String>("author_role")?.as_str() {
         "customer" => Role::Customer,
         "agent" => Role::Agent,
         other => return Err(StoreError::Corrupt(format!("author role {other:?}"))),
     };
     Ok(MessageRecord {
-        conversation_id: ConversationId::new(row.try_get::<String, _>("conversation_id")?)
+        conversation_id: ConversationId::new(row.get::<_, String>("conversation_id")?)
             .map_err(corrupt("conversation id"))?,
-        id: MessageId::new(row.try_get::<String, _>("id")?).map_err(corrupt("message id"))?,
-        seq: seq(row.try_get("seq")?)?,
-        author: User { id: user_id(row.try_get("author_id")?)?, role, name: row.try_get("author_name")? },
-        client_message_id: ClientMessageId::new(row.try_get::<String, _>("client_message_id")?)
+        id: MessageId::new(row.get::<_, String>("id")?).map_err(corrupt("message id"))?,
+        seq: seq(row.get("seq")?)?,
+        author: User { id: user_id(row.get("author_id")?)?, role, name: row.get("author_name")? },
+        client_message_id: ClientMessageId::new(row.get::<_, String>("client_message_id")?)
             .map_err(corrupt("client message id"))?,
-        text: MessageText::new(&row.try_get::<String, _>("text")?).map_err(corrupt("text"))?,
-        sent_at: time(row.try_get("sent_at")?)?,
+        text: MessageText::new(&row.get::<_, String>("text")?).map_err(corrupt("text"))?,
+        sent_at: time(row.get("sent_at")?)?,
     })
 }
 
@@ -310,4 +413,39 @@ fn time(ms: i64) -> Result<Timestamp, StoreError> {
 
 fn corrupt<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> StoreError {
     move |e| StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_name_a_file_or_memory() {
+        assert_eq!(database_path("sqlite://petchat.db").ok().flatten(), Some(PathBuf::from("petchat.db")));
+        assert_eq!(
+            database_path("sqlite:///var/lib/p.db?mode=rwc").ok().flatten(),
+            Some(PathBuf::from("/var/lib/p.db"))
+        );
+        assert_eq!(database_path("sqlite:p.db").ok().flatten(), Some(PathBuf::from("p.db")));
+        assert!(matches!(database_path("sqlite::memory:"), Ok(None)));
+        assert!(matches!(database_path("sqlite://"), Err(StoreError::Unsupported(_))));
+        assert!(matches!(database_path("postgres://x"), Err(StoreError::Unsupported(_))));
+    }
+
+    #[test]
+    fn a_new_database_gets_every_migration_and_an_old_sqlx_one_keeps_its_schema() {
+        let fresh = Connection::open_in_memory().expect("a database");
+        migrate(&fresh).expect("migrates");
+        let version: usize = fresh.pragma_query_value(None, "user_version", |r| r.get(0)).expect("a version");
+        assert_eq!(version, MIGRATIONS.len());
+        migrate(&fresh).expect("migrating twice changes nothing");
+
+        // A database made by the sqlx store: the schema plus sqlx's record of it.
+        let old = Connection::open_in_memory().expect("a database");
+        old.execute_batch(MIGRATIONS[0]).expect("the first schema");
+        old.execute_batch("CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY)").expect("sqlx's table");
+        migrate(&old).expect("recognised, not re-created");
+        let version: usize = old.pragma_query_value(None, "user_version", |r| r.get(0)).expect("a version");
+        assert_eq!(version, MIGRATIONS.len());
+    }
 }
