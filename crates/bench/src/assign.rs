@@ -33,7 +33,7 @@ pub(crate) struct AssignResult {
 /// Runs the scenario against `target`.
 pub(crate) async fn run(target: &Target, customers: usize, agents: usize, progress: &Progress) -> Result<AssignResult> {
     let run = format!("{:x}", conn::wall_micros());
-    let (server, source) = (target.addr, conn::source_address(1));
+    let (server, source) = (target.addr, conn::fresh_source_address());
     let bar = progress.bar((customers + agents) as u64, &format!("assign {}: connecting", target.kind.name()));
     let mut agent_sockets = Vec::new();
     for i in 0..agents {

@@ -63,7 +63,7 @@ pub(crate) async fn run(
     progress: &Progress,
 ) -> Result<ChatResult> {
     let run = format!("{:x}", conn::wall_micros());
-    let (server, source) = (target.addr, conn::source_address(0));
+    let (server, source) = (target.addr, conn::fresh_source_address());
     let bar = progress.bar(pairs as u64 * 2, &format!("chat {}: {pairs} conversations", target.kind.name()));
     let agents = connect_all(server, source, pairs, &format!("agent-{run}"), Role::Agent, &bar).await?;
     let mut agents_ready = Vec::new();
@@ -91,10 +91,12 @@ pub(crate) async fn run(
     let timer = progress.timer(WARM_UP + duration + DRAIN, &format!("chat {}: sending", target.kind.name()));
     let mut tasks = Vec::new();
     for (index, (ws, id)) in customers.into_iter().enumerate() {
-        tasks.push(tokio::spawn(side(ws, vec![id], index * 2, start, window, interval)));
+        let phase = (index * 2) as f64 / (pairs * 2) as f64;
+        tasks.push(tokio::spawn(side(ws, vec![id], index * 2, start, window, interval, phase)));
     }
     for (index, ws) in agents_ready.into_iter().enumerate() {
-        tasks.push(tokio::spawn(side(ws, Vec::new(), index * 2 + 1, start, window, interval)));
+        let phase = (index * 2 + 1) as f64 / (pairs * 2) as f64;
+        tasks.push(tokio::spawn(side(ws, Vec::new(), index * 2 + 1, start, window, interval, phase)));
     }
     let mut total = Tally::default();
     for task in tasks {
@@ -196,10 +198,13 @@ async fn side(
     start: Instant,
     window: (Instant, Instant),
     interval: Option<Duration>,
+    phase: f64,
 ) -> Result<Tally> {
     let mut tally = Tally::default();
     let mut in_flight: VecDeque<Instant> = VecDeque::new();
-    let mut next_send = start;
+    // At a fixed rate, the connections take turns: each starts its interval
+    // at its own phase, so the offered load is even, not a burst per interval.
+    let mut next_send = start + interval.map_or(Duration::ZERO, |i| i.mul_f64(phase));
     let mut sent = 0u64;
     let stop_sending = window.1;
     let end = window.1 + DRAIN;

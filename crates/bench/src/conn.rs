@@ -3,6 +3,7 @@
 //! the few frame shapes the scenarios read.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
@@ -78,7 +79,12 @@ pub(crate) fn wall_micros() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
-/// The loopback source address of worker `index`: 127.0.0.2, 127.0.0.3…
-pub(crate) fn source_address(index: usize) -> IpAddr {
-    IpAddr::from([127, 0, (2 + index / 250) as u8, (2 + index % 250) as u8])
+/// A loopback source address no earlier run of this process used: 127.0.0.2,
+/// then 127.0.0.3… Closed connections leave their ports in TIME_WAIT for a
+/// minute, and a socket bound before `connect` cannot reuse them, so a fresh
+/// address per connection group keeps every run's ports free.
+pub(crate) fn fresh_source_address() -> IpAddr {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let index = NEXT.fetch_add(1, Ordering::Relaxed);
+    IpAddr::from([127, (index / 62_500) as u8, (2 + index / 250 % 250) as u8, (2 + index % 250) as u8])
 }

@@ -62,7 +62,7 @@ pub(crate) async fn run(
         let count = PER_WORKER.min(connections - first);
         let mut child = Command::new(&exe)
             .args(["worker-idle", "--server", &target.addr.to_string()])
-            .args(["--count", &count.to_string(), "--source", &conn::source_address(index).to_string()])
+            .args(["--count", &count.to_string(), "--source", &conn::fresh_source_address().to_string()])
             .args(["--prefix", &format!("idle-{}-{index}", start.elapsed().as_nanos())])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
