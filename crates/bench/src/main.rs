@@ -59,8 +59,9 @@ enum Command {
         /// Connection counts to sweep.
         #[arg(long, value_delimiter = ',', default_value = "1000,5000,19000")]
         connections: Vec<usize>,
-        /// Seconds to hold them.
-        #[arg(long, default_value_t = 10)]
+        /// Seconds to hold them: more than the 25 s heartbeat interval, so the
+        /// idle CPU includes a round of pings.
+        #[arg(long, default_value_t = 30)]
         hold: u64,
     },
     /// P conversations, both sides sending: relayed messages/s and latencies.
@@ -121,7 +122,7 @@ async fn main() -> Result<()> {
         Command::Chat { pairs, seconds, rate } => bench.chat(&mut report, &pairs, seconds, rate).await?,
         Command::Assign { customers, agents } => bench.assign(&mut report, &customers, agents).await?,
         Command::All => {
-            bench.idle(&mut report, &[1000, 5000, 19_000], 10).await?;
+            bench.idle(&mut report, &[1000, 5000, 19_000], 30).await?;
             bench.chat(&mut report, &[1, 10, 50, 200], 5, None).await?;
             let peak = report.peak_relayed(Kind::Petchat);
             bench.chat(&mut report, &[50], 5, Some(peak / 2.0)).await?;
