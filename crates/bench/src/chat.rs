@@ -18,7 +18,7 @@ use serde_json::json;
 use crate::conn::{self, Ws};
 use crate::progress::Progress;
 use crate::stats::{self, Latency};
-use crate::target::Target;
+use crate::target::{self, Target};
 
 /// Messages one connection may have waiting for their ack at a fixed rate.
 const MAX_IN_FLIGHT: usize = 64;
@@ -52,6 +52,11 @@ pub(crate) struct ChatResult {
     pub(crate) delivery: Latency,
     /// Messages acked (over the whole run) that never reached the other side.
     pub(crate) lost: u64,
+    /// The server's CPU in the window, percent of one core (all its threads).
+    pub(crate) server_cpu_percent: f64,
+    /// The load generator's own CPU in the window, percent of one core: on a
+    /// machine it shares with the server, what it takes the server cannot use.
+    pub(crate) bench_cpu_percent: f64,
 }
 
 /// Runs the scenario against `target`.
@@ -98,11 +103,13 @@ pub(crate) async fn run(
         let phase = (index * 2 + 1) as f64 / (pairs * 2) as f64;
         tasks.push(tokio::spawn(side(ws, Vec::new(), index * 2 + 1, start, window, interval, phase)));
     }
+    let cpu = tokio::spawn(cpu_in_window(target.cpu_seconds_reader(), window));
     let mut total = Tally::default();
     for task in tasks {
         total.merge(task.await??);
     }
     timer.finish_and_clear();
+    let (server_cpu, bench_cpu) = cpu.await??;
     let seconds = duration.as_secs_f64();
     Ok(ChatResult {
         pairs,
@@ -114,7 +121,18 @@ pub(crate) async fn run(
         ack: Latency::of(&total.ack),
         delivery: Latency::of(&total.delivery),
         lost: total.acked.saturating_sub(total.relayed),
+        server_cpu_percent: 100.0 * server_cpu / seconds,
+        bench_cpu_percent: 100.0 * bench_cpu / seconds,
     })
+}
+
+/// The CPU seconds the server (`server` reads them) and this process spent
+/// between the window's start and end.
+async fn cpu_in_window(server: impl Fn() -> Result<f64>, window: (Instant, Instant)) -> Result<(f64, f64)> {
+    tokio::time::sleep_until(window.0.into()).await;
+    let before = (server()?, target::cpu_seconds_of("self")?);
+    tokio::time::sleep_until(window.1.into()).await;
+    Ok((server()? - before.0, target::cpu_seconds_of("self")? - before.1))
 }
 
 /// Opens `count` connections as `prefix-0`, `prefix-1`…

@@ -101,6 +101,13 @@ impl Report {
             rows.push(row(&scenario, "delivery p50 (ms)", medians(&runs, |r| r.delivery.p50_ms)));
             rows.push(row(&scenario, "delivery p99 (ms)", medians(&runs, |r| r.delivery.p99_ms)));
             rows.push(row(&scenario, "lost messages", medians(&runs, |r| r.lost as f64)));
+            rows.push(row(&scenario, "server CPU (% of a core)", medians(&runs, |r| r.server_cpu_percent)));
+            rows.push(row(
+                &scenario,
+                "server CPU per relayed message (µs)",
+                medians(&runs, |r| 10_000.0 * r.server_cpu_percent / r.relayed_per_second.max(1.0)),
+            ));
+            rows.push(row(&scenario, "load generator CPU (% of a core)", medians(&runs, |r| r.bench_cpu_percent)));
         }
         for ((c, k), runs) in group(&self.assign, |r| (r.customers, r.agents)) {
             let scenario = format!("assign, C = {c}, K = {k}");

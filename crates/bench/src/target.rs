@@ -84,6 +84,12 @@ impl Target {
         bail!("the {} server did not listen on {addr}", kind.name())
     }
 
+    /// A reader of [`Self::cpu_seconds`] that a task can own.
+    pub(crate) fn cpu_seconds_reader(&self) -> impl Fn() -> Result<f64> + Send + 'static {
+        let pid = self.child.id().map(|pid| pid.to_string());
+        move || cpu_seconds_of(pid.as_deref().context("the server has exited")?)
+    }
+
     fn pid(&self) -> Result<u32> {
         self.child.id().context("the server has exited")
     }
@@ -101,12 +107,7 @@ impl Target {
 
     /// User plus system CPU time so far, in seconds, from /proc/PID/stat.
     pub(crate) fn cpu_seconds(&self) -> Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?))?;
-        // Fields after the parenthesised name; utime and stime are the 14th and 15th.
-        let rest = stat.rsplit_once(')').context("odd /proc/PID/stat")?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-        Ok(ticks as f64 / CLOCK_TICKS_PER_SECOND)
+        cpu_seconds_of(&self.pid()?.to_string())
     }
 
     /// Stops the server and waits for it.
@@ -115,6 +116,17 @@ impl Target {
         self.child.wait().await?;
         Ok(())
     }
+}
+
+/// User plus system CPU time so far of process `pid` (or `self`), in seconds,
+/// from /proc/PID/stat; all its threads count.
+pub(crate) fn cpu_seconds_of(pid: &str) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised name; utime and stime are the 14th and 15th.
+    let rest = stat.rsplit_once(')').context("odd /proc/PID/stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    Ok(ticks as f64 / CLOCK_TICKS_PER_SECOND)
 }
 
 /// `sysconf(_SC_CLK_TCK)`, 100 on every Linux this runs on.

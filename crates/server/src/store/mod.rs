@@ -6,6 +6,7 @@
 //! previous commit is in flight (group commit), and nothing is acknowledged
 //! before the commit returns.
 
+mod checkpoint;
 mod sqlite;
 
 use async_trait::async_trait;

@@ -4,9 +4,11 @@
 //! batch of writes is one hop to a blocking thread and one transaction there,
 //! with cached prepared statements. (With sqlx's SQLite driver every statement
 //! was a round trip to its worker thread; at four statements per chat message
-//! those hand-offs, not the fsync, bounded the hub: docs/benchmarks.md.)
+//! those hand-offs, not the fsync, bounded the hub: docs/benchmarks.md.) A chat
+//! message is now two statements, and the WAL checkpoints run on their own
+//! thread (`checkpoint.rs`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +19,7 @@ use petchat_protocol::{
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, params};
 
+use super::checkpoint::{self, Checkpointer};
 use super::{Applied, ConversationRecord, MessageRecord, ReceiptKind, ReceiptRecord, Store, StoreError, Write};
 
 /// Conversations and messages in one SQLite file.
@@ -26,6 +29,8 @@ pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
     /// A second connection for reads, which WAL lets run beside a write.
     reader: Arc<Mutex<Connection>>,
+    /// Copies the log into the database file off the writer's path (none in memory).
+    checkpointer: Option<Arc<Checkpointer>>,
 }
 
 const CONVERSATION_COLUMNS: &str = "id, customer_id, customer_name, agent_id, agent_name, status, last_seq, \
@@ -42,15 +47,20 @@ impl SqliteStore {
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let path = database_path(url)?;
         tokio::task::spawn_blocking(move || {
-            let writer = connect(path.as_ref())?;
+            let writer = connect(path.as_deref())?;
             migrate(&writer)?;
+            writer.pragma_update(None, "wal_autocheckpoint", checkpoint::WRITER_CHECKPOINT_PAGES)?;
             let writer = Arc::new(Mutex::new(writer));
-            let reader = match path {
-                Some(path) => Arc::new(Mutex::new(connect(Some(&path))?)),
+            let (reader, checkpointer) = match path {
+                Some(path) => {
+                    let checkpointer = Checkpointer::start(&path)
+                        .map_err(|e| StoreError::Corrupt(format!("starting the checkpoint thread: {e}")))?;
+                    (Arc::new(Mutex::new(connect(Some(&path))?)), Some(Arc::new(checkpointer)))
+                }
                 // An in-memory database lives in its one connection.
-                None => writer.clone(),
+                None => (writer.clone(), None),
             };
-            Ok(Self { writer, reader })
+            Ok(Self { writer, reader, checkpointer })
         })
         .await
         .map_err(|e| StoreError::Corrupt(format!("opening the database: {e}")))?
@@ -87,7 +97,7 @@ fn database_path(url: &str) -> Result<Option<PathBuf>, StoreError> {
 /// A connection with the durability settings: every acknowledged message
 /// must survive a crash or a power cut, so WAL with synchronous=FULL syncs
 /// each commit; group commit amortizes it.
-fn connect(path: Option<&PathBuf>) -> Result<Connection, StoreError> {
+pub(super) fn connect(path: Option<&Path>) -> Result<Connection, StoreError> {
     let connection = match path {
         Some(path) => Connection::open_with_flags(
             path,
@@ -127,10 +137,14 @@ fn migrate(connection: &Connection) -> Result<(), StoreError> {
 impl Store for SqliteStore {
     async fn apply(&self, batch: &[Write]) -> Result<Vec<Applied>, StoreError> {
         let batch = batch.to_vec();
+        let checkpointer = self.checkpointer.clone();
         Self::on(&self.writer, move |connection| {
             let tx = connection.transaction()?;
             let results = batch.iter().map(|write| apply_one(&tx, write)).collect::<Result<Vec<_>, _>>()?;
             tx.commit()?;
+            if let Some(checkpointer) = checkpointer {
+                checkpointer.committed();
+            }
             Ok(results)
         })
         .await
@@ -273,18 +287,9 @@ fn apply_one(tx: &Transaction<'_>, write: &Write) -> Result<Applied, StoreError>
             Ok(if changed == 1 { Applied::Done } else { Applied::Closed })
         }
         Write::Append { conversation, id, author, client_message_id, text, sent_at } => {
-            let sql = format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? AND author_id = ? AND client_message_id = ?"
-            );
-            let existing = tx
-                .prepare_cached(&sql)?
-                .query(params![conversation.as_str(), author.id.as_str(), client_message_id.as_str()])?
-                .next()?
-                .map(message)
-                .transpose()?;
-            if let Some(existing) = existing {
-                return Ok(Applied::Duplicate(existing));
-            }
+            // Two statements in the common case: take the next seq, insert. A
+            // repeated clientMessageId (a client's retry, rare) gives the seq back
+            // and returns the message stored the first time.
             let next: Option<i64> = tx
                 .prepare_cached(
                     "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ? AND status != 'closed' \
@@ -299,21 +304,36 @@ fn apply_one(tx: &Transaction<'_>, write: &Write) -> Result<Applied, StoreError>
                     .optional()?;
                 return Ok(if exists.is_some() { Applied::Closed } else { Applied::NotFound });
             };
-            tx.prepare_cached(
-                "INSERT INTO messages (conversation_id, seq, id, author_id, author_role, author_name, \
-                 client_message_id, text, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )?
-            .execute(params![
-                conversation.as_str(),
-                next,
-                id.as_str(),
-                author.id.as_str(),
-                author.role.as_str(),
-                &author.name,
-                client_message_id.as_str(),
-                text.as_str(),
-                sent_at.as_unix_ms(),
-            ])?;
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT INTO messages (conversation_id, seq, id, author_id, author_role, author_name, \
+                     client_message_id, text, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                     ON CONFLICT (conversation_id, author_id, client_message_id) DO NOTHING",
+                )?
+                .execute(params![
+                    conversation.as_str(),
+                    next,
+                    id.as_str(),
+                    author.id.as_str(),
+                    author.role.as_str(),
+                    &author.name,
+                    client_message_id.as_str(),
+                    text.as_str(),
+                    sent_at.as_unix_ms(),
+                ])?;
+            if inserted == 0 {
+                tx.prepare_cached("UPDATE conversations SET last_seq = last_seq - 1 WHERE id = ?")?
+                    .execute([conversation.as_str()])?;
+                let sql = format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages \
+                     WHERE conversation_id = ? AND author_id = ? AND client_message_id = ?"
+                );
+                let existing = tx.prepare_cached(&sql)?.query_row(
+                    params![conversation.as_str(), author.id.as_str(), client_message_id.as_str()],
+                    |row| Ok(message(row)),
+                )??;
+                return Ok(Applied::Duplicate(existing));
+            }
             Ok(Applied::Appended(MessageRecord {
                 conversation_id: conversation.clone(),
                 id: id.clone(),
