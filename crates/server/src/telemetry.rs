@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 
 use axum::http::Request;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::trace::TraceLayer;
 use tracing_subscriber::EnvFilter;
@@ -28,9 +28,16 @@ pub(crate) fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
+            // Histograms are durations in seconds, except the batch sizes.
             let recorder = PrometheusBuilder::new()
                 .set_buckets(&[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5])
-                .expect("the bucket list is not empty")
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("petchat_store_commit_writes".into()),
+                        &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0],
+                    )
+                })
+                .expect("the bucket lists are not empty")
                 .build_recorder();
             let handle = recorder.handle();
             // Another recorder may already be installed (an embedding program):
