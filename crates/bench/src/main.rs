@@ -159,6 +159,7 @@ impl Bench {
         let mut results = Vec::new();
         for _ in 0..self.options.repeat {
             for &kind in &self.options.servers {
+                target::settle().await?;
                 let target = Target::start(kind, &self.programs).await?;
                 results.push((kind, scenario(target, self.progress.clone()).await?));
             }

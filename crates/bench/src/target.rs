@@ -118,6 +118,20 @@ impl Target {
     }
 }
 
+/// Writes back what earlier runs left dirty (`sync`) and waits a moment, so
+/// that a run does not pay for the disk work of the one before it.
+pub(crate) async fn settle() -> Result<()> {
+    let status = Command::new("sync").status().await.context("running sync")?;
+    if !status.success() {
+        bail!("sync failed: {status}");
+    }
+    tokio::time::sleep(SETTLE).await;
+    Ok(())
+}
+
+/// The pause after `sync` before each run.
+const SETTLE: Duration = Duration::from_millis(500);
+
 /// User plus system CPU time so far of process `pid` (or `self`), in seconds,
 /// from /proc/PID/stat; all its threads count.
 pub(crate) fn cpu_seconds_of(pid: &str) -> Result<f64> {
