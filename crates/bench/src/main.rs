@@ -114,7 +114,12 @@ async fn main() -> Result<()> {
     if !programs.petchat.exists() {
         bail!("{} is missing: build it with `cargo build --release -p petchat-server`", programs.petchat.display());
     }
-    let command_line = std::env::args().collect::<Vec<_>>().join(" ");
+    // Paths under the working directory are shown relative to it, as a reader would type them.
+    let here = std::env::current_dir().map(|d| format!("{}/", d.display())).unwrap_or_default();
+    let command_line = std::env::args()
+        .map(|arg| arg.strip_prefix(here.as_str()).map_or_else(|| arg.clone(), str::to_owned))
+        .collect::<Vec<_>>()
+        .join(" ");
     let mut report = Report::new(&command_line, &options.servers);
     let bench = Bench { options: options.clone(), programs, progress: Progress::default() };
     match cli.command {
