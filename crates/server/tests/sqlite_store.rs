@@ -56,7 +56,7 @@ async fn open(dir: &tempfile::TempDir) -> SqliteStore {
 }
 
 #[tokio::test]
-async fn a_resent_client_message_id_gets_the_first_message_and_the_next_seq_has_no_gap() {
+async fn a_resent_client_message_id_gets_the_first_message_even_once_closed_and_seq_has_no_gap() {
     let dir = tempfile::tempdir().expect("dir");
     let store = open(&dir).await;
     let id = ConversationId::new("conv-1").expect("id");
@@ -74,6 +74,13 @@ async fn a_resent_client_message_id_gets_the_first_message_and_the_next_seq_has_
     assert_eq!(stored.iter().map(|m| m.seq.get()).collect::<Vec<_>>(), [1, 2]);
     let conversation = store.conversation(&id).await.expect("read").expect("there");
     assert_eq!(conversation.last_seq.get(), 2);
+
+    // Closed since: a retry of a stored message still gets it; a new one is refused.
+    let close = Write::Close { conversation: id.clone(), by: customer().id, at: at() };
+    store.apply(&[close]).await.expect("closed");
+    let after_close = store.apply(&[append(&id, 2, "next"), append(&id, 3, "too late")]).await.expect("applied");
+    assert_eq!(seq_of(&after_close[0]), ("duplicate", 2));
+    assert!(matches!(after_close[1], Applied::Closed), "a new message to a closed conversation is refused");
 }
 
 #[tokio::test]

@@ -298,6 +298,10 @@ fn apply_one(tx: &Transaction<'_>, write: &Write) -> Result<Applied, StoreError>
                 .query_row([conversation.as_str()], |row| row.get(0))
                 .optional()?;
             let Some(next) = next else {
+                // A retry of a message stored before the conversation closed still gets its ack.
+                if let Some(existing) = stored_message(tx, conversation, &author.id, client_message_id)? {
+                    return Ok(Applied::Duplicate(existing));
+                }
                 let exists: Option<i64> = tx
                     .prepare_cached("SELECT 1 FROM conversations WHERE id = ?")?
                     .query_row([conversation.as_str()], |row| row.get(0))
@@ -324,14 +328,8 @@ fn apply_one(tx: &Transaction<'_>, write: &Write) -> Result<Applied, StoreError>
             if inserted == 0 {
                 tx.prepare_cached("UPDATE conversations SET last_seq = last_seq - 1 WHERE id = ?")?
                     .execute([conversation.as_str()])?;
-                let sql = format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages \
-                     WHERE conversation_id = ? AND author_id = ? AND client_message_id = ?"
-                );
-                let existing = tx.prepare_cached(&sql)?.query_row(
-                    params![conversation.as_str(), author.id.as_str(), client_message_id.as_str()],
-                    |row| Ok(message(row)),
-                )??;
+                let existing = stored_message(tx, conversation, &author.id, client_message_id)?
+                    .ok_or_else(|| StoreError::Corrupt("an idempotency conflict without its message".into()))?;
                 return Ok(Applied::Duplicate(existing));
             }
             Ok(Applied::Appended(MessageRecord {
@@ -361,6 +359,23 @@ fn apply_one(tx: &Transaction<'_>, write: &Write) -> Result<Applied, StoreError>
             Ok(Applied::Receipt { advanced: changed == 1 })
         }
     }
+}
+
+/// The message `author` already stored under `client_message_id`, if any.
+fn stored_message(
+    tx: &Transaction<'_>,
+    conversation: &ConversationId,
+    author: &UserId,
+    client_message_id: &ClientMessageId,
+) -> Result<Option<MessageRecord>, StoreError> {
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? AND author_id = ? AND client_message_id = ?"
+    );
+    tx.prepare_cached(&sql)?
+        .query(params![conversation.as_str(), author.as_str(), client_message_id.as_str()])?
+        .next()?
+        .map(message)
+        .transpose()
 }
 
 fn status_name(status: ConversationStatus) -> &'static str {
