@@ -301,6 +301,29 @@ async fn a_chat_send_resent_after_a_reconnect_is_stored_once_with_the_same_ack()
     agent.expect_silence(std::time::Duration::from_millis(300)).await;
 }
 
+#[tokio::test]
+async fn a_message_resent_after_its_conversation_closed_gets_its_original_ack() {
+    let server = TestServer::start().await;
+    let (mut customer, mut agent, id) = server.pair("cust-1", "agent-1").await;
+    let send = chat(&id, "did this arrive?");
+    customer.send(send.clone()).await;
+    let ack = customer.recv_until("chat.ack").await;
+    agent.send(json!({"type": "conversation.close", "data": {"conversationId": id}})).await;
+    customer.recv_until("conversation.closed").await;
+    // The customer never saw the ack (as far as it knows) and replays its outbox.
+    customer.send(send).await;
+    assert_eq!(customer.recv_type("chat.ack").await["data"], ack["data"]);
+    // A message the server never stored is refused.
+    let mut late = chat(&id, "one more thing");
+    late["id"] = json!("r-late");
+    customer.send(late).await;
+    let error = customer.recv_type("error").await;
+    assert_eq!(
+        (error["data"]["code"].as_str(), error["data"]["refId"].as_str()),
+        (Some("conversation_closed"), Some("r-late"))
+    );
+}
+
 /// Two agents with room for one conversation each, three customers: the
 /// third queues; when an agent stays away past the grace period its
 /// conversation goes back to the front of the queue, ahead of the third.

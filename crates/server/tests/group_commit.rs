@@ -55,6 +55,14 @@ impl Store for GatedStore {
     ) -> Result<Vec<MessageRecord>, StoreError> {
         self.inner.messages_after(id, after, limit).await
     }
+    async fn stored_message(
+        &self,
+        conversation: &ConversationId,
+        author: &UserId,
+        client_message_id: &ClientMessageId,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        self.inner.stored_message(conversation, author, client_message_id).await
+    }
     async fn receipts(&self, id: &ConversationId) -> Result<Vec<ReceiptRecord>, StoreError> {
         self.inner.receipts(id).await
     }

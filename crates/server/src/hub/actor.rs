@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use petchat_protocol::{
-    AgentAssigned, AgentStatus, ChatAck, ClientMessage, CloseCode, Conversation, ConversationClosed, ConversationId,
-    ConversationSnapshot, ConversationState, ConversationStatus, ErrorCode, ErrorData, JoinConversation, LastSeq,
-    MessageId, Notification, OpenConversation, Participant, Presence, PresenceStatus, Queued, Receipt, ReceiptUpTo,
-    RequestId, Role, SendChat, ServerMessage, SessionId, SessionLimits, SessionReady, Typing, User, UserId,
+    AgentAssigned, AgentStatus, ChatAck, ClientMessage, ClientMessageId, CloseCode, Conversation, ConversationClosed,
+    ConversationId, ConversationSnapshot, ConversationState, ConversationStatus, ErrorCode, ErrorData,
+    JoinConversation, LastSeq, MessageId, Notification, OpenConversation, Participant, Presence, PresenceStatus,
+    Queued, Receipt, ReceiptUpTo, RequestId, Role, SendChat, ServerMessage, SessionId, SessionLimits, SessionReady,
+    Typing, User, UserId,
 };
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
@@ -565,6 +566,10 @@ impl Actor {
     }
 
     fn chat_send(&mut self, conn: ConnId, user: &User, id: Option<RequestId>, send: SendChat, batch: &mut Batch) {
+        if !self.conversations.contains_key(&send.conversation_id) {
+            let retry = Some(send.client_message_id);
+            return self.answer_not_open(conn, user, id, &send.conversation_id, retry);
+        }
         if self.open_member_conversation(conn, user, &id, &send.conversation_id).is_none() {
             return;
         }
@@ -803,25 +808,46 @@ impl Actor {
                 None
             }
             None => {
-                // Closed conversations leave memory; tell closed from unknown.
-                let (conn, id, conversation, user) = (conn, id.clone(), conversation.clone(), user.clone());
-                let store = self.store.clone();
-                let bus = self.bus.clone();
-                tokio::spawn(async move {
-                    let (code, message) = match store.conversation(&conversation).await {
-                        Ok(Some(rec)) if !is_member(&user, &rec) => {
-                            (ErrorCode::Forbidden, "this conversation is not yours")
-                        }
-                        Ok(Some(_)) => (ErrorCode::ConversationClosed, "the conversation is closed"),
-                        Ok(None) => (ErrorCode::NotFound, "no such conversation"),
-                        Err(_) => (ErrorCode::Internal, "the conversation could not be read"),
-                    };
-                    bus.send_to(conn, &error_frame(code, message, id));
-                    count_error(code);
-                });
+                self.answer_not_open(conn, user, id.clone(), conversation, None);
                 None
             }
         }
+    }
+
+    /// Answers a request about a conversation the hub does not hold, closed or
+    /// unknown, reading the store off the hub's task. A `chat.send` retry
+    /// (`retry`: its clientMessageId) of a message stored before the
+    /// conversation closed gets its original `chat.ack` (SPEC §5, exactly once).
+    fn answer_not_open(
+        &self,
+        conn: ConnId,
+        user: &User,
+        id: Option<RequestId>,
+        conversation: &ConversationId,
+        retry: Option<ClientMessageId>,
+    ) {
+        let (conversation, user) = (conversation.clone(), user.clone());
+        let store = self.store.clone();
+        let bus = self.bus.clone();
+        tokio::spawn(async move {
+            let (code, message) = match store.conversation(&conversation).await {
+                Ok(Some(rec)) if !is_member(&user, &rec) => (ErrorCode::Forbidden, "this conversation is not yours"),
+                Ok(Some(_)) => {
+                    if let Some(key) = retry
+                        && let Ok(Some(original)) = store.stored_message(&conversation, &user.id, &key).await
+                    {
+                        bus.send_to(conn, &frame(ServerMessage::ChatAck(ack(&original)), id));
+                        count_out("chat.ack", 1);
+                        return;
+                    }
+                    (ErrorCode::ConversationClosed, "the conversation is closed")
+                }
+                Ok(None) => (ErrorCode::NotFound, "no such conversation"),
+                Err(_) => (ErrorCode::Internal, "the conversation could not be read"),
+            };
+            bus.send_to(conn, &error_frame(code, message, id));
+            count_error(code);
+        });
     }
 
     fn conns_of(&self, user: &UserId) -> Vec<ConnId> {

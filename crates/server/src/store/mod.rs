@@ -225,6 +225,15 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<MessageRecord>, StoreError>;
 
+    /// The message `author` stored under `client_message_id` in a conversation, if any
+    /// (a retry's original, for conversations the hub no longer holds).
+    async fn stored_message(
+        &self,
+        conversation: &ConversationId,
+        author: &UserId,
+        client_message_id: &ClientMessageId,
+    ) -> Result<Option<MessageRecord>, StoreError>;
+
     /// The members' latest receipts in a conversation.
     async fn receipts(&self, id: &ConversationId) -> Result<Vec<ReceiptRecord>, StoreError>;
 

@@ -200,6 +200,16 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn stored_message(
+        &self,
+        conversation: &ConversationId,
+        author: &UserId,
+        client_message_id: &ClientMessageId,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        let (conversation, author, key) = (conversation.clone(), author.clone(), client_message_id.clone());
+        Self::on(&self.reader, move |connection| stored_message(connection, &conversation, &author, &key)).await
+    }
+
     async fn receipts(&self, id: &ConversationId) -> Result<Vec<ReceiptRecord>, StoreError> {
         let id = id.clone();
         Self::on(&self.reader, move |connection| {
@@ -363,7 +373,7 @@ fn apply_one(tx: &Transaction<'_>, write: &Write) -> Result<Applied, StoreError>
 
 /// The message `author` already stored under `client_message_id`, if any.
 fn stored_message(
-    tx: &Transaction<'_>,
+    connection: &Connection,
     conversation: &ConversationId,
     author: &UserId,
     client_message_id: &ClientMessageId,
@@ -371,7 +381,8 @@ fn stored_message(
     let sql = format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? AND author_id = ? AND client_message_id = ?"
     );
-    tx.prepare_cached(&sql)?
+    connection
+        .prepare_cached(&sql)?
         .query(params![conversation.as_str(), author.as_str(), client_message_id.as_str()])?
         .next()?
         .map(message)
