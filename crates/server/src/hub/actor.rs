@@ -833,14 +833,20 @@ impl Actor {
             let (code, message) = match store.conversation(&conversation).await {
                 Ok(Some(rec)) if !is_member(&user, &rec) => (ErrorCode::Forbidden, "this conversation is not yours"),
                 Ok(Some(_)) => {
-                    if let Some(key) = retry
-                        && let Ok(Some(original)) = store.stored_message(&conversation, &user.id, &key).await
-                    {
-                        bus.send_to(conn, &frame(ServerMessage::ChatAck(ack(&original)), id));
-                        count_out("chat.ack", 1);
-                        return;
+                    let original = match retry {
+                        Some(key) => store.stored_message(&conversation, &user.id, &key).await,
+                        None => Ok(None),
+                    };
+                    match original {
+                        Ok(Some(original)) => {
+                            bus.send_to(conn, &frame(ServerMessage::ChatAck(ack(&original)), id));
+                            count_out("chat.ack", 1);
+                            return;
+                        }
+                        Ok(None) => (ErrorCode::ConversationClosed, "the conversation is closed"),
+                        // Internal is retried by clients; closed would drop a stored message's retry.
+                        Err(_) => (ErrorCode::Internal, "the conversation could not be read"),
                     }
-                    (ErrorCode::ConversationClosed, "the conversation is closed")
                 }
                 Ok(None) => (ErrorCode::NotFound, "no such conversation"),
                 Err(_) => (ErrorCode::Internal, "the conversation could not be read"),
