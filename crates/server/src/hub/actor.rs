@@ -566,11 +566,8 @@ impl Actor {
     }
 
     fn chat_send(&mut self, conn: ConnId, user: &User, id: Option<RequestId>, send: SendChat, batch: &mut Batch) {
-        if !self.conversations.contains_key(&send.conversation_id) {
-            let retry = Some(send.client_message_id);
-            return self.answer_not_open(conn, user, id, &send.conversation_id, retry);
-        }
-        if self.open_member_conversation(conn, user, &id, &send.conversation_id).is_none() {
+        let retry = Some(&send.client_message_id);
+        if self.member_conversation_for(conn, user, &id, &send.conversation_id, retry).is_none() {
             return;
         }
         let conversation = send.conversation_id.clone();
@@ -801,6 +798,20 @@ impl Actor {
         id: &Option<RequestId>,
         conversation: &ConversationId,
     ) -> Option<&Conv> {
+        self.member_conversation_for(conn, user, id, conversation, None)
+    }
+
+    /// [`Self::open_member_conversation`] for a request that may be a `chat.send`
+    /// retry (`retry`: its clientMessageId), answered as such when the
+    /// conversation has closed.
+    fn member_conversation_for(
+        &self,
+        conn: ConnId,
+        user: &User,
+        id: &Option<RequestId>,
+        conversation: &ConversationId,
+        retry: Option<&ClientMessageId>,
+    ) -> Option<&Conv> {
         match self.conversations.get(conversation) {
             Some(conv) if is_member(user, &conv.rec) => Some(conv),
             Some(_) => {
@@ -808,7 +819,7 @@ impl Actor {
                 None
             }
             None => {
-                self.answer_not_open(conn, user, id.clone(), conversation, None);
+                self.answer_not_open(conn, user, id.clone(), conversation, retry.cloned());
                 None
             }
         }
