@@ -48,6 +48,7 @@ pub(crate) fn build(root: &Path) -> Result<PathBuf> {
     }
     write_package(root, &pkg)?;
     copy_pages(root, &out)?;
+    gzip_beside(&out)?;
     let (raw, gzipped) = (
         size(&bound)? + size(&pkg.join("petchat_web.js"))?,
         gzip_size(&bound)? + gzip_size(&pkg.join("petchat_web.js"))?,
@@ -118,6 +119,31 @@ fn copy_pages(root: &Path, out: &Path) -> Result<()> {
     for entry in fs::read_dir(root.join("crates/web/pages")).context("reading crates/web/pages")? {
         let entry = entry?;
         fs::copy(entry.path(), out.join(entry.file_name()))?;
+    }
+    Ok(())
+}
+
+/// Writes `FILE.gz` beside every text or wasm file under `dir`, so the server
+/// sends the package gzip-encoded to browsers that accept it (a 328 KB wasm
+/// is about 130 KB on the wire).
+fn gzip_beside(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            gzip_beside(&path)?;
+            continue;
+        }
+        let compressible = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e, "wasm" | "js" | "css" | "html" | "svg" | "ts" | "json"));
+        if compressible {
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            encoder.write_all(&fs::read(&path)?)?;
+            let mut gz = path.clone().into_os_string();
+            gz.push(".gz");
+            fs::write(&gz, encoder.finish()?)?;
+        }
     }
     Ok(())
 }

@@ -33,9 +33,15 @@ impl CloseCode {
     pub const NORMAL: Self = Self(1000);
     /// 1001: the server is shutting down. Reconnect with backoff.
     pub const GOING_AWAY: Self = Self(1001);
+    /// 1002: the peer broke RFC 6455 (reserved bits or opcode, an unmasked
+    /// client frame, a control frame over 125 bytes or fragmented, a
+    /// continuation without a start). Reconnect with backoff.
+    pub const PROTOCOL_ERROR: Self = Self(1002);
     /// 1003: a binary frame arrived; v1 is text only (binary is reserved for
     /// attachments). Reconnect with backoff.
     pub const UNSUPPORTED_DATA: Self = Self(1003);
+    /// 1007: a text frame was not valid UTF-8. Reconnect with backoff.
+    pub const INVALID_PAYLOAD: Self = Self(1007);
     /// 1008: the `Origin` is not allowed. Do not reconnect.
     pub const POLICY_VIOLATION: Self = Self(1008);
     /// 1009: a frame exceeded `maxMessageBytes`. Reconnect with backoff and
@@ -68,10 +74,12 @@ impl CloseCode {
     pub const UNSUPPORTED_PROTOCOL: Self = Self(4505);
 
     /// Every code the contract names, in numeric order.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 17] = [
         Self::NORMAL,
         Self::GOING_AWAY,
+        Self::PROTOCOL_ERROR,
         Self::UNSUPPORTED_DATA,
+        Self::INVALID_PAYLOAD,
         Self::POLICY_VIOLATION,
         Self::MESSAGE_TOO_BIG,
         Self::INTERNAL_ERROR,
@@ -97,7 +105,9 @@ impl CloseCode {
         Some(match self.0 {
             1000 => "normal",
             1001 => "going_away",
+            1002 => "protocol_error",
             1003 => "unsupported_data",
+            1007 => "invalid_payload",
             1008 => "policy_violation",
             1009 => "message_too_big",
             1011 => "internal_error",
@@ -142,6 +152,10 @@ impl CloseCode {
         match self.0 {
             1000 => "Normal closure; the client closes with it when the user leaves. Do not reconnect.",
             1001 => "The server is shutting down. Reconnect with backoff.",
+            1002 => {
+                "The peer broke RFC 6455 (reserved bits or opcode, an unmasked client frame, an oversized or fragmented control frame, a continuation without a start). Reconnect with backoff."
+            }
+            1007 => "A text frame was not valid UTF-8. Reconnect with backoff.",
             1003 => {
                 "A binary frame arrived; v1 is text only, binary is reserved for attachments. Reconnect with backoff."
             }

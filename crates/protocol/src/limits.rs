@@ -92,3 +92,13 @@ pub const DEFAULT_HISTORY_PAGE: usize = 50;
 
 /// Largest page the history endpoint returns, whatever `limit` asks for.
 pub const MAX_HISTORY_PAGE: usize = 500;
+
+/// Largest history page in bytes of JSON: a page stops before the message
+/// that would cross it (always holding at least one message) and says
+/// `hasMore: true`, so a page costs the server a bounded buffer whatever the
+/// messages hold.
+pub const MAX_HISTORY_PAGE_BYTES: usize = 1 << 20;
+
+/// Longest display name (`name` claim), in characters; a longer one is cut
+/// to this length, since every message its author sends carries it.
+pub const MAX_NAME_CHARS: usize = 64;

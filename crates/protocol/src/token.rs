@@ -25,8 +25,32 @@ pub struct Claims {
 }
 
 impl Claims {
-    /// The user the token names.
+    /// The user the token names, its name cut to
+    /// [`MAX_NAME_CHARS`](crate::limits::MAX_NAME_CHARS) characters (every
+    /// message the user sends carries it).
     pub fn user(&self) -> User {
-        User { id: self.sub.clone(), role: self.role, name: self.name.clone() }
+        let name = match self.name.char_indices().nth(crate::limits::MAX_NAME_CHARS) {
+            Some((end, _)) => self.name[..end].to_owned(),
+            None => self.name.clone(),
+        };
+        User { id: self.sub.clone(), role: self.role, name }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(name: &str) -> Claims {
+        Claims { sub: UserId::new("u").expect("valid id"), role: Role::Customer, name: name.into(), exp: 0, iat: None }
+    }
+
+    #[test]
+    fn a_long_name_is_cut_to_the_limit_on_a_character_boundary() {
+        let long = "é".repeat(5_000);
+        let name = claims(&long).user().name;
+        assert_eq!(name.chars().count(), crate::limits::MAX_NAME_CHARS);
+        assert!(long.starts_with(&name));
+        assert_eq!(claims("Casey").user().name, "Casey");
     }
 }

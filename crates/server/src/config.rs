@@ -115,6 +115,31 @@ pub struct Limits {
     #[arg(long, env = "PETCHAT_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
 
+    /// Milliseconds a new TCP connection has to send complete request headers
+    /// (the WebSocket upgrade included), and a kept-alive HTTP connection
+    /// between requests; slower ones are dropped (SPEC §1).
+    #[arg(long, env = "PETCHAT_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub handshake_timeout_ms: u64,
+
+    /// Connections in their HTTP phase (not yet WebSockets: handshakes and
+    /// plain HTTP requests) held at once; more are closed at accept.
+    #[arg(long, env = "PETCHAT_MAX_HANDSHAKES", default_value_t = 1_024)]
+    pub max_handshakes: usize,
+
+    /// Milliseconds a write to a peer may make no progress before the
+    /// connection is dropped (a client that does not read its responses).
+    #[arg(long, env = "PETCHAT_WRITE_TIMEOUT_MS", default_value_t = 30_000)]
+    pub write_timeout_ms: u64,
+
+    /// History requests (`GET /v1/conversations/{id}/messages`) served at
+    /// once, in total; more are answered 429.
+    #[arg(long, env = "PETCHAT_MAX_HISTORY_REQUESTS", default_value_t = 32)]
+    pub max_history_requests: usize,
+
+    /// History requests of one user served at once; more are answered 429.
+    #[arg(long, env = "PETCHAT_MAX_HISTORY_REQUESTS_PER_USER", default_value_t = 4)]
+    pub max_history_requests_per_user: usize,
+
     /// Messages one store transaction commits at most (group commit).
     #[arg(long, env = "PETCHAT_COMMIT_BATCH", default_value_t = 256)]
     pub commit_batch: usize,
@@ -139,6 +164,16 @@ impl Limits {
     /// The shutdown grace time.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    /// The time a connection has to complete its HTTP request.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms.max(1))
+    }
+
+    /// The time a write may make no progress.
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms.max(1))
     }
 }
 

@@ -2,17 +2,21 @@
 //! history, and the contract's documents.
 
 use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::Request;
 use axum::extract::{Path, Query, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use include_dir::{Dir, include_dir};
-use petchat_protocol::limits::{DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE};
+use petchat_protocol::limits::{DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE, MAX_HISTORY_PAGE_BYTES};
 use petchat_protocol::{ChatMessage, ConversationId, ErrorCode, ErrorData, HistoryPage, LastSeq, Role};
 use serde::Deserialize;
+use tower::ServiceExt;
 use tracing::error;
 
 use crate::AppState;
+use crate::gate::Pass;
 
 /// The generated contract, served as committed.
 static SCHEMAS: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/../../schemas");
@@ -41,9 +45,49 @@ pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render()).into_response()
 }
 
-/// `GET /asyncapi.yaml`.
-pub(crate) async fn asyncapi() -> Response {
-    schema_file("asyncapi.yaml")
+/// `GET /asyncapi.yaml`, naming this server (the request's `Host`) as its
+/// server rather than the default address the generated file holds.
+pub(crate) async fn asyncapi(headers: HeaderMap) -> Response {
+    let Some(file) = SCHEMAS.get_file("asyncapi.yaml") else {
+        return (StatusCode::NOT_FOUND, "no such file\n").into_response();
+    };
+    let yaml = String::from_utf8_lossy(file.contents());
+    let host = headers.get(HOST).and_then(|h| h.to_str().ok()).filter(|h| is_plain_host(h));
+    let yaml = match host {
+        Some(host) => yaml.replacen(GENERATED_HOST, &format!("host: \"{host}\""), 1),
+        None => yaml.into_owned(),
+    };
+    ([(CONTENT_TYPE, "application/yaml")], yaml).into_response()
+}
+
+/// The server line of the generated AsyncAPI document.
+const GENERATED_HOST: &str = "host: \"127.0.0.1:8080\"";
+
+/// A `Host` header that is a host name or address with an optional port, and
+/// nothing that could break out of a YAML string.
+fn is_plain_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 255
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+}
+
+/// Longest request path the static files answer; longer ones (and segments
+/// longer than a file name can be) are 404, not a file-system error.
+const MAX_STATIC_PATH_BYTES: usize = 1024;
+/// Longest file name on the file systems petchat runs on.
+const MAX_FILE_NAME_BYTES: usize = 255;
+
+/// Every other `GET`: the files of `--web-dir` (the browser package), gzip
+/// encoded for clients that accept it where `cargo xtask web` wrote a `.gz`.
+pub(crate) async fn static_file(State(app): State<AppState>, request: Request) -> Response {
+    let path = request.uri().path();
+    if path.len() > MAX_STATIC_PATH_BYTES || path.split('/').any(|segment| segment.len() > MAX_FILE_NAME_BYTES) {
+        return (StatusCode::NOT_FOUND, "no such file\n").into_response();
+    }
+    match app.files.clone().oneshot(request).await {
+        Ok(response) => response.into_response(),
+        Err(never) => match never {},
+    }
 }
 
 /// `GET /schemas/{path}`: the JSON Schemas and golden examples.
@@ -110,14 +154,18 @@ pub(crate) struct HistoryQuery {
 
 /// `GET /v1/conversations/{id}/messages?afterSeq=&limit=`, with the same
 /// token as a Bearer header and the same permissions as a join.
+///
+/// A page holds at most `limit` messages (0 asks only whether there are any:
+/// an empty page and `hasMore`) and at most [`MAX_HISTORY_PAGE_BYTES`]; the
+/// history gate bounds how many pages are held at once, per user and in total.
 pub(crate) async fn history(
     State(app): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let token = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    let Some(claims) = token.and_then(|t| app.keys.verify(t.trim()).ok()) else {
+    let token = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer_token);
+    let Some(claims) = token.and_then(|t| app.keys.verify(t).ok()) else {
         return refuse(StatusCode::UNAUTHORIZED, ErrorCode::Forbidden, "a valid Bearer token is required");
     };
     let Ok(Query(query)) = query else {
@@ -129,7 +177,14 @@ pub(crate) async fn history(
     let Ok(id) = ConversationId::new(id) else {
         return refuse(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such conversation");
     };
-    let limit = query.limit.unwrap_or(DEFAULT_HISTORY_PAGE).clamp(1, MAX_HISTORY_PAGE);
+    let Some(pass) = app.history_gate.enter(&claims.sub) else {
+        metrics::counter!("petchat_history_refused_total").increment(1);
+        let mut response =
+            refuse(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, "too many history requests at once");
+        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    };
+    let limit = query.limit.unwrap_or(DEFAULT_HISTORY_PAGE).min(MAX_HISTORY_PAGE);
     let rec = match app.store.conversation(&id).await {
         Ok(Some(rec)) => rec,
         Ok(None) => return refuse(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such conversation"),
@@ -146,17 +201,64 @@ pub(crate) async fn history(
         return refuse(StatusCode::FORBIDDEN, ErrorCode::Forbidden, "this conversation is not yours");
     }
     match app.store.messages_after(&id, after, limit + 1).await {
-        Ok(mut records) => {
-            let has_more = records.len() > limit;
-            records.truncate(limit);
-            let messages = records.into_iter().map(ChatMessage::from).collect();
-            Json(HistoryPage { conversation_id: id, messages, has_more }).into_response()
+        Ok(records) => {
+            let fetched = records.len();
+            let mut bytes = 0;
+            let mut messages = Vec::with_capacity(fetched.min(limit));
+            for message in records.into_iter().take(limit).map(ChatMessage::from) {
+                // The JSON of the message and its separating comma.
+                let size = serde_json::to_vec(&message).map_or(0, |json| json.len()) + 1;
+                if !messages.is_empty() && bytes + size > MAX_HISTORY_PAGE_BYTES {
+                    break;
+                }
+                bytes += size;
+                messages.push(message);
+            }
+            let has_more = fetched > messages.len();
+            match serde_json::to_vec(&HistoryPage { conversation_id: id, messages, has_more }) {
+                Ok(json) => held_body(json, pass),
+                Err(e) => {
+                    error!(error = %e, "history: the page did not serialize");
+                    refuse(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, "the page could not be written")
+                }
+            }
         }
         Err(e) => {
             error!(error = %e, "history: reading messages failed");
             refuse(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, "the messages could not be read")
         }
     }
+}
+
+/// Bytes of a history page handed to the connection at a time.
+const BODY_CHUNK_BYTES: usize = 16 * 1024;
+
+/// A JSON response whose body holds `pass` until its last chunk is taken:
+/// the connection takes a chunk only when the last one is written, so a page
+/// that a client does not read keeps its gate pass (and so counts against the
+/// caps) until the write timeout drops the connection.
+fn held_body(json: Vec<u8>, pass: Pass) -> Response {
+    let length = json.len();
+    let chunks = futures_util::stream::unfold((Bytes::from(json), pass), |(mut rest, pass)| async move {
+        if rest.is_empty() {
+            return None;
+        }
+        let chunk = rest.split_to(rest.len().min(BODY_CHUNK_BYTES));
+        Some((Ok::<_, std::convert::Infallible>(chunk), (rest, pass)))
+    });
+    let mut response = Body::from_stream(chunks).into_response();
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
+    response
+}
+
+/// The token of an `Authorization: Bearer …` header; the scheme is
+/// case-insensitive (RFC 7235 §2.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 fn refuse(status: StatusCode, code: ErrorCode, message: &str) -> Response {

@@ -8,8 +8,10 @@
 pub mod auth;
 pub mod bus;
 pub mod config;
+mod gate;
 mod http;
 pub mod hub;
+mod listen;
 pub mod store;
 mod telemetry;
 mod ws;
@@ -20,7 +22,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -78,8 +79,12 @@ pub(crate) struct Shared {
     metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Serves the pages (`/`, `/agent`).
     web_dir: std::path::PathBuf,
+    /// Serves the browser package and the pages' files from `web_dir`.
+    files: tower_http::services::ServeDir,
     /// Development mode: `/dev/token` hands out tokens.
     dev: bool,
+    /// Bounds the history responses held at once, in total and per user.
+    history_gate: gate::Gate,
 }
 
 impl Deref for AppState {
@@ -123,7 +128,9 @@ pub async fn run(
         tracker: tracker.clone(),
         metrics: telemetry::metrics_handle(),
         web_dir: config.web_dir.clone(),
+        files: tower_http::services::ServeDir::new(&config.web_dir).precompressed_gzip(),
         dev: config.dev,
+        history_gate: gate::Gate::new(config.limits.max_history_requests, config.limits.max_history_requests_per_user),
     }));
     let app = Router::new()
         .route(petchat_protocol::handshake::PATH, get(ws::upgrade))
@@ -136,38 +143,37 @@ pub async fn run(
         .route("/dev/token", get(http::dev_token))
         .route("/", get(http::page))
         .route("/agent", get(http::page))
-        .fallback_service(tower_http::services::ServeDir::new(&config.web_dir))
+        .fallback(http::static_file)
         .layer(telemetry::trace_layer())
         .with_state(state.clone());
 
     info!(addr = %listener.local_addr()?, "petchat listening");
-    let grace = config.limits.shutdown_grace();
-    let signal_stop = stop.clone();
-    // Chat frames are small: Nagle's algorithm would hold them back for up to 40 ms.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            warn!(error = %e, "TCP_NODELAY could not be set");
-        }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            info!("shutting down: closing connections with 1001");
-            signal_stop.cancel();
-        })
-        .await?;
+    let settings = listen::Settings {
+        handshake_timeout: config.limits.handshake_timeout(),
+        write_timeout: config.limits.write_timeout(),
+        max_handshakes: config.limits.max_handshakes,
+    };
+    let accepting = tokio::spawn(listen::serve(listener, app, settings, stop.clone(), tracker.clone()));
+    shutdown.await;
+    // The grace time is one deadline for everything that follows.
+    let deadline = tokio::time::Instant::now() + config.limits.shutdown_grace();
+    info!("shutting down: closing connections with 1001");
+    stop.cancel();
+    let _ = accepting.await;
 
     // The listener is closed; connections are closing with 1001.
     tracker.close();
-    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        warn!(remaining = tracker.len(), "shutdown grace over with connections still open");
+    if tokio::time::timeout_at(deadline, tracker.wait()).await.is_err() {
+        warn!(remaining = tracker.len(), "shutdown grace over with connections still open: abandoning them");
     }
     drop(state);
     // Every handle to the hub is gone: it commits what is queued and stops.
-    if tokio::time::timeout(grace, hub_task).await.is_err() {
+    // (Abandoned connections still hold handles: then the deadline decides.)
+    if tokio::time::timeout_at(deadline, hub_task).await.is_err() {
         warn!("the hub did not finish within the shutdown grace");
     }
-    store.close().await;
+    // A clean stop checkpoints the WAL, if there is time left for it.
+    let _ = tokio::time::timeout_at(deadline, store.close()).await;
     info!("stopped");
     Ok(())
 }

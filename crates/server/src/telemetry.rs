@@ -13,9 +13,17 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+/// Crates whose `trace` lines print frame payloads (chat text): capped at
+/// `debug` whatever `RUST_LOG` says, since message text never reaches a log
+/// (SPEC §5).
+const PAYLOAD_LOGGERS: [&str; 2] = ["tungstenite=debug", "tokio_tungstenite=debug"];
+
 /// Installs the global log subscriber (`RUST_LOG` filters; default `info`).
 pub fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    for directive in PAYLOAD_LOGGERS {
+        filter = filter.add_directive(directive.parse().expect("a valid directive"));
+    }
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -34,6 +34,13 @@ const WRITE_BATCH: usize = 64;
 /// A connection that stays over its rate after being refused this many
 /// times in a row within a second's burst is flooding: 4002.
 const FLOOD_RETRY_HINT_MS: u64 = 5_000;
+/// Pings and pongs a peer may send per second (at least its message rate),
+/// with the same burst factor as messages.
+const CONTROL_FRAMES_PER_SECOND: u32 = 10;
+
+fn burst_factor() -> NonZeroU32 {
+    NonZeroU32::new(petchat_protocol::limits::RATE_BURST_FACTOR).expect("the burst factor is not zero")
+}
 
 /// The upgrade handler: decides a refusal in SPEC §1's order (Origin,
 /// protocol version, token), completes the upgrade either way, and closes a
@@ -88,18 +95,29 @@ pub(crate) async fn upgrade(
 /// connection keeps its read buffer: 1 KiB (most frames are a few hundred
 /// bytes; bigger ones take several reads) instead of 4 KiB took the idle RSS
 /// per connection from 10.7 KB to 7.7 KB at 19,000 connections
-/// (docs/benchmarks.md). Writes go out at once (no write buffer).
+/// (docs/benchmarks.md). Writes go out at once (no write buffer), and what a
+/// peer leaves unread is bounded: beyond [`max_write_buffer`] tungstenite
+/// keeps only the latest pong (RFC 6455 §5.5.3 allows answering only the
+/// latest ping), so a peer that pings and never reads cannot grow it.
 fn finish(ws: WebSocketUpgrade, protocol: Option<String>, app: &AppState) -> WebSocketUpgrade {
     let ws = ws
         .max_message_size(app.limits.max_message_bytes)
         .max_frame_size(app.limits.max_message_bytes)
         .read_buffer_size(1024)
         .write_buffer_size(0)
+        .max_write_buffer_size(max_write_buffer(app.limits.max_message_bytes))
         .accept_unmasked_frames(false);
     match protocol {
         Some(protocol) => ws.protocols([protocol]),
         None => ws,
     }
+}
+
+/// The most bytes one connection's socket may hold unwritten: room for the
+/// largest frame the server sends (a `chat.message` is at most about
+/// `max_message_bytes`) twice over.
+fn max_write_buffer(max_message_bytes: usize) -> usize {
+    max_message_bytes.saturating_mul(2).max(16 * 1024)
 }
 
 /// The `token` query parameter. JWTs are URL-safe, so no decoding is needed;
@@ -124,19 +142,24 @@ async fn serve(app: AppState, mut socket: WebSocket, user: User) {
     metrics::gauge!("petchat_connections").increment(1.0);
 
     let rate = NonZeroU32::new(app.limits.messages_per_second.max(1)).expect("at least 1");
-    let burst = rate.saturating_mul(NonZeroU32::new(petchat_protocol::limits::RATE_BURST_FACTOR).expect("nonzero"));
+    let burst = rate.saturating_mul(burst_factor());
     let limiter: DefaultDirectRateLimiter = RateLimiter::direct(Quota::per_second(rate).allow_burst(burst));
     let refusals: DefaultDirectRateLimiter = RateLimiter::direct(Quota::per_second(rate).allow_burst(rate));
+    // Pings and pongs from the peer have a budget of their own (a client's
+    // heartbeat is one every few seconds); beyond it they count as refusals.
+    let control_rate = rate.max(NonZeroU32::new(CONTROL_FRAMES_PER_SECOND).expect("nonzero"));
+    let control: DefaultDirectRateLimiter =
+        RateLimiter::direct(Quota::per_second(control_rate).allow_burst(control_rate.saturating_mul(burst_factor())));
     let heartbeat_every = app.limits.heartbeat_interval();
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat_every, heartbeat_every);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
 
-    let ending: Option<(CloseCode, String)> = loop {
+    let ending = loop {
         tokio::select! {
             biased;
-            reason = kick.kicked() => break Some(reason),
-            () = app.shutdown.cancelled() => break Some((CloseCode::GOING_AWAY, "server shutting down".into())),
+            (code, reason) = kick.kicked() => break Ending::Close(code, reason),
+            () = app.shutdown.cancelled() => break Ending::Close(CloseCode::GOING_AWAY, "server shutting down".into()),
             Some(first) = rx.recv() => {
                 let write = async {
                     socket.feed(Message::Text(first)).await?;
@@ -149,35 +172,44 @@ async fn serve(app: AppState, mut socket: WebSocket, user: User) {
                     socket.flush().await
                 };
                 tokio::select! {
-                    written = write => if written.is_err() { break None },
-                    reason = kick.kicked() => break Some(reason),
+                    written = write => if written.is_err() { break Ending::Gone },
+                    (code, reason) = kick.kicked() => break Ending::Close(code, reason),
                 }
             }
             received = socket.recv() => {
                 last_heard = Instant::now();
                 match received {
                     Some(Ok(Message::Text(text))) => {
-                        if let Some(close) = handle_text(&app, conn, &sink, &limiter, &refusals, &text).await {
-                            break Some(close);
+                        if let Some((code, reason)) = handle_text(&app, conn, &sink, &limiter, &refusals, &text).await {
+                            break Ending::Close(code, reason);
                         }
                     }
                     Some(Ok(Message::Binary(_))) => {
-                        break Some((CloseCode::UNSUPPORTED_DATA, "binary frames are not supported in v1".into()));
+                        break Ending::Close(CloseCode::UNSUPPORTED_DATA, "binary frames are not supported in v1".into());
                     }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) | None => break None,
-                    Some(Err(e)) if is_too_big(&e) => {
-                        break Some((CloseCode::MESSAGE_TOO_BIG, format!("frames are limited to {} bytes", app.limits.max_message_bytes)));
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                        if control.check().is_err() && refusals.check().is_err() {
+                            let reason = petchat_protocol::close::reason_with_retry_hint("control frame flood", FLOOD_RETRY_HINT_MS);
+                            break Ending::Close(CloseCode::RATE_LIMITED, reason);
+                        }
                     }
-                    Some(Err(_)) => break None,
+                    Some(Ok(Message::Close(_))) => break Ending::Echo,
+                    None => break Ending::Gone,
+                    Some(Err(e)) => match violation(&e) {
+                        Some(CloseCode::MESSAGE_TOO_BIG) => {
+                            break Ending::Close(CloseCode::MESSAGE_TOO_BIG, format!("frames are limited to {} bytes", app.limits.max_message_bytes));
+                        }
+                        Some(code) => break Ending::Close(code, violation_reason(code).into()),
+                        None => break Ending::Gone,
+                    },
                 }
             }
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() >= heartbeat_every * petchat_protocol::limits::HEARTBEAT_MISSED_INTERVALS {
-                    break Some((CloseCode::HEARTBEAT_TIMEOUT, "no frame for two heartbeat intervals".into()));
+                    break Ending::Close(CloseCode::HEARTBEAT_TIMEOUT, "no frame for two heartbeat intervals".into());
                 }
                 if socket.send(Message::Ping(Default::default())).await.is_err() {
-                    break None;
+                    break Ending::Gone;
                 }
             }
         }
@@ -185,10 +217,17 @@ async fn serve(app: AppState, mut socket: WebSocket, user: User) {
     app.hub.disconnect(conn).await;
     metrics::gauge!("petchat_connections").decrement(1.0);
     match ending {
-        Some((code, reason)) => close(&mut socket, code, &reason).await,
-        None => {
+        Ending::Close(code, reason) => close(&mut socket, code, &reason).await,
+        Ending::Echo => {
+            // tungstenite queued the echo of the peer's Close (RFC 6455
+            // §5.5.1); writing it out completes the handshake.
             metrics::counter!("petchat_closes_total", "code" => "peer").increment(1);
+            let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, socket.flush()).await;
             debug!(conn, "peer closed");
+        }
+        Ending::Gone => {
+            metrics::counter!("petchat_closes_total", "code" => "gone").increment(1);
+            debug!(conn, "connection lost");
         }
     }
 }
@@ -258,17 +297,44 @@ async fn handle_text(
     None
 }
 
-/// Whether a read failed because the frame exceeded `max_message_bytes`.
-fn is_too_big(error: &axum::Error) -> bool {
+/// How a connection ends.
+enum Ending {
+    /// The server closes with this code and waits for the peer's Close.
+    Close(CloseCode, String),
+    /// The peer sent its Close; the echo is queued.
+    Echo,
+    /// The socket is gone: nothing more can be sent.
+    Gone,
+}
+
+/// The close code a failed read calls for (RFC 6455 §7.4.1): 1009 for a
+/// frame over `max_message_bytes`, 1007 for text that is not UTF-8, 1002 for
+/// any other protocol violation; `None` when the socket itself is gone.
+fn violation(error: &axum::Error) -> Option<CloseCode> {
     use std::error::Error as _;
+    use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
     let mut source: Option<&(dyn std::error::Error + 'static)> = error.source();
     while let Some(e) = source {
-        if let Some(tungstenite) = e.downcast_ref::<tokio_tungstenite::tungstenite::Error>() {
-            return matches!(tungstenite, tokio_tungstenite::tungstenite::Error::Capacity(_));
+        if let Some(tungstenite) = e.downcast_ref::<WsError>() {
+            return match tungstenite {
+                WsError::Capacity(_) => Some(CloseCode::MESSAGE_TOO_BIG),
+                WsError::Utf8(_) => Some(CloseCode::INVALID_PAYLOAD),
+                WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+                WsError::Protocol(_) => Some(CloseCode::PROTOCOL_ERROR),
+                _ => None,
+            };
         }
         source = e.source();
     }
-    false
+    None
+}
+
+/// The close reason of a protocol violation.
+fn violation_reason(code: CloseCode) -> &'static str {
+    match code {
+        CloseCode::INVALID_PAYLOAD => "text frames must be valid UTF-8",
+        _ => "protocol violation (RFC 6455)",
+    }
 }
 
 /// Sends a close frame and waits briefly for the peer's. A peer that reads

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{TestServer, chat, http};
+use common::{TestServer, chat, http, http_with};
 use petchat_protocol::{HistoryPage, Role};
 use serde_json::Value;
 
@@ -18,7 +18,11 @@ async fn the_contract_is_served_as_committed() {
     let server = TestServer::start().await;
     let (status, yaml) = http(&server, "/asyncapi.yaml", None).await;
     assert_eq!(status, 200);
-    assert_eq!(yaml, include_str!("../../../schemas/asyncapi.yaml"));
+    // As committed, but naming the server it was fetched from.
+    let committed = include_str!("../../../schemas/asyncapi.yaml");
+    assert!(committed.contains("host: \"127.0.0.1:8080\""));
+    let expected = committed.replacen("host: \"127.0.0.1:8080\"", &format!("host: \"{}\"", server.addr), 1);
+    assert_eq!(yaml, expected);
     let (status, schema) = http(&server, "/schemas/client-message.schema.json", None).await;
     assert_eq!(status, 200);
     let schema: Value = serde_json::from_str(&schema).expect("JSON");
@@ -115,4 +119,130 @@ async fn the_pages_are_served_from_the_web_dir() {
     let (status, body) = http(&empty, "/", None).await;
     assert_eq!(status, 404);
     assert!(body.contains("cargo xtask web"), "{body}");
+}
+
+#[tokio::test]
+async fn the_asyncapi_document_names_the_host_it_was_fetched_from_and_nothing_else() {
+    let server = TestServer::start().await;
+    let (_, _, yaml) = http_with(&server, "/asyncapi.yaml", &[("Host", "chat.petstore.example:443")]).await;
+    let yaml = String::from_utf8(yaml).expect("UTF-8");
+    assert!(yaml.contains("host: \"chat.petstore.example:443\""), "{}", &yaml[..400]);
+    // A Host that could break out of the YAML string is not echoed.
+    let (_, _, yaml) = http_with(&server, "/asyncapi.yaml", &[("Host", "x\"\\n  evil")]).await;
+    let yaml = String::from_utf8(yaml).expect("UTF-8");
+    assert!(!yaml.contains("evil") && yaml.contains("host: \"127.0.0.1:8080\""));
+}
+
+#[tokio::test]
+async fn history_limit_zero_returns_no_messages_but_says_whether_there_are_any() {
+    let server = TestServer::start().await;
+    let (mut customer, _agent, id) = server.pair("cust-1", "agent-1").await;
+    customer.send(chat(&id, "one")).await;
+    customer.recv_until("chat.ack").await;
+    let token = server.token("cust-1", Role::Customer);
+    let (status, body) = http(&server, &format!("/v1/conversations/{id}/messages?limit=0"), Some(&token)).await;
+    assert_eq!(status, 200, "{body}");
+    let page: HistoryPage = serde_json::from_str(&body).expect("a history page");
+    assert_eq!((page.messages.len(), page.has_more), (0, true));
+    let (_, body) = http(&server, &format!("/v1/conversations/{id}/messages?afterSeq=1&limit=0"), Some(&token)).await;
+    let page: HistoryPage = serde_json::from_str(&body).expect("a history page");
+    assert_eq!((page.messages.len(), page.has_more), (0, false));
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let server = TestServer::start().await;
+    let (mut customer, _agent, id) = server.pair("cust-1", "agent-1").await;
+    customer.send(chat(&id, "one")).await;
+    customer.recv_until("chat.ack").await;
+    let token = server.token("cust-1", Role::Customer);
+    let path = format!("/v1/conversations/{id}/messages");
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let header = format!("{scheme} {token}");
+        let (status, head, _) = http_with(&server, &path, &[("Host", "x"), ("Authorization", &header)]).await;
+        assert_eq!(status, 200, "{scheme}: {head}");
+    }
+    let (status, _, _) =
+        http_with(&server, &path, &[("Host", "x"), ("Authorization", &format!("Basic {token}"))]).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn a_history_page_stops_at_its_byte_budget() {
+    let server = TestServer::start_with(|c| c.limits.messages_per_second = 10_000).await;
+    let (mut customer, _agent, id) = server.pair("cust-1", "agent-1").await;
+    // 80 messages of 16 KB: 1.3 MB, more than one page may hold.
+    let paws = "🐾".repeat(4000);
+    for _ in 0..80 {
+        customer.send(chat(&id, &paws)).await;
+    }
+    let mut acked = 0;
+    while acked < 80 {
+        if customer.recv().await["type"] == "chat.ack" {
+            acked += 1;
+        }
+    }
+    let token = server.token("cust-1", Role::Customer);
+    let (status, body) = http(&server, &format!("/v1/conversations/{id}/messages?limit=500"), Some(&token)).await;
+    assert_eq!(status, 200);
+    assert!(body.len() <= petchat_protocol::limits::MAX_HISTORY_PAGE_BYTES + 1024, "{} bytes", body.len());
+    let page: HistoryPage = serde_json::from_str(&body).expect("a history page");
+    assert!(page.has_more && page.messages.len() < 80 && !page.messages.is_empty(), "{}", page.messages.len());
+    // The next page goes on where this one stopped.
+    let last = page.messages.last().expect("a message").seq.get();
+    let (_, body) =
+        http(&server, &format!("/v1/conversations/{id}/messages?afterSeq={last}&limit=500"), Some(&token)).await;
+    let next: HistoryPage = serde_json::from_str(&body).expect("a history page");
+    assert_eq!(next.messages.first().map(|m| m.seq.get()), Some(last + 1));
+}
+
+#[tokio::test]
+async fn a_path_segment_too_long_for_a_file_name_is_404_not_500() {
+    let dir = tempfile::tempdir().expect("dir");
+    let web_dir = dir.path().to_path_buf();
+    let server = TestServer::start_with(move |c| c.web_dir = web_dir).await;
+    for path in
+        [format!("/{}", "a".repeat(256)), format!("/{}", "a/".repeat(3000)), format!("/x/{}.js", "b".repeat(300))]
+    {
+        assert_eq!(http(&server, &path, None).await.0, 404, "{} bytes", path.len());
+    }
+}
+
+#[tokio::test]
+async fn the_package_is_served_gzip_encoded_to_browsers_that_accept_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let wasm: Vec<u8> = (0..100_000u32).map(|n| (n % 7) as u8).collect();
+    std::fs::write(dir.path().join("app.wasm"), &wasm).expect("write");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut gz, &wasm).expect("gzip");
+    let gz = gz.finish().expect("gzip");
+    std::fs::write(dir.path().join("app.wasm.gz"), &gz).expect("write");
+    let web_dir = dir.path().to_path_buf();
+    let server = TestServer::start_with(move |c| c.web_dir = web_dir).await;
+    let (status, head, body) = http_with(&server, "/app.wasm", &[("Host", "x"), ("Accept-Encoding", "gzip, br")]).await;
+    assert_eq!(status, 200);
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    assert!(head.contains("content-type: application/wasm"), "{head}");
+    assert_eq!(body, gz);
+    // Without Accept-Encoding, the file as it is.
+    let (_, head, body) = http_with(&server, "/app.wasm", &[("Host", "x")]).await;
+    assert!(!head.to_ascii_lowercase().contains("content-encoding"), "{head}");
+    assert_eq!(body, wasm);
+}
+
+#[tokio::test]
+async fn a_display_name_is_cut_to_its_limit() {
+    let server = TestServer::start().await;
+    let long = "N".repeat(5_000);
+    let token = server.keys.mint(
+        &petchat_protocol::UserId::new("cust-long").expect("id"),
+        Role::Customer,
+        &long,
+        std::time::Duration::from_secs(60),
+    );
+    let mut client = server.connect_raw(&format!("{}?token={token}", server.url()), &["petchat.v1"], None).await;
+    let ready = client.recv_type("session.ready").await;
+    let name = ready["data"]["user"]["name"].as_str().expect("a name");
+    assert_eq!(name.chars().count(), petchat_protocol::limits::MAX_NAME_CHARS);
 }

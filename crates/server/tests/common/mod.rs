@@ -5,6 +5,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod process;
+pub mod raw;
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -307,6 +308,25 @@ pub async fn http(server: &TestServer, path: &str, bearer: Option<&str>) -> (u16
     let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
+}
+
+/// A raw HTTP/1.1 GET with the given headers (a `Host` among them, or none);
+/// returns (status, response head, body bytes).
+pub async fn http_with(server: &TestServer, path: &str, headers: &[(&str, &str)]) -> (u16, String, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.expect("connect");
+    let mut request = format!("GET {path} HTTP/1.1\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut response)).await.expect("a response in time").expect("read");
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head");
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
+    (status, head, response[split + 4..].to_vec())
 }
 
 /// The body of a GET, whatever the status.

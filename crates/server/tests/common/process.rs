@@ -21,7 +21,25 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts the binary on `database_url` with JSON logs at `log_level`.
     pub async fn start(database_url: &str, secret: &str, extra: &[&str], log_level: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_petchat-server"))
+        Self::spawn(Command::new(env!("CARGO_BIN_EXE_petchat-server")), database_url, secret, extra, log_level).await
+    }
+
+    /// Starts the binary as `start` does, allowed at most `files` open file
+    /// descriptors (`ulimit -n`), to run it out of them.
+    pub async fn start_with_open_files(
+        files: u32,
+        database_url: &str,
+        secret: &str,
+        extra: &[&str],
+        log_level: &str,
+    ) -> Self {
+        let mut command = Command::new("sh");
+        command.args(["-c", &format!("ulimit -n {files} && exec \"$0\" \"$@\""), env!("CARGO_BIN_EXE_petchat-server")]);
+        Self::spawn(command, database_url, secret, extra, log_level).await
+    }
+
+    async fn spawn(mut command: Command, database_url: &str, secret: &str, extra: &[&str], log_level: &str) -> Self {
+        let mut child = command
             .args([
                 "--bind",
                 "127.0.0.1:0",
@@ -63,6 +81,29 @@ impl ServerProcess {
         .await
         .expect("the server listens in time");
         Self { child, addr, logs, seen }
+    }
+
+    /// The resident set size of the process, in KiB (`VmRSS` in /proc).
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.child.id().expect("running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+            .expect("a VmRSS line")
+    }
+
+    /// The CPU time the process has used (user + system), from /proc/PID/stat.
+    pub fn cpu_time(&self) -> Duration {
+        let pid = self.child.id().expect("running");
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+        // Fields after the command name (which may hold spaces) start at state.
+        let fields: Vec<&str> = stat.rsplit_once(')').expect("(comm)").1.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+        // Linux reports in USER_HZ, 100 on every platform petchat runs on.
+        Duration::from_millis(ticks * 10)
     }
 
     /// Every log line so far.

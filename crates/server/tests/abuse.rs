@@ -1,0 +1,244 @@
+//! Abuse: what one hostile client or stranger can do to a server process,
+//! each flood asserting bounded server memory (RSS from /proc) and that a
+//! well-behaved client is still served. Figures go to docs/reliability.md;
+//! each test prints its own (`cargo test --test abuse -- --nocapture`).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::process::ServerProcess;
+use common::raw::{self, frame};
+use common::{SECRET, TestServer, WAIT, chat};
+use petchat_protocol::Role;
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+
+fn database(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}", dir.path().join("abuse.db").display())
+}
+
+/// A well-behaved client still gets its `pong`.
+async fn still_serves(server: &TestServer, sub: &str) {
+    let mut client = server.connect(sub, Role::Customer).await;
+    client.send(json!({"type": "ping", "id": "alive", "data": {}})).await;
+    assert_eq!(client.recv_type("pong").await["id"], "alive");
+}
+
+/// Defect 1: a client that floods 125-byte pings over a 4 KiB receive window
+/// and never reads made the server queue every pong (262 MB sent, 254 MB of
+/// RSS). The message rate is lifted here, so that what bounds memory is the
+/// write buffer (pongs coalesced beyond it), not the flood close.
+#[tokio::test]
+async fn a_ping_flood_that_never_reads_keeps_server_memory_bounded() {
+    let dir = tempfile::tempdir().expect("dir");
+    let flags = ["--messages-per-second", "100000000", "--write-timeout-ms", "600000"];
+    let process = ServerProcess::start(&database(&dir), SECRET, &flags, "warn,petchat_server=info").await;
+    let server = TestServer::at(process.addr);
+    let before = process.rss_kib();
+
+    let mut stream = raw::tcp(process.addr, Some(4096)).await;
+    raw::upgrade(&mut stream, process.addr, &server.token("flooder", Role::Customer)).await;
+    let batch: Vec<u8> = std::iter::repeat_n(frame(0x89, &[0x55; 125], true), 512).flatten().collect();
+    let target: usize = 96 << 20;
+    let (mut sent, mut peak) = (0usize, before);
+    let started = Instant::now();
+    while sent < target && started.elapsed() < Duration::from_secs(60) {
+        // The server reads everything it is sent; a write that cannot finish
+        // means the server stopped reading, which is not the defect here.
+        match tokio::time::timeout(WAIT, stream.write_all(&batch)).await {
+            Ok(Ok(())) => sent += batch.len(),
+            Ok(Err(e)) => panic!("the server dropped the flooding connection after {sent} bytes: {e}"),
+            Err(_) => panic!("the server stopped reading after {sent} bytes"),
+        }
+        if sent % (8 << 20) < batch.len() {
+            peak = peak.max(process.rss_kib());
+        }
+    }
+    peak = peak.max(process.rss_kib());
+    let growth_mib = peak.saturating_sub(before) / 1024;
+    println!("ping flood: {} MiB sent in {:?}, RSS {before} KiB -> peak {peak} KiB", sent >> 20, started.elapsed());
+    assert!(sent >= target, "the flood was cut short at {sent} bytes");
+    assert!(growth_mib < 32, "RSS grew by {growth_mib} MiB for {} MiB of pings", sent >> 20);
+    still_serves(&server, "bystander").await;
+}
+
+/// Defect 1, second half: control frames count against a rate limit; a
+/// connection that keeps pinging far beyond it is closed as flooding (4002).
+#[tokio::test]
+async fn a_ping_flood_is_closed_as_flooding() {
+    let server = TestServer::start().await;
+    let mut stream = raw::tcp(server.addr, None).await;
+    raw::upgrade(&mut stream, server.addr, &server.token("pinger", Role::Customer)).await;
+    let flood: Vec<u8> = std::iter::repeat_n(frame(0x89, b"x", true), 200).flatten().collect();
+    stream.write_all(&flood).await.expect("write the pings");
+    assert_eq!(raw::read_close(&mut stream).await, Some(4002));
+    still_serves(&server, "bystander").await;
+}
+
+/// Defect 2: 150 history requests for a large page that never read their
+/// responses took the server from 18 MB to 1.29 GB.
+#[tokio::test]
+async fn history_requests_that_never_read_keep_server_memory_bounded() {
+    let dir = tempfile::tempdir().expect("dir");
+    let flags = ["--messages-per-second", "100000", "--write-timeout-ms", "3000"];
+    let process = ServerProcess::start(&database(&dir), SECRET, &flags, "warn,petchat_server=info").await;
+    let server = TestServer::at(process.addr);
+    let (mut customer, _agent, conversation) = server.pair("cust-h", "agent-h").await;
+    // 200 messages of 4,000 four-byte characters: 3.2 MB in one 500-message page.
+    let paws = "🐾".repeat(4000);
+    for _ in 0..200 {
+        customer.send(chat(&conversation, &paws)).await;
+    }
+    let mut acked = 0;
+    while acked < 200 {
+        if customer.recv().await["type"] == "chat.ack" {
+            acked += 1;
+        }
+    }
+    let before = process.rss_kib();
+    let token = server.token("cust-h", Role::Customer);
+    let request = format!(
+        "GET /v1/conversations/{conversation}/messages?limit=500 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    let mut readers_that_never_read = Vec::new();
+    let mut peak = before;
+    for _ in 0..150 {
+        let mut stream = raw::tcp(process.addr, Some(4096)).await;
+        stream.write_all(request.as_bytes()).await.expect("write the request");
+        readers_that_never_read.push(stream);
+        peak = peak.max(process.rss_kib());
+    }
+    // Give the server the time to build every page it will build.
+    let settle = Instant::now();
+    while settle.elapsed() < Duration::from_secs(2) {
+        peak = peak.max(process.rss_kib());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let growth_mib = peak.saturating_sub(before) / 1024;
+    println!("history flood: 150 unread 3.2 MB pages, RSS {before} KiB -> peak {peak} KiB");
+    assert!(growth_mib < 64, "RSS grew by {growth_mib} MiB");
+
+    // The other member is still served at once (the caps are per user)…
+    let (status, body) = common::http(
+        &server,
+        &format!("/v1/conversations/{conversation}/messages?limit=1"),
+        Some(&server.token("agent-h", Role::Agent)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // …and the writes that make no progress time out, which lets the flooder in again.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, _) =
+            common::http(&server, &format!("/v1/conversations/{conversation}/messages?limit=1"), Some(&token)).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 429, "refused as too many at once");
+        assert!(Instant::now() < deadline, "the stalled responses were never dropped");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(readers_that_never_read);
+}
+
+/// Defect 3: TCP connections that never finish their HTTP request (silent,
+/// or trickling a byte at a time) stayed open forever.
+#[tokio::test]
+async fn silent_and_trickling_connections_are_dropped_after_the_handshake_timeout() {
+    let server = TestServer::start_with(|c| c.limits.handshake_timeout_ms = 1_000).await;
+    let mut silent = Vec::new();
+    for _ in 0..50 {
+        silent.push(raw::tcp(server.addr, None).await);
+    }
+    let mut trickling = Vec::new();
+    for _ in 0..50 {
+        let mut stream = raw::tcp(server.addr, None).await;
+        stream.write_all(b"GET /v1/ws/chat HTTP/1.1\r\n").await.expect("write");
+        trickling.push(stream);
+    }
+    let started = Instant::now();
+    // Keep trickling a header byte every 100 ms: progress does not extend the deadline.
+    let trickle = async {
+        for _ in 0..30 {
+            for stream in &mut trickling {
+                let _ = stream.write_all(b"X").await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let silent_end = async {
+        for stream in &mut silent {
+            assert!(raw::ends(stream).await, "a silent connection stayed open");
+        }
+    };
+    tokio::join!(trickle, silent_end);
+    for stream in &mut trickling {
+        assert!(raw::ends(stream).await, "a trickling connection stayed open");
+    }
+    println!("100 stalled handshakes dropped after {:?}", started.elapsed());
+    still_serves(&server, "bystander").await;
+}
+
+/// Defect 3: once file descriptors ran out, legitimate clients timed out.
+/// The server here may hold 64 files; 100 silent sockets run it out, its
+/// accept loop must neither spin nor stop, and once the handshake timeout
+/// drops the silent ones a real client gets in.
+#[tokio::test]
+async fn the_accept_loop_survives_running_out_of_file_descriptors() {
+    let dir = tempfile::tempdir().expect("dir");
+    let flags = ["--handshake-timeout-ms", "1500"];
+    let process =
+        ServerProcess::start_with_open_files(64, &database(&dir), SECRET, &flags, "warn,petchat_server=info").await;
+    let server = TestServer::at(process.addr);
+    let mut silent = Vec::new();
+    for _ in 0..100 {
+        silent.push(raw::tcp(process.addr, None).await);
+    }
+    // Exhausted for a while: the loop pauses between attempts instead of spinning.
+    let cpu_before = process.cpu_time();
+    let measured = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let cpu = process.cpu_time().saturating_sub(cpu_before);
+    println!("EMFILE: {cpu:?} of CPU in {:?}", measured.elapsed());
+    assert!(cpu < Duration::from_millis(400), "the accept loop spun: {cpu:?} of CPU in one second");
+    // A real client gets in once the silent sockets are dropped.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let attempt = tokio::time::timeout(Duration::from_secs(3), async {
+            let mut client = server.connect("patient", Role::Customer).await;
+            client.send(json!({"type": "ping", "id": "in", "data": {}})).await;
+            client.recv_type("pong").await
+        })
+        .await;
+        if attempt.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no client got in after the file descriptors ran out");
+    }
+    drop(silent);
+}
+
+/// Defect 4: one partial HTTP request kept a SIGTERMed server alive for
+/// 19.5 s with `--shutdown-grace-ms 3000`.
+#[tokio::test]
+async fn sigterm_exits_within_the_grace_time_whatever_the_clients_do() {
+    let dir = tempfile::tempdir().expect("dir");
+    let flags = ["--shutdown-grace-ms", "2000", "--handshake-timeout-ms", "60000"];
+    let mut process = ServerProcess::start(&database(&dir), SECRET, &flags, "warn,petchat_server=info").await;
+    let server = TestServer::at(process.addr);
+    // A partial request, a WebSocket that never reads, and a live chat.
+    let mut partial = raw::tcp(process.addr, None).await;
+    partial.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.expect("write");
+    let mut deaf = raw::tcp(process.addr, Some(4096)).await;
+    raw::upgrade(&mut deaf, process.addr, &server.token("deaf", Role::Customer)).await;
+    let mut client = server.connect("cust-live", Role::Customer).await;
+    let started = Instant::now();
+    let status = process.signal("TERM").await;
+    let took = started.elapsed();
+    println!("SIGTERM to exit: {took:?}");
+    assert!(took < Duration::from_millis(3_000), "exit took {took:?} with a 2 s grace");
+    assert!(status.success(), "{status}");
+    assert_eq!(client.expect_close().await.0, 1001);
+    drop((partial, deaf));
+}
