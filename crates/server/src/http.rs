@@ -215,6 +215,7 @@ pub(crate) async fn history(
                 messages.push(message);
             }
             let has_more = fetched > messages.len();
+            metrics::counter!("petchat_history_pages_total").increment(1);
             match serde_json::to_vec(&HistoryPage { conversation_id: id, messages, has_more }) {
                 Ok(json) => held_body(json, pass),
                 Err(e) => {

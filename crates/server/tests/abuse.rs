@@ -109,11 +109,20 @@ async fn history_requests_that_never_read_keep_server_memory_bounded() {
         readers_that_never_read.push(stream);
         peak = peak.max(process.rss_kib());
     }
-    // Give the server the time to build every page it will build.
-    let settle = Instant::now();
-    while settle.elapsed() < Duration::from_secs(2) {
+    // Until the server has answered every request (a page or a refusal).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
         peak = peak.max(process.rss_kib());
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let metrics = common::http_get(&server, "/metrics").await;
+        let answered: f64 = ["petchat_history_pages_total ", "petchat_history_refused_total "]
+            .iter()
+            .filter_map(|name| metrics.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<f64>().ok()))
+            .sum();
+        if answered >= 150.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the server answered {answered} of 150 history requests");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let growth_mib = peak.saturating_sub(before) / 1024;
     println!("history flood: 150 unread 3.2 MB pages, RSS {before} KiB -> peak {peak} KiB");

@@ -119,3 +119,22 @@ async fn tokens_never_reach_the_logs() {
         assert!(logs.iter().all(|line| !line.contains(signature)), "a token leaked into the logs");
     }
 }
+
+/// Message text never appears in a log line, even at trace level (SPEC §5):
+/// tungstenite's trace lines print whole frames.
+#[tokio::test]
+async fn message_text_never_reaches_the_logs() {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}", dir.path().join("text.db").display());
+    let mut process = ServerProcess::start(&url, SECRET, &[], "trace").await;
+    let server = TestServer::at(process.addr);
+    let (mut customer, mut agent, id) = server.pair("cust-1", "agent-1").await;
+    let secret_text = "my parrot's vet record is confidential 7f3a";
+    customer.send(common::chat(&id, secret_text)).await;
+    customer.recv_until("chat.ack").await;
+    assert_eq!(agent.recv_until("chat.message").await["data"]["text"], secret_text);
+    let logs = process.drain_logs().await.to_vec();
+    assert!(logs.len() > 5, "trace logging produced lines: {}", logs.len());
+    let leaked: Vec<&String> = logs.iter().filter(|line| line.contains("7f3a")).collect();
+    assert!(leaked.is_empty(), "message text leaked into the logs: {leaked:?}");
+}
