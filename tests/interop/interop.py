@@ -88,6 +88,29 @@ async def main():
         except websockets.ConnectionClosed as closed:
             check(closed.rcvd is not None and closed.rcvd.code == 4500, f"closed with 4500, got {closed.rcvd}")
 
+    await rfc6455(customer_token)
+
+
+async def rfc6455(token):
+    """RFC 6455 as websockets sees it: a client's Close is echoed (close code 1000,
+    not 1006), and a protocol violation written under the library is answered
+    with a Close frame carrying 1002 (1007 for invalid UTF-8)."""
+    async with websockets.connect(f"{URL}?token={token}", subprotocols=["petchat.v1"]) as ws:
+        await recv(ws, "session.ready")
+        await asyncio.wait_for(ws.close(code=1000, reason="bye"), 5)
+        check(ws.close_code == 1000, f"a client close is echoed with 1000, got {ws.close_code}")
+    # An unmasked frame, then text that is not UTF-8, written to the transport directly.
+    for raw, expected in [(b"\x81\x02{}", 1002), (b"\x81\x82\x00\x00\x00\x00\xff\xfe", 1007)]:
+        async with websockets.connect(f"{URL}?token={token}", subprotocols=["petchat.v1"]) as ws:
+            await recv(ws, "session.ready")
+            ws.transport.write(raw)
+            try:
+                await asyncio.wait_for(ws.recv(), 10)
+                check(False, f"a frame arrived after a protocol violation ({expected})")
+            except websockets.ConnectionClosed as closed:
+                code = closed.rcvd.code if closed.rcvd is not None else None
+                check(code == expected, f"a violation is closed with {expected}, got {code}")
+
 
 asyncio.run(main())
 print(f"interop python: {passed} passed, {failed} failed")

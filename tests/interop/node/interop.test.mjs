@@ -69,3 +69,33 @@ test('a forged token is closed with 4500 after the upgrade', async () => {
   const code = await new Promise((resolve) => ws.on('close', (c) => resolve(c)));
   assert.equal(code, 4500);
 });
+
+// RFC 6455 §5.5.1: the server echoes a client's Close, so ws reports the
+// code sent (a server that drops the socket shows up as 1006 after ws's
+// 30-second close timeout).
+test('a client close with 1000 is echoed', async () => {
+  const ws = await open(`${URL_BASE}?token=${process.env.PETCHAT_CUSTOMER_TOKEN}`, ['petchat.v1']);
+  await ws.next('session.ready');
+  const started = Date.now();
+  const closed = new Promise((resolve) => ws.on('close', (code) => resolve(code)));
+  ws.close(1000, 'bye');
+  assert.equal(await closed, 1000);
+  assert.ok(Date.now() - started < 5_000, 'the echo arrives at once');
+});
+
+// Protocol violations written under the library get a Close frame with 1002
+// (1007 for text that is not UTF-8) before the connection ends.
+for (const [what, raw, expected] of [
+  ['an unmasked frame', Buffer.from([0x81, 0x02, 0x7b, 0x7d]), 1002],
+  ['a reserved opcode', Buffer.from([0x83, 0x80, 0, 0, 0, 0]), 1002],
+  ['invalid UTF-8', Buffer.from([0x81, 0x82, 0, 0, 0, 0, 0xff, 0xfe]), 1007],
+]) {
+  test(`${what} is closed with ${expected}`, async () => {
+    const ws = await open(`${URL_BASE}?token=${process.env.PETCHAT_CUSTOMER_TOKEN}`, ['petchat.v1']);
+    await ws.next('session.ready');
+    const closed = new Promise((resolve) => ws.on('close', (code) => resolve(code)));
+    ws.on('error', () => {});
+    ws._socket.write(raw);
+    assert.equal(await closed, expected);
+  });
+}
