@@ -31,7 +31,9 @@ async function chatPages(server) {
   });
   const errors = [];
   const watch = (page, name) => {
-    page.on('console', (m) => { if (m.type() === 'error' && !/WebSocket connection|ERR_CONNECTION_REFUSED|Failed to load resource/.test(m.text())) errors.push(`${name}: ${m.text()}`); });
+    // Connections refused while the server restarts are expected; an HTTP
+    // error status (a 404 for /favicon.ico, say) is not.
+    page.on('console', (m) => { if (m.type() === 'error' && !/WebSocket connection|net::ERR_/.test(m.text())) errors.push(`${name}: ${m.text()}`); });
     page.on('pageerror', (e) => errors.push(`${name}: ${e.message}`));
     return page;
   };
