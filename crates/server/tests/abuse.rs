@@ -116,7 +116,9 @@ async fn history_requests_that_never_read_keep_server_memory_bounded() {
         let metrics = common::http_get(&server, "/metrics").await;
         let answered: f64 = ["petchat_history_pages_total ", "petchat_history_refused_total "]
             .iter()
-            .filter_map(|name| metrics.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<f64>().ok()))
+            .filter_map(|name| {
+                metrics.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<f64>().ok())
+            })
             .sum();
         if answered >= 150.0 {
             break;
@@ -250,4 +252,72 @@ async fn sigterm_exits_within_the_grace_time_whatever_the_clients_do() {
     assert!(status.success(), "{status}");
     assert_eq!(client.expect_close().await.0, 1001);
     drop((partial, deaf));
+}
+
+/// A flood of every frame type, each on its own connection that reads what
+/// it is sent: every one ends with its specified close code, the server's
+/// memory stays bounded and a bystander is served throughout.
+#[tokio::test]
+async fn a_flood_of_every_frame_type_is_closed_with_its_code() {
+    let dir = tempfile::tempdir().expect("dir");
+    let process = ServerProcess::start(&database(&dir), SECRET, &[], "warn,petchat_server=info").await;
+    let server = TestServer::at(process.addr);
+    let before = process.rss_kib();
+    let ping = br#"{"type":"ping","data":{}}"#;
+    let typing = br#"{"type":"typing.start","data":{"conversationId":"c-nope"}}"#;
+    let floods: [(&str, Vec<u8>, u16); 6] = [
+        ("invalid JSON", frame(0x81, b"{nope", true), 4002),
+        ("valid requests", frame(0x81, typing, true), 4002),
+        ("application pings and requests", [frame(0x81, ping, true), frame(0x81, typing, true)].concat(), 4002),
+        ("pongs", frame(0x8a, b"unsolicited", true), 4002),
+        ("binary frames", frame(0x82, &[0; 64], true), 1003),
+        ("continuations", frame(0x00, b"more", true), 1002),
+    ];
+    for (what, unit, expected) in floods {
+        let mut stream = raw::tcp(process.addr, None).await;
+        raw::upgrade(&mut stream, process.addr, &server.token("flooder", Role::Customer)).await;
+        let flood: Vec<u8> = std::iter::repeat_n(unit, 2_000).flatten().collect();
+        // The server may close before it has read everything: a failed write is fine.
+        let _ = tokio::time::timeout(WAIT, stream.write_all(&flood)).await;
+        assert_eq!(raw::read_close(&mut stream).await, Some(expected), "a flood of {what}");
+        still_serves(&server, "bystander").await;
+    }
+    let after = process.rss_kib();
+    println!("floods of every frame type: RSS {before} KiB -> {after} KiB");
+    assert!(after.saturating_sub(before) < 16 * 1024, "RSS grew from {before} to {after} KiB");
+}
+
+/// A WebSocket that stops reading while frames are due to it: its writes stall,
+/// and once they have made no progress for the write timeout the connection is
+/// dropped (its queue never fills, so no 4001 would come).
+#[tokio::test]
+async fn a_websocket_that_stops_reading_is_dropped_after_the_write_timeout() {
+    let dir = tempfile::tempdir().expect("dir");
+    let flags = ["--messages-per-second", "100000", "--write-timeout-ms", "1500"];
+    let process = ServerProcess::start(&database(&dir), SECRET, &flags, "warn,petchat_server=info").await;
+    let server = TestServer::at(process.addr);
+    let mut deaf = raw::tcp(process.addr, Some(4096)).await;
+    raw::upgrade(&mut deaf, process.addr, &server.token("agent-deaf", Role::Agent)).await;
+    deaf.write_all(&raw::text(r#"{"type":"agent.status","data":{"available":true}}"#)).await.expect("write");
+    let mut customer = server.connect("cust-w", Role::Customer).await;
+    customer.send(json!({"type": "conversation.open", "data": {}})).await;
+    let opened = customer.recv_type("conversation.opened").await;
+    let conversation = opened["data"]["conversation"]["id"].as_str().expect("id").to_owned();
+    customer.recv_until("agent.assigned").await;
+    // 300 messages of 16 KB: far more than the deaf socket's buffers, far fewer than its queue.
+    let paws = "🐾".repeat(4000);
+    for _ in 0..300 {
+        customer.send(chat(&conversation, &paws)).await;
+    }
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let metrics = common::http_get(&server, "/metrics").await;
+        if metrics.lines().any(|l| l.starts_with("petchat_write_timeouts_total ") && !l.ends_with(" 0")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the stalled connection was not dropped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(raw::ends(&mut deaf).await, "the deaf connection ended");
+    still_serves(&server, "bystander").await;
 }
