@@ -153,23 +153,28 @@ async fn history_requests_that_never_read_keep_server_memory_bounded() {
     drop(readers_that_never_read);
 }
 
-/// Defect 3: TCP connections that never finish their HTTP request (silent,
-/// or trickling a byte at a time) stayed open forever.
+/// Defect 3: TCP connections that never finish their HTTP request (400
+/// slow partial upgrades, 300 silent sockets) stayed open forever.
 #[tokio::test]
 async fn silent_and_trickling_connections_are_dropped_after_the_handshake_timeout() {
-    let server = TestServer::start_with(|c| c.limits.handshake_timeout_ms = 1_000).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let flags = ["--handshake-timeout-ms", "1000"];
+    let process = ServerProcess::start(&database(&dir), SECRET, &flags, "warn,petchat_server=info").await;
+    let server = TestServer::at(process.addr);
+    let before = process.rss_kib();
+    let started = Instant::now();
     let mut silent = Vec::new();
-    for _ in 0..50 {
-        silent.push(raw::tcp(server.addr, None).await);
+    for _ in 0..300 {
+        silent.push(raw::tcp(process.addr, None).await);
     }
     let mut trickling = Vec::new();
-    for _ in 0..50 {
-        let mut stream = raw::tcp(server.addr, None).await;
-        stream.write_all(b"GET /v1/ws/chat HTTP/1.1\r\n").await.expect("write");
+    for _ in 0..400 {
+        let mut stream = raw::tcp(process.addr, None).await;
+        stream.write_all(b"GET /v1/ws/chat HTTP/1.1\r\nUpgrade: websocket\r\n").await.expect("write");
         trickling.push(stream);
     }
-    let started = Instant::now();
-    // Keep trickling a header byte every 100 ms: progress does not extend the deadline.
+    // Keep trickling a header byte every 100 ms for 3 s: progress does not
+    // extend the deadline.
     let trickle = async {
         for _ in 0..30 {
             for stream in &mut trickling {
@@ -182,12 +187,17 @@ async fn silent_and_trickling_connections_are_dropped_after_the_handshake_timeou
         for stream in &mut silent {
             assert!(raw::ends(stream).await, "a silent connection stayed open");
         }
+        started.elapsed()
     };
-    tokio::join!(trickle, silent_end);
+    let ((), silent_took) = tokio::join!(trickle, silent_end);
     for stream in &mut trickling {
         assert!(raw::ends(stream).await, "a trickling connection stayed open");
     }
-    println!("100 stalled handshakes dropped after {:?}", started.elapsed());
+    let after = process.rss_kib();
+    println!(
+        "700 stalled handshakes: all silent ones dropped {silent_took:?} after the first connected; RSS {before} -> {after} KiB"
+    );
+    assert!(after.saturating_sub(before) < 16 * 1024, "RSS grew from {before} to {after} KiB");
     still_serves(&server, "bystander").await;
 }
 
@@ -211,7 +221,7 @@ async fn the_accept_loop_survives_running_out_of_file_descriptors() {
     let measured = Instant::now();
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     let cpu = process.cpu_time().saturating_sub(cpu_before);
-    println!("EMFILE: {cpu:?} of CPU in {:?}", measured.elapsed());
+    println!("EMFILE: {cpu:?} of CPU in {:?}, RSS {} KiB", measured.elapsed(), process.rss_kib());
     assert!(cpu < Duration::from_millis(400), "the accept loop spun: {cpu:?} of CPU in one second");
     // A real client gets in once the silent sockets are dropped.
     let deadline = Instant::now() + WAIT;
