@@ -113,11 +113,13 @@ fn finish(ws: WebSocketUpgrade, protocol: Option<String>, app: &AppState) -> Web
     }
 }
 
-/// The most bytes one connection's socket may hold unwritten: room for the
-/// largest frame the server sends (a `chat.message` is at most about
-/// `max_message_bytes`) twice over.
+/// The most bytes one connection's socket may hold unwritten: twice the
+/// largest frame either side sends. A server frame is at most about the
+/// protocol's `MAX_MESSAGE_BYTES` (a `chat.message` of 4000 escaped
+/// characters) even when `--max-message-bytes` is set lower; a frame that
+/// did not fit would end the connection.
 fn max_write_buffer(max_message_bytes: usize) -> usize {
-    max_message_bytes.saturating_mul(2).max(16 * 1024)
+    max_message_bytes.max(petchat_protocol::limits::MAX_MESSAGE_BYTES).saturating_mul(2)
 }
 
 /// The `token` query parameter. JWTs are URL-safe, so no decoding is needed;
