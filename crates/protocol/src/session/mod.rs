@@ -94,6 +94,9 @@ pub enum ConnectionState {
         retry_in_ms: u64,
         /// The close that caused it (`None`: the socket failed without one).
         close_code: Option<CloseCode>,
+        /// Why, in words: the close frame's reason, or why the socket failed
+        /// (as the driver put it); empty when nobody said.
+        reason: String,
     },
     /// Down for good, until the application acts (a new token, `start`).
     Stopped {
@@ -378,7 +381,7 @@ impl Session {
                 } else {
                     0
                 };
-                self.schedule_reconnect(now, hint, code);
+                self.schedule_reconnect_because(now, hint, code, reason);
             }
         }
     }
@@ -392,11 +395,9 @@ impl Session {
         if let Socket::Open { .. } = self.socket {
             let silent = now.saturating_sub(self.last_heard);
             if silent >= self.heartbeat_ms.saturating_mul(u64::from(HEARTBEAT_MISSED_INTERVALS)) {
-                self.actions.push_back(Action::Close {
-                    code: CloseCode::HEARTBEAT_TIMEOUT,
-                    reason: "no frame from the server for two heartbeat intervals".into(),
-                });
-                self.handle_closed(now, Some(CloseCode::HEARTBEAT_TIMEOUT), "");
+                let reason = "no frame from the server for two heartbeat intervals";
+                self.actions.push_back(Action::Close { code: CloseCode::HEARTBEAT_TIMEOUT, reason: reason.into() });
+                self.handle_closed(now, Some(CloseCode::HEARTBEAT_TIMEOUT), reason);
                 return;
             }
             if silent >= self.heartbeat_ms && self.ping_sent_at.is_none() && self.is_ready() {
@@ -827,9 +828,14 @@ impl Session {
     }
 
     fn schedule_reconnect(&mut self, now: Millis, hint_ms: u64, close_code: Option<CloseCode>) {
+        self.schedule_reconnect_because(now, hint_ms, close_code, "");
+    }
+
+    fn schedule_reconnect_because(&mut self, now: Millis, hint_ms: u64, close_code: Option<CloseCode>, reason: &str) {
         let delay = self.config.backoff.next_delay_ms(hint_ms);
         self.retry_at = Some(now.saturating_add(delay));
-        self.set_state(ConnectionState::Reconnecting { retry_in_ms: delay, close_code });
+        let reason = reason.to_owned();
+        self.set_state(ConnectionState::Reconnecting { retry_in_ms: delay, close_code, reason });
     }
 
     fn set_state(&mut self, state: ConnectionState) {

@@ -555,3 +555,17 @@ fn a_refused_join_is_matched_to_its_own_conversation_whatever_the_ids() {
         }
     }
 }
+
+#[test]
+fn the_reconnecting_state_says_why() {
+    let mut pair = Pair::new();
+    pair.actions();
+    pair.session.handle_closed(pair.now, None, "connection refused");
+    let state = pair.session.state().to_json();
+    assert_eq!((state["state"].clone(), state["reason"].clone()), (json!("reconnecting"), json!("connection refused")));
+    pair.until_connect();
+    pair.connect(json!([]));
+    pair.session.handle_closed(pair.now, Some(CloseCode::GOING_AWAY), "shutting down");
+    let state = pair.session.state().to_json();
+    assert_eq!((state["closeCode"].clone(), state["reason"].clone()), (json!(1001), json!("shutting down")));
+}
