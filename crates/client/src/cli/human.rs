@@ -146,6 +146,7 @@ impl View {
     }
 
     async fn message(&mut self, client: &Client, message: ServerMessage) {
+        let opened = matches!(message, ServerMessage::ConversationOpened(_));
         match message {
             ServerMessage::SessionReady(ready) => {
                 say(&format!("[connected as {} ({})]", ready.user.name, ready.user.role.as_str()));
@@ -166,6 +167,8 @@ impl View {
                 }
             }
             ServerMessage::ConversationOpened(s) | ServerMessage::ConversationJoined(s) => {
+                // The rejoins after a reconnect must not move typed lines to another conversation.
+                let switch = opened || self.current.is_none();
                 let c = s.conversation;
                 self.names.insert(c.customer.id.clone(), c.customer.name.clone());
                 if let Some(agent) = &c.agent {
@@ -175,7 +178,9 @@ impl View {
                 seen.status = Some(c.status);
                 seen.last_seq = seen.last_seq.max(c.last_seq.get());
                 self.say_in(&c.id, &format!("[conversation {} ({:?})]", c.id, c.status));
-                self.current = Some(c.id);
+                if switch {
+                    self.current = Some(c.id);
+                }
             }
             ServerMessage::ConversationQueued(q) => {
                 self.note(&q.conversation_id).status = Some(ConversationStatus::Queued);
