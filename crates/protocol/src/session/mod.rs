@@ -832,7 +832,8 @@ impl Session {
     }
 
     fn schedule_reconnect_because(&mut self, now: Millis, hint_ms: u64, close_code: Option<CloseCode>, reason: &str) {
-        let delay = self.config.backoff.next_delay_ms(hint_ms);
+        // At least 1 ms: a deadline is always after the input that set it.
+        let delay = self.config.backoff.next_delay_ms(hint_ms).max(1);
         self.retry_at = Some(now.saturating_add(delay));
         let reason = reason.to_owned();
         self.set_state(ConnectionState::Reconnecting { retry_in_ms: delay, close_code, reason });

@@ -569,3 +569,15 @@ fn the_reconnecting_state_says_why() {
     let state = pair.session.state().to_json();
     assert_eq!((state["closeCode"].clone(), state["reason"].clone()), (json!(1001), json!("shutting down")));
 }
+
+#[test]
+fn a_heartbeat_timeout_never_leaves_a_deadline_due_at_once_whatever_the_jitter() {
+    // Over many seeds some jitter draws are 0: the reconnect must still lie ahead.
+    for seed in 0..2_000 {
+        let mut pair = Pair::with(SessionConfig { seed, backoff: Backoff::new(seed), ..SessionConfig::default() });
+        pair.actions();
+        pair.connect(json!([]));
+        pair.run_timers(60 * SEC);
+        assert!(matches!(pair.session.state(), ConnectionState::Connecting), "seed {seed}");
+    }
+}
