@@ -59,10 +59,15 @@ pub(crate) async fn run(
                             session.handle_connected(now());
                         }
                         Ok(Err(e)) => {
-                            debug!(error = %e, "connecting failed");
-                            session.handle_closed(now(), None, "");
+                            // The error never names the URL, but a token pasted into it would be.
+                            let reason = e.to_string().replace(token.as_str(), "<token>");
+                            debug!(error = %reason, "connecting failed");
+                            session.handle_closed(now(), None, &reason);
                         }
-                        Err(_) => session.handle_closed(now(), None, "connect timeout"),
+                        Err(_) => {
+                            let reason = format!("no answer within {} s", config.connect_timeout.as_secs_f64());
+                            session.handle_closed(now(), None, &reason);
+                        }
                     }
                 }
                 Action::Close { code, reason } => {
@@ -86,7 +91,7 @@ pub(crate) async fn run(
             }
             if failed || (wrote && ws.flush().await.is_err()) {
                 socket = None;
-                session.handle_closed(now(), None, "");
+                session.handle_closed(now(), None, "writing to the socket failed");
                 continue;
             }
         }
@@ -159,9 +164,13 @@ pub(crate) async fn run(
                     session.handle_closed(now(), code, &reason);
                 }
                 Some(Ok(_)) => {}
-                Some(Err(_)) | None => {
+                Some(Err(e)) => {
                     socket = None;
-                    session.handle_closed(now(), None, "");
+                    session.handle_closed(now(), None, &e.to_string());
+                }
+                None => {
+                    socket = None;
+                    session.handle_closed(now(), None, "the connection ended without a close frame");
                 }
             },
             () = sleep_until(started, deadline) => session.handle_timeout(now()),
@@ -218,8 +227,9 @@ async fn next_frame(socket: &mut Option<Socket>) -> Option<Result<Message, tokio
 }
 
 async fn sleep_until(started: Instant, deadline: Option<Millis>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until((started + Duration::from_millis(at)).into()).await,
+    // A deadline beyond what an `Instant` can hold is as good as never.
+    match deadline.and_then(|at| started.checked_add(Duration::from_millis(at))) {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
     }
 }

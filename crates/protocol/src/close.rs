@@ -228,12 +228,18 @@ pub fn reason_with_retry_hint(text: &str, retry_after_ms: u64) -> String {
     format!("{}{hint}", &text[..end])
 }
 
-/// Reads the retry hint out of a close reason, if it carries one.
+/// Reads the retry hint out of a close reason, if it carries one; a number
+/// too large for a `u64` reads as `u64::MAX` (clients clamp it to
+/// [`MAX_RETRY_HINT_MS`](crate::limits::MAX_RETRY_HINT_MS)).
 pub fn retry_hint_ms(reason: &str) -> Option<u64> {
     let start = reason.find(RETRY_HINT_MARKER)? + RETRY_HINT_MARKER.len();
     let digits = &reason[start..];
     let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
-    digits[..end].parse().ok()
+    let digits = &digits[..end];
+    if digits.is_empty() {
+        return None;
+    }
+    Some(digits.parse().unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
@@ -294,5 +300,7 @@ mod tests {
         let long = reason_with_retry_hint(&"é".repeat(200), u64::MAX);
         assert!(long.len() <= crate::limits::MAX_CLOSE_REASON_BYTES);
         assert_eq!(retry_hint_ms(&long), Some(u64::MAX));
+        assert_eq!(retry_hint_ms("full; retryAfterMs=99999999999999999999999"), Some(u64::MAX));
+        assert_eq!(retry_hint_ms("full; retryAfterMs="), None);
     }
 }

@@ -3,6 +3,13 @@
 //! The server announces the ones a client must respect in `session.ready`
 //! (`limits`); the defaults here are what it announces unless it is configured
 //! otherwise. Clients and server take their numbers from this one place.
+//!
+//! The last group bounds what a client believes of the server: numbers it
+//! reads from `session.ready`, errors and close reasons are clamped to these
+//! ranges, so a hostile or buggy server can make a client neither panic on an
+//! overflow nor spin on a zero delay.
+
+use std::ops::RangeInclusive;
 
 /// Largest text frame, in bytes, that the server accepts; a bigger frame is
 /// closed with 1009 (`message_too_big`).
@@ -102,3 +109,22 @@ pub const MAX_HISTORY_PAGE_BYTES: usize = 1 << 20;
 /// Longest display name (`name` claim), in characters; a longer one is cut
 /// to this length, since every message its author sends carries it.
 pub const MAX_NAME_CHARS: usize = 64;
+
+/// The `heartbeatIntervalMs` a client accepts from `session.ready`: 1 s to
+/// 10 min. A server announcing less would have the client ping in a tight
+/// loop; more, and a dead server would go unnoticed for hours.
+pub const HEARTBEAT_INTERVAL_MS_BOUNDS: RangeInclusive<u64> = 1_000..=600_000;
+
+/// The longest wait a server's retry hint imposes on a client (the
+/// `retryAfterMs` of an `error`, `retryAfterMs=N` in a close reason): 5 min.
+/// A longer hint is cut to it.
+pub const MAX_RETRY_HINT_MS: u64 = 300_000;
+
+/// The `messagesPerSecond` a client accepts from `session.ready`. Zero would
+/// stall the client for good; the top is what benchmarks configure.
+pub const MESSAGES_PER_SECOND_BOUNDS: RangeInclusive<u32> = 1..=1_000_000;
+
+/// The `maxMessageBytes` a client accepts from `session.ready`: below 1 KiB no
+/// `chat.send` fits in its envelope, so the announcement is taken as broken;
+/// 16 MiB is far above any frame a client builds.
+pub const MAX_MESSAGE_BYTES_BOUNDS: RangeInclusive<u32> = 1_024..=16_777_216;

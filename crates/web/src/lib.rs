@@ -62,6 +62,8 @@ export interface ConnectionState {
   state: "connecting" | "connected" | "reconnecting" | "stopped";
   retryInMs?: number;
   closeCode?: number;
+  /** Why a reconnect is needed: the close frame's reason, or why the connection failed. */
+  reason?: string;
 }
 "#;
 
@@ -98,7 +100,10 @@ pub fn connect(
     let get_token: js_sys::Function =
         get("getToken").dyn_into().map_err(|_| JsError::new("connect: `getToken` must be a function"))?;
     let on_event = get("onEvent").dyn_into::<js_sys::Function>().ok();
-    let seed = (js_sys::Math::random() * 2f64.powi(53)) as u64;
+    // The seed makes the `clientMessageId`s of `send`: from the cryptographic
+    // source, so that two devices never share them.
+    let random = platform::random_bytes().map_err(|e| JsError::new(&format!("connect: {e}")))?;
+    let seed = u64::from_le_bytes(random[..8].try_into().expect("8 of 16 bytes"));
     let config = SessionConfig {
         auto_delivered: get("autoDelivered").as_bool().unwrap_or(true),
         seed,
@@ -164,7 +169,8 @@ impl PetchatClient {
             && let Some(data) = value.get_mut("data").and_then(serde_json::Value::as_object_mut)
             && !data.contains_key("clientMessageId")
         {
-            let id = ClientMessageId::from_random_bytes(platform::random_bytes());
+            let random = platform::random_bytes().map_err(|e| JsError::new(&e.to_string()))?;
+            let id = ClientMessageId::from_random_bytes(random);
             data.insert("clientMessageId".into(), serde_json::Value::String(id.as_str().to_owned()));
         }
         let envelope = ClientEnvelope::decode(&value.to_string()).map_err(|e| JsError::new(&e.to_string()))?;
@@ -244,7 +250,7 @@ impl PetchatClient {
         });
     }
 
-    /// The connection state: `{state, retryInMs?, closeCode?}`.
+    /// The connection state: `{state, retryInMs?, closeCode?, reason?}`.
     #[wasm_bindgen(unchecked_return_type = "ConnectionState")]
     pub fn state(&self) -> JsValue {
         json_to_js(&self.inner.session.borrow().state().to_json())

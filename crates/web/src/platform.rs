@@ -7,6 +7,30 @@ use petchat_protocol::{SendChat, Timestamp};
 
 pub(crate) use imp::*;
 
+/// The browser gave no random bytes: `crypto.getRandomValues` is missing,
+/// threw, or left the buffer all zeros. The client refuses to go on rather
+/// than make `clientMessageId`s that all collide (the server would drop every
+/// message after the first as a duplicate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NoRandomness;
+
+impl std::fmt::Display for NoRandomness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the browser gave no random bytes (crypto.getRandomValues); petchat cannot make message ids")
+    }
+}
+
+/// 16 bytes from the browser's cryptographic random source, never zeros.
+pub(crate) fn random_bytes() -> Result<[u8; 16], NoRandomness> {
+    let mut bytes = [0u8; 16];
+    fill_random(&mut bytes)?;
+    // All zeros from a working source has odds of 2^-128; it is a stub that wrote nothing.
+    if bytes == [0; 16] {
+        return Err(NoRandomness);
+    }
+    Ok(bytes)
+}
+
 /// A timestamp of now, for the client's own events.
 pub(crate) fn timestamp() -> Timestamp {
     Timestamp::from_unix_ms(wall_clock_ms()).unwrap_or_else(|| Timestamp::from_unix_ms(0).expect("the epoch"))
@@ -60,12 +84,9 @@ mod imp {
         js_sys::Date::now() as i64
     }
 
-    pub(crate) fn random_bytes() -> [u8; 16] {
-        let mut bytes = [0u8; 16];
-        if let Ok(crypto) = window().crypto() {
-            let _ = crypto.get_random_values_with_u8_array(&mut bytes);
-        }
-        bytes
+    pub(crate) fn fill_random(bytes: &mut [u8]) -> Result<(), super::NoRandomness> {
+        let crypto = window().crypto().map_err(|_| super::NoRandomness)?;
+        crypto.get_random_values_with_u8_array(bytes).map(drop).map_err(|_| super::NoRandomness)
     }
 
     pub(crate) fn storage_get(key: &str) -> Option<String> {
@@ -261,8 +282,9 @@ mod imp {
         0
     }
 
-    pub(crate) fn random_bytes() -> [u8; 16] {
-        [0; 16]
+    /// No browser, no random source.
+    pub(crate) fn fill_random(_: &mut [u8]) -> Result<(), super::NoRandomness> {
+        Err(super::NoRandomness)
     }
 
     pub(crate) fn storage_get(_: &str) -> Option<String> {

@@ -332,3 +332,38 @@ async fn messages_typed_offline_survive_a_reload_and_arrive_once_in_order() {
     reloaded.client.close();
     agent.client.close();
 }
+
+/// Issue 10, defect 9: without a working `crypto.getRandomValues` the client
+/// refuses, loudly, instead of making all-zero `clientMessageId`s that the
+/// server would drop as duplicates of one another.
+#[wasm_bindgen_test]
+async fn a_broken_random_source_fails_loudly_instead_of_making_zero_ids() {
+    let (_turn, url) = ws_url().await;
+    let probe = Probe::ready(&url, "customer").await;
+    let crypto: JsValue = web_sys::window().expect("a window").crypto().expect("crypto").into();
+    let broken = [
+        // A stub that leaves the buffer as it was: zeros.
+        js_sys::Function::new_with_args("array", "return array;"),
+        js_sys::Function::new_no_args("throw new Error('no entropy');"),
+    ];
+    let message = json!({"type": "chat.send", "data": {"conversationId": "c-random", "text": "hi"}}).to_string();
+    for stub in broken {
+        js_sys::Reflect::set(&crypto, &"getRandomValues".into(), &stub).expect("crypto takes an own property");
+        let sent = probe.client.send_message(JsValue::from_str(&message));
+        let options = js_sys::Object::new();
+        js_sys::Reflect::set(&options, &"url".into(), &JsValue::from_str(&url)).expect("an object");
+        let get_token = js_sys::Function::new_no_args("return null;");
+        js_sys::Reflect::set(&options, &"getToken".into(), &get_token).expect("an object");
+        let connected = connect(options.into());
+        // Restore the browser's own before asserting, for the tests that follow.
+        js_sys::Reflect::delete_property(crypto.unchecked_ref::<js_sys::Object>(), &"getRandomValues".into())
+            .expect("restored");
+        assert!(sent.is_err(), "sendMessage made a clientMessageId without random bytes");
+        if let Ok(client) = connected {
+            client.close();
+            panic!("connect seeded its message ids without random bytes");
+        }
+    }
+    assert!(probe.outbox().as_array().expect("an array").is_empty(), "nothing was queued");
+    probe.client.close();
+}

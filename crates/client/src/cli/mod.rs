@@ -134,18 +134,27 @@ pub(crate) struct TokenArgs {
     ttl: Duration,
 }
 
-/// Lines typed on stdin, read by a task of their own; the channel closes with stdin.
+/// Lines typed on stdin, read by a thread of their own; the channel closes with stdin.
+///
+/// A plain thread, not `tokio::io::stdin`: tokio reads stdin on its blocking
+/// pool, and a runtime waits for its blocking pool when it shuts down, so the
+/// CLI could not exit (after a refused token, `/quit`) while stdin stayed
+/// open. A thread blocked in `read` does not keep the process alive.
 pub(crate) fn stdin_lines() -> tokio::sync::mpsc::Receiver<String> {
-    use tokio::io::AsyncBufReadExt;
+    use std::io::BufRead;
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
-        let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-        while let Ok(Some(line)) = stdin.next_line().await {
-            if tx.send(line).await.is_err() {
+    let reader = std::thread::Builder::new().name("stdin".into()).spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if tx.blocking_send(line).is_err() {
                 break;
             }
         }
     });
+    if let Err(e) = reader {
+        // Without a reader the channel is closed at once: the CLI acts as on an empty stdin.
+        eprintln!("petchat: cannot read stdin: {e}");
+    }
     rx
 }
 
@@ -163,9 +172,13 @@ pub(crate) fn token(args: TokenArgs) -> Result<(), Failure> {
 
 pub(crate) async fn send(args: SendArgs) -> Result<(), Failure> {
     let config = args.connection.config()?;
+    let mut progress = Progress::new(&config.url, args.timeout);
     let (client, mut events) = connect(config).map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
     let deadline = tokio::time::sleep(Duration::from_secs(args.timeout));
     tokio::pin!(deadline);
+    // Quiet when all goes well: the first attempt is announced only once it is slow.
+    let slow = tokio::time::sleep(SLOW_CONNECT);
+    tokio::pin!(slow);
     let mut conversation = match &args.conversation {
         Some(id) => Some(
             ConversationId::new(id.clone()).map_err(|e| Failure::new(exit::USAGE, format!("--conversation: {e}")))?,
@@ -176,7 +189,11 @@ pub(crate) async fn send(args: SendArgs) -> Result<(), Failure> {
     loop {
         let event = tokio::select! {
             event = events.next() => event,
-            () = &mut deadline => return Err(Failure::new(exit::OTHER, "no acknowledgement before the timeout")),
+            () = &mut slow, if !progress.connected && !progress.spoke => {
+                progress.say(format!("connecting to {}…", progress.url));
+                continue;
+            }
+            () = &mut deadline => return Err(Failure::new(exit::OTHER, progress.gave_up())),
         };
         let Some(event) = event else { return Err(Failure::new(exit::OTHER, "the client stopped")) };
         match event {
@@ -206,7 +223,81 @@ pub(crate) async fn send(args: SendArgs) -> Result<(), Failure> {
                 return Err(Failure::new(exit::OTHER, format!("refused: {} ({})", error.message, error.code)));
             }
             Event::State(ConnectionState::Stopped { close_code }) => return Err(stopped(close_code)),
+            Event::State(state) => progress.state(&state),
             _ => {}
+        }
+    }
+}
+
+/// How long the first connection attempt of `petchat send` may take before
+/// the CLI says on stderr what it is waiting for.
+const SLOW_CONNECT: Duration = Duration::from_secs(1);
+
+/// What `petchat send` tells stderr while it waits, and why it gave up.
+struct Progress {
+    /// The server URL without its query (which may hold a token).
+    url: String,
+    timeout_s: u64,
+    connected: bool,
+    ever_connected: bool,
+    /// Something was printed already.
+    spoke: bool,
+    /// The last reason the connection failed or ended.
+    trouble: Option<String>,
+}
+
+impl Progress {
+    fn new(url: &str, timeout_s: u64) -> Self {
+        let url = url.split(['?', '#']).next().unwrap_or(url).to_owned();
+        Self { url, timeout_s, connected: false, ever_connected: false, spoke: false, trouble: None }
+    }
+
+    fn say(&mut self, line: String) {
+        self.spoke = true;
+        eprintln!("petchat: {line}");
+    }
+
+    fn state(&mut self, state: &ConnectionState) {
+        match state {
+            ConnectionState::Connected => {
+                self.connected = true;
+                self.ever_connected = true;
+                if self.spoke {
+                    self.say(format!("connected to {}; waiting for the acknowledgement", self.url));
+                }
+            }
+            ConnectionState::Reconnecting { retry_in_ms, close_code, reason } => {
+                let why = match (close_code, reason.is_empty()) {
+                    (Some(code), true) => format!("the server closed the connection ({code})"),
+                    (Some(code), false) => format!("the server closed the connection ({code}: {reason})"),
+                    (None, _) if !self.connected => format!(
+                        "cannot connect to {}{}",
+                        self.url,
+                        if reason.is_empty() { String::new() } else { format!(": {reason}") }
+                    ),
+                    (None, true) => "the connection failed".to_owned(),
+                    (None, false) => format!("the connection failed: {reason}"),
+                };
+                self.connected = false;
+                self.say(format!(
+                    "{why}; reconnecting in {:.1} s (giving up {} s after the start)",
+                    *retry_in_ms as f64 / 1000.0,
+                    self.timeout_s
+                ));
+                self.trouble = Some(why);
+            }
+            ConnectionState::Connecting | ConnectionState::Stopped { .. } => {}
+        }
+    }
+
+    /// The message of a timeout: what was still missing.
+    fn gave_up(&self) -> String {
+        let waited = format!("no acknowledgement within {} s (--timeout)", self.timeout_s);
+        match (&self.trouble, self.ever_connected) {
+            (Some(trouble), false) => format!("{waited}: never connected; the last attempt: {trouble}"),
+            (None, false) => format!("{waited}: still connecting to {}", self.url),
+            (Some(trouble), true) if !self.connected => format!("{waited}: {trouble}"),
+            _ => format!("{waited}: connected to {}, but the server did not acknowledge the message", self.url),
         }
     }
 }

@@ -34,7 +34,7 @@ impl Backoff {
     pub fn next_delay_ms(&mut self, at_least_ms: u64) -> u64 {
         let ceiling = self.ceiling_ms();
         self.attempt = self.attempt.saturating_add(1);
-        let jittered = self.rng.next() % (ceiling + 1);
+        let jittered = self.rng.next() % ceiling.saturating_add(1);
         jittered.max(at_least_ms)
     }
 
@@ -111,5 +111,14 @@ mod tests {
         assert_eq!(backoff.ceiling_ms(), 4_000);
         backoff.connection_ended(30_000);
         assert_eq!(backoff.ceiling_ms(), 1_000);
+    }
+
+    #[test]
+    fn an_unbounded_cap_saturates_instead_of_overflowing() {
+        let mut backoff = Backoff::with(u64::MAX, u64::MAX, u64::MAX, 3);
+        for _ in 0..100 {
+            backoff.next_delay_ms(0);
+        }
+        assert_eq!(backoff.ceiling_ms(), u64::MAX);
     }
 }

@@ -38,15 +38,15 @@ impl Event {
 }
 
 impl ConnectionState {
-    /// `{state, retryInMs?, closeCode?}`, the data of `client.state`.
+    /// `{state, retryInMs?, closeCode?, reason?}`, the data of `client.state`.
     pub fn to_json(&self) -> Value {
-        let (state, retry, code) = match self {
-            ConnectionState::Connecting => ("connecting", None, None),
-            ConnectionState::Connected => ("connected", None, None),
-            ConnectionState::Reconnecting { retry_in_ms, close_code } => {
-                ("reconnecting", Some(*retry_in_ms), *close_code)
+        let (state, retry, code, reason) = match self {
+            ConnectionState::Connecting => ("connecting", None, None, ""),
+            ConnectionState::Connected => ("connected", None, None, ""),
+            ConnectionState::Reconnecting { retry_in_ms, close_code, reason } => {
+                ("reconnecting", Some(*retry_in_ms), *close_code, reason.as_str())
             }
-            ConnectionState::Stopped { close_code } => ("stopped", None, *close_code),
+            ConnectionState::Stopped { close_code } => ("stopped", None, *close_code, ""),
         };
         let mut data = json!({"state": state});
         if let Some(retry) = retry {
@@ -54,6 +54,9 @@ impl ConnectionState {
         }
         if let Some(code) = code {
             data["closeCode"] = json!(code.code());
+        }
+        if !reason.is_empty() {
+            data["reason"] = json!(reason);
         }
         data
     }

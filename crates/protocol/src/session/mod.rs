@@ -27,15 +27,17 @@ mod json;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::RangeInclusive;
 
 pub use backoff::Backoff;
 
 use crate::close::{self, CloseCode, Reconnect};
 use crate::error::{DecodeError, ErrorCode, ErrorData};
 use crate::limits::{
-    DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_MESSAGES_PER_SECOND, HEARTBEAT_MISSED_INTERVALS, MAX_MESSAGE_BYTES,
-    OUTBOX_CAPACITY, RATE_BURST_FACTOR, TYPING_THROTTLE_MS,
+    DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_MESSAGES_PER_SECOND, HEARTBEAT_INTERVAL_MS_BOUNDS,
+    HEARTBEAT_MISSED_INTERVALS, MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES_BOUNDS, MAX_RETRY_HINT_MS,
+    MESSAGES_PER_SECOND_BOUNDS, OUTBOX_CAPACITY, RATE_BURST_FACTOR, TYPING_THROTTLE_MS,
 };
 use crate::{
     ChatAck, ChatMessage, ClientEnvelope, ClientMessage, ClientMessageId, ConversationId, ConversationRef,
@@ -92,6 +94,9 @@ pub enum ConnectionState {
         retry_in_ms: u64,
         /// The close that caused it (`None`: the socket failed without one).
         close_code: Option<CloseCode>,
+        /// Why, in words: the close frame's reason, or why the socket failed
+        /// (as the driver put it); empty when nobody said.
+        reason: String,
     },
     /// Down for good, until the application acts (a new token, `start`).
     Stopped {
@@ -237,7 +242,12 @@ pub struct Session {
     control: VecDeque<(Option<ConversationId>, ClientEnvelope)>,
     outbox: VecDeque<OutboxEntry>,
     receipts: BTreeMap<(ConversationId, bool), Seq>,
-    tracks: HashMap<ConversationId, Track>,
+    /// Ordered maps only: the order of rejoins and receipts is part of what
+    /// the tests pin, and must not change from one run to the next.
+    tracks: BTreeMap<ConversationId, Track>,
+    /// The joins on their way, by request id, to match a reply or an error to
+    /// its conversation; at most one per conversation.
+    joins: BTreeMap<RequestId, ConversationId>,
     actions: VecDeque<Action>,
     transmits: VecDeque<String>,
     events: VecDeque<Event>,
@@ -267,7 +277,8 @@ impl Session {
             control: VecDeque::new(),
             outbox: VecDeque::new(),
             receipts: BTreeMap::new(),
-            tracks: HashMap::new(),
+            tracks: BTreeMap::new(),
+            joins: BTreeMap::new(),
             actions: VecDeque::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -352,6 +363,7 @@ impl Session {
             entry.transmitted = false;
         }
         self.transmits.clear();
+        self.joins.clear();
         if self.stopped_by_user {
             return self.set_state(ConnectionState::Stopped { close_code: code });
         }
@@ -365,11 +377,11 @@ impl Session {
             }
             Reconnect::Backoff | Reconnect::AfterHint => {
                 let hint = if rule == Reconnect::AfterHint {
-                    close::retry_hint_ms(reason).unwrap_or(0).max(self.hint_ms)
+                    close::retry_hint_ms(reason).unwrap_or(0).min(MAX_RETRY_HINT_MS).max(self.hint_ms)
                 } else {
                     0
                 };
-                self.schedule_reconnect(now, hint, code);
+                self.schedule_reconnect_because(now, hint, code, reason);
             }
         }
     }
@@ -382,12 +394,10 @@ impl Session {
         }
         if let Socket::Open { .. } = self.socket {
             let silent = now.saturating_sub(self.last_heard);
-            if silent >= self.heartbeat_ms * u64::from(HEARTBEAT_MISSED_INTERVALS) {
-                self.actions.push_back(Action::Close {
-                    code: CloseCode::HEARTBEAT_TIMEOUT,
-                    reason: "no frame from the server for two heartbeat intervals".into(),
-                });
-                self.handle_closed(now, Some(CloseCode::HEARTBEAT_TIMEOUT), "");
+            if silent >= self.heartbeat_ms.saturating_mul(u64::from(HEARTBEAT_MISSED_INTERVALS)) {
+                let reason = "no frame from the server for two heartbeat intervals";
+                self.actions.push_back(Action::Close { code: CloseCode::HEARTBEAT_TIMEOUT, reason: reason.into() });
+                self.handle_closed(now, Some(CloseCode::HEARTBEAT_TIMEOUT), reason);
                 return;
             }
             if silent >= self.heartbeat_ms && self.ping_sent_at.is_none() && self.is_ready() {
@@ -401,7 +411,7 @@ impl Session {
         let stale: Vec<ConversationId> = self
             .tracks
             .iter()
-            .filter(|(_, t)| t.last_keystroke.is_some_and(|k| now >= k + idle))
+            .filter(|(_, t)| t.last_keystroke.is_some_and(|k| now >= k.saturating_add(idle)))
             .map(|(id, _)| id.clone())
             .collect();
         for id in stale {
@@ -450,16 +460,20 @@ impl Session {
         let mut deadlines = Vec::new();
         deadlines.extend(self.retry_at);
         if let Socket::Open { .. } = self.socket {
-            deadlines.push(self.last_heard + self.heartbeat_ms * u64::from(HEARTBEAT_MISSED_INTERVALS));
-            if self.ping_sent_at.is_none() {
-                deadlines.push(self.last_heard + self.heartbeat_ms);
+            let dead_after = self.heartbeat_ms.saturating_mul(u64::from(HEARTBEAT_MISSED_INTERVALS));
+            deadlines.push(self.last_heard.saturating_add(dead_after));
+            // Only a ready session pings: waiting for `session.ready`, this
+            // deadline would pass without a ping and wake the driver in a loop.
+            if self.ping_sent_at.is_none() && self.is_ready() {
+                deadlines.push(self.last_heard.saturating_add(self.heartbeat_ms));
             }
             if self.is_ready() && self.has_paced_work() {
-                let wait = self.paused_until.unwrap_or(0).max(self.refilled_at + self.ms_per_token());
+                let wait = self.paused_until.unwrap_or(0).max(self.refilled_at.saturating_add(self.ms_per_token()));
                 deadlines.push(wait);
             }
         }
-        deadlines.extend(self.tracks.values().filter_map(|t| t.last_keystroke.map(|k| k + self.config.typing_idle_ms)));
+        let idle = self.config.typing_idle_ms;
+        deadlines.extend(self.tracks.values().filter_map(|t| t.last_keystroke.map(|k| k.saturating_add(idle))));
         deadlines.into_iter().min()
     }
 
@@ -565,7 +579,7 @@ impl Session {
         }
         let track = self.tracks.entry(conversation_id.clone()).or_default();
         track.last_keystroke = Some(now);
-        if track.typing_sent_at.is_none_or(|at| now >= at + TYPING_THROTTLE_MS) {
+        if track.typing_sent_at.is_none_or(|at| now >= at.saturating_add(TYPING_THROTTLE_MS)) {
             track.typing_sent_at = Some(now);
             let start = ClientMessage::TypingStart(ConversationRef { conversation_id: conversation_id.clone() });
             self.control.push_back((None, ClientEnvelope::new(start)));
@@ -647,9 +661,10 @@ impl Session {
                 if let Socket::Open { since, .. } = self.socket {
                     self.socket = Socket::Open { since, ready: true };
                 }
-                self.heartbeat_ms = ready.heartbeat_interval_ms.max(1);
-                self.max_message_bytes = ready.limits.max_message_bytes as usize;
-                self.rate_per_s = u64::from(ready.limits.messages_per_second.max(1));
+                // The server's numbers, held to sane bounds (limits.rs).
+                self.heartbeat_ms = within(ready.heartbeat_interval_ms, &HEARTBEAT_INTERVAL_MS_BOUNDS);
+                self.max_message_bytes = within(ready.limits.max_message_bytes, &MAX_MESSAGE_BYTES_BOUNDS) as usize;
+                self.rate_per_s = u64::from(within(ready.limits.messages_per_second, &MESSAGES_PER_SECOND_BOUNDS));
                 self.tokens_milli = self.burst_milli();
                 self.refilled_at = now;
                 self.user = Some(ready.user.clone());
@@ -659,7 +674,7 @@ impl Session {
                         self.track(&conversation.id);
                     }
                 }
-                // Rejoin everything known, first, then replay the outbox.
+                // Rejoin everything known, in id order, first, then replay the outbox.
                 let known: Vec<ConversationId> = self.tracks.keys().cloned().collect();
                 self.control.retain(|(_, e)| !matches!(e.message, ClientMessage::ConversationJoin(_)));
                 for id in known.iter().rev() {
@@ -676,6 +691,9 @@ impl Session {
                 let id = snapshot.conversation.id.clone();
                 let last = snapshot.conversation.last_seq.get();
                 let joined = matches!(envelope.message, ServerMessage::ConversationJoined(_));
+                if joined && let Some(request) = &envelope.id {
+                    self.joins.remove(request);
+                }
                 let track = self.tracks.entry(id.clone()).or_default();
                 if joined {
                     track.joining = false;
@@ -727,17 +745,17 @@ impl Session {
     /// A refused request: a `chat.send` is retried (rate limit, server
     /// failure) or leaves the outbox; a refused join is queued again.
     fn on_error(&mut self, now: Millis, error: &ErrorData) {
-        let retry_after = error.retry_after_ms.unwrap_or(1_000);
+        let retry_after = error.retry_after_ms.unwrap_or(1_000).min(MAX_RETRY_HINT_MS);
         if error.code == ErrorCode::RateLimited {
             self.hint_ms = retry_after;
-            self.paused_until = Some(now + retry_after);
+            self.paused_until = Some(now.saturating_add(retry_after));
         }
         let Some(ref_id) = &error.ref_id else { return };
         if let Some(index) = self.outbox.iter().position(|e| &e.request_id == ref_id) {
             match error.code {
                 ErrorCode::RateLimited | ErrorCode::Internal => {
                     self.outbox[index].transmitted = false;
-                    self.paused_until = Some(now + retry_after);
+                    self.paused_until = Some(now.saturating_add(retry_after));
                 }
                 _ => {
                     let entry = self.outbox.remove(index).expect("index from position");
@@ -747,15 +765,12 @@ impl Session {
                     });
                 }
             }
-        } else if ref_id.as_str().starts_with("j-") {
-            let conversation = self.tracks.keys().find(|id| ref_id.as_str().ends_with(id.as_str())).cloned();
-            if let Some(id) = conversation {
-                if error.code == ErrorCode::RateLimited {
-                    self.queue_join(&id);
-                } else if let Some(track) = self.tracks.get_mut(&id) {
-                    // Refused for good (forbidden, not found): not joining any more.
-                    track.joining = false;
-                }
+        } else if let Some(id) = self.joins.remove(ref_id) {
+            if error.code == ErrorCode::RateLimited {
+                self.queue_join(&id);
+            } else if let Some(track) = self.tracks.get_mut(&id) {
+                // Refused for good (forbidden, not found): not joining any more.
+                track.joining = false;
             }
         }
     }
@@ -783,10 +798,11 @@ impl Session {
     fn join_envelope(&mut self, conversation_id: &ConversationId) -> ClientEnvelope {
         let after = self.tracks.get(conversation_id).map_or(0, |t| t.contiguous);
         let join = JoinConversation { conversation_id: conversation_id.clone(), after_seq: LastSeq::new(after).ok() };
-        let id = RequestId::new(
-            format!("j-{}", conversation_id.as_str()).chars().take(crate::limits::MAX_ID_CHARS).collect::<String>(),
-        )
-        .expect("a non-empty id of bounded length");
+        // A fresh id for every join, remembered until its reply: an error's
+        // `refId` then names its conversation exactly, whatever the ids look like.
+        let id = self.request_id("j");
+        self.joins.retain(|_, c| c != conversation_id);
+        self.joins.insert(id.clone(), conversation_id.clone());
         ClientEnvelope::new(ClientMessage::ConversationJoin(join)).with_id(id)
     }
 
@@ -812,9 +828,15 @@ impl Session {
     }
 
     fn schedule_reconnect(&mut self, now: Millis, hint_ms: u64, close_code: Option<CloseCode>) {
-        let delay = self.config.backoff.next_delay_ms(hint_ms);
-        self.retry_at = Some(now + delay);
-        self.set_state(ConnectionState::Reconnecting { retry_in_ms: delay, close_code });
+        self.schedule_reconnect_because(now, hint_ms, close_code, "");
+    }
+
+    fn schedule_reconnect_because(&mut self, now: Millis, hint_ms: u64, close_code: Option<CloseCode>, reason: &str) {
+        // At least 1 ms: a deadline is always after the input that set it.
+        let delay = self.config.backoff.next_delay_ms(hint_ms).max(1);
+        self.retry_at = Some(now.saturating_add(delay));
+        let reason = reason.to_owned();
+        self.set_state(ConnectionState::Reconnecting { retry_in_ms: delay, close_code, reason });
     }
 
     fn set_state(&mut self, state: ConnectionState) {
@@ -851,7 +873,8 @@ impl Session {
         }
         self.paused_until = None;
         let elapsed = now.saturating_sub(self.refilled_at);
-        self.tokens_milli = (self.tokens_milli + elapsed * self.rate_per_s).min(self.burst_milli());
+        self.tokens_milli =
+            self.tokens_milli.saturating_add(elapsed.saturating_mul(self.rate_per_s)).min(self.burst_milli());
         self.refilled_at = now;
         while self.tokens_milli >= 1_000 {
             let frame = if let Some((_, envelope)) = self.control.pop_front() {
@@ -874,7 +897,7 @@ impl Session {
 
     fn request_id(&mut self, prefix: &str) -> RequestId {
         let n = self.next_request;
-        self.next_request += 1;
+        self.next_request = self.next_request.wrapping_add(1);
         RequestId::new(format!("{prefix}-{n}")).expect("a short non-empty id")
     }
 
@@ -884,6 +907,11 @@ impl Session {
         bytes[8..].copy_from_slice(&self.config.backoff.random().to_le_bytes());
         bytes
     }
+}
+
+/// `value` raised or lowered into `bounds`.
+fn within<T: Ord + Copy>(value: T, bounds: &RangeInclusive<T>) -> T {
+    value.clamp(*bounds.start(), *bounds.end())
 }
 
 fn envelope(message: ClientMessage, id: Option<RequestId>) -> ClientEnvelope {

@@ -402,3 +402,182 @@ fn the_network_coming_back_reconnects_at_once() {
     pair.session.network_online(pair.now);
     assert_eq!(pair.actions(), [Action::Connect]);
 }
+
+// ----- a hostile or buggy server (issue 10, defect 9) ------------------------------
+
+/// The longest a deadline may lie ahead: two of the longest heartbeat intervals.
+const LONGEST_WAIT: Millis = 2 * 600_000;
+
+impl Pair {
+    /// `session.ready` with these `heartbeatIntervalMs`, `maxMessageBytes` and `messagesPerSecond`.
+    fn connect_announcing(&mut self, heartbeat_ms: u64, max_message_bytes: u64, messages_per_second: u64) {
+        self.session.handle_connected(self.now);
+        self.server(json!({"type": "session.ready", "data": {
+            "sessionId": "s", "user": {"id": "cust-1", "role": "customer", "name": "C"},
+            "heartbeatIntervalMs": heartbeat_ms,
+            "limits": {"maxMessageBytes": max_message_bytes, "maxTextChars": 4_000,
+                "messagesPerSecond": messages_per_second},
+            "conversations": [],
+        }}));
+    }
+
+    /// Plays a driver that only runs timers, for at most `span` of virtual
+    /// time or until the session waits on nothing: every deadline must lie
+    /// strictly after the time it was asked at (or the driver would spin) and
+    /// at most [`LONGEST_WAIT`] ahead. Returns how often the session woke.
+    fn run_timers(&mut self, span: Millis) -> usize {
+        let end = self.now + span;
+        let mut wakeups = 0;
+        while let Some(at) = self.session.poll_timeout() {
+            assert!(at > self.now, "a deadline at {at} ms, not after now ({} ms): the driver would spin", self.now);
+            assert!(at - self.now <= LONGEST_WAIT, "a deadline {} ms ahead", at - self.now);
+            if at > end {
+                break;
+            }
+            self.now = at;
+            self.session.handle_timeout(at);
+            wakeups += 1;
+            assert!(wakeups < 1_000, "woke {wakeups} times in {span} ms");
+        }
+        wakeups
+    }
+}
+
+#[test]
+fn extreme_limits_in_session_ready_are_clamped_so_the_session_neither_panics_nor_spins() {
+    for (heartbeat, bytes, rate) in [(0, 0, 0), (1, 1, 1), (u64::MAX, u64::from(u32::MAX), u64::from(u32::MAX))] {
+        let mut pair = Pair::new();
+        pair.actions();
+        pair.advance(SEC);
+        pair.connect_announcing(heartbeat, bytes, rate);
+        let ahead = pair.session.poll_timeout().expect("the heartbeat waits") - pair.now;
+        assert!((1_000..=600_000).contains(&ahead), "heartbeat {heartbeat}: the first deadline {ahead} ms ahead");
+        // However small the announced frame limit, a short message is not refused here.
+        pair.session.send_chat(pair.now, &c1(), "hello").expect("queued");
+        pair.transmits();
+        // A silent server: pings, then the link is declared dead, in bounded steps.
+        let wakeups = pair.run_timers(3_600 * SEC);
+        assert!(wakeups <= 3, "heartbeat {heartbeat}: woke {wakeups} times");
+        assert!(
+            pair.actions()
+                .iter()
+                .any(|a| matches!(a, Action::Close { code, .. } if *code == CloseCode::HEARTBEAT_TIMEOUT))
+        );
+    }
+}
+
+#[test]
+fn a_session_waiting_for_session_ready_does_not_spin() {
+    let mut pair = Pair::new();
+    pair.actions();
+    pair.session.handle_connected(pair.now);
+    // No `session.ready`: no ping is due, and no deadline stays in the past.
+    pair.run_timers(60 * SEC);
+    assert!(
+        pair.actions().iter().any(|a| matches!(a, Action::Close { code, .. } if *code == CloseCode::HEARTBEAT_TIMEOUT))
+    );
+}
+
+#[test]
+fn a_huge_retry_after_ms_pauses_for_the_longest_hint_and_no_longer() {
+    let mut pair = Pair::new();
+    pair.actions();
+    pair.advance(SEC);
+    // A heartbeat long enough that the link outlives the pause.
+    pair.connect_announcing(600_000, 65_536, 10);
+    pair.session.send_chat(pair.now, &c1(), "hi").expect("queued");
+    let sent = pair.transmits().remove(0);
+    pair.server(json!({"type": "error", "data": {"code": "internal", "message": "oops",
+        "refId": sent["id"], "retryAfterMs": u64::MAX}}));
+    let resume = pair.session.poll_timeout().expect("a resend is due") - pair.now;
+    assert!(resume <= crate::limits::MAX_RETRY_HINT_MS, "paused for {resume} ms");
+    pair.advance(crate::limits::MAX_RETRY_HINT_MS);
+    assert_eq!(pair.transmits(), std::slice::from_ref(&sent), "sent again once the capped hint has passed");
+
+    pair.server(json!({"type": "error", "data": {"code": "rate_limited", "message": "slow down",
+        "refId": sent["id"], "retryAfterMs": u64::MAX - 1}}));
+    pair.run_timers(crate::limits::MAX_RETRY_HINT_MS);
+    assert_eq!(pair.transmits(), [sent]);
+}
+
+#[test]
+fn a_huge_retry_hint_in_a_close_reason_is_capped() {
+    for hint in ["18446744073709551614", "18446744073709551615", "99999999999999999999999"] {
+        let mut pair = Pair::new();
+        pair.actions();
+        pair.advance(SEC);
+        pair.connect(json!([]));
+        pair.session.handle_closed(pair.now, Some(CloseCode::TRY_AGAIN_LATER), &format!("full; retryAfterMs={hint}"));
+        assert_eq!(pair.until_connect(), crate::limits::MAX_RETRY_HINT_MS, "hint {hint}");
+    }
+}
+
+#[test]
+fn rejoins_after_session_ready_go_out_in_id_order_in_every_session() {
+    let ids = ["c-5", "c-3", "c-9", "c-1", "c-7", "c-2", "c-8", "c-4", "c-6"];
+    let listed: Vec<Value> = ids.iter().map(|id| json!({"id": id, "status": "active", "lastSeq": 0})).collect();
+    for _ in 0..20 {
+        let mut pair = Pair::new();
+        pair.actions();
+        pair.connect(json!(listed));
+        let joined: Vec<String> = pair
+            .transmits()
+            .iter()
+            .filter(|f| f["type"] == "conversation.join")
+            .map(|f| f["data"]["conversationId"].as_str().expect("id").to_owned())
+            .collect();
+        assert_eq!(joined, ["c-1", "c-2", "c-3", "c-4", "c-5", "c-6", "c-7", "c-8", "c-9"]);
+    }
+}
+
+#[test]
+fn a_refused_join_is_matched_to_its_own_conversation_whatever_the_ids() {
+    // Ids that end like one another, and one so long that `j-` + id exceeds an id's length.
+    let long = "x".repeat(crate::limits::MAX_ID_CHARS);
+    let ids = ["1", "c-1", "11", "c-11", long.as_str()];
+    let listed: Vec<Value> = ids.iter().map(|id| json!({"id": id, "status": "active", "lastSeq": 0})).collect();
+    for target in ids {
+        for _ in 0..5 {
+            let mut pair = Pair::new();
+            pair.actions();
+            pair.connect(json!(listed));
+            let join = pair
+                .transmits()
+                .into_iter()
+                .find(|f| f["type"] == "conversation.join" && f["data"]["conversationId"] == target)
+                .expect("a join of every listed conversation");
+            pair.server(json!({"type": "error", "data": {"code": "rate_limited", "message": "slow down",
+                "refId": join["id"], "retryAfterMs": 100}}));
+            pair.advance(100);
+            let again: Vec<Value> = pair.transmits().into_iter().filter(|f| f["type"] == "conversation.join").collect();
+            assert_eq!(again.len(), 1, "{target}: {again:?}");
+            assert_eq!(again[0]["data"]["conversationId"], target);
+        }
+    }
+}
+
+#[test]
+fn the_reconnecting_state_says_why() {
+    let mut pair = Pair::new();
+    pair.actions();
+    pair.session.handle_closed(pair.now, None, "connection refused");
+    let state = pair.session.state().to_json();
+    assert_eq!((state["state"].clone(), state["reason"].clone()), (json!("reconnecting"), json!("connection refused")));
+    pair.until_connect();
+    pair.connect(json!([]));
+    pair.session.handle_closed(pair.now, Some(CloseCode::GOING_AWAY), "shutting down");
+    let state = pair.session.state().to_json();
+    assert_eq!((state["closeCode"].clone(), state["reason"].clone()), (json!(1001), json!("shutting down")));
+}
+
+#[test]
+fn a_heartbeat_timeout_never_leaves_a_deadline_due_at_once_whatever_the_jitter() {
+    // Over many seeds some jitter draws are 0: the reconnect must still lie ahead.
+    for seed in 0..2_000 {
+        let mut pair = Pair::with(SessionConfig { seed, backoff: Backoff::new(seed), ..SessionConfig::default() });
+        pair.actions();
+        pair.connect(json!([]));
+        pair.run_timers(60 * SEC);
+        assert!(matches!(pair.session.state(), ConnectionState::Connecting), "seed {seed}");
+    }
+}
