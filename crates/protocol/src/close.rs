@@ -246,14 +246,16 @@ pub fn retry_hint_ms(reason: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
-    /// SPEC §4, row by row.
+    /// SPEC §4, row by row, with the two codes of RFC 6455 that §1 names.
     #[test]
     fn every_code_follows_the_spec_table() {
         use Reconnect::*;
         let table = [
             (1000, "normal", Stop),
             (1001, "going_away", Backoff),
+            (1002, "protocol_error", Backoff),
             (1003, "unsupported_data", Backoff),
+            (1007, "invalid_payload", Backoff),
             (1008, "policy_violation", Stop),
             (1009, "message_too_big", Backoff),
             (1011, "internal_error", Backoff),
