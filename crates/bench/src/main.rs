@@ -181,7 +181,7 @@ async fn main() -> Result<()> {
                 rate: 20.0,
                 duration: Duration::from_secs(3),
                 sample_every: Duration::from_millis(400),
-                heartbeat_interval_ms: 500,
+                heartbeat_interval_ms: 1_000,
             };
             bench.soak(&mut report, soak).await?;
         }

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use petchat_protocol::{
-    ClientMessage, ClientMessageId, ConversationId, JoinConversation, LastSeq, MessageText, OpenConversation, Role, SendChat, User,
-    UserId,
+    ClientMessage, ClientMessageId, ConversationId, JoinConversation, LastSeq, MessageText, OpenConversation, Role,
+    SendChat, User, UserId,
 };
 use petchat_server::Config;
 use petchat_server::bus::{ConnSink, Kick, LocalBus};
