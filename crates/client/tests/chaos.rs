@@ -6,8 +6,9 @@
 //! must have seen every message of its conversations once, in order.
 //!
 //! `PETCHAT_CHAOS_KILLS` sets the number of kills (default 12, the long run
-//! in docs/reliability.md uses 100); `PETCHAT_CHAOS_SEED` replays a run whose
-//! seed a failure printed.
+//! in docs/reliability.md uses 100); `PETCHAT_CHAOS_SEED` replays the
+//! schedule (kill moments, pauses, send pacing) of a run whose seed a failure
+//! printed.
 
 mod common;
 
