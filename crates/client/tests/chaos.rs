@@ -29,7 +29,9 @@ use tokio::sync::watch;
 
 /// Kills in the default (CI) run.
 const DEFAULT_KILLS: usize = 12;
+/// Agents in the pool; each serves two of the customers' conversations.
 const AGENTS: usize = 3;
+/// Customers, each with one conversation.
 const CUSTOMERS: usize = 6;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,7 +66,6 @@ async fn every_acked_message_survives_random_sigkills_once_and_in_order() {
     // that it lands on live traffic (replays, outbox resends, fan-out).
     let mut in_flight_at_kills = Vec::new();
     for kill in 0..kills {
-        let connected: Vec<u64> = cast.iter().map(|m| m.progress.borrow().connected).collect();
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..2_000))).await;
         if rng.random_bool(0.5) {
             // Aim at the write path: a few milliseconds after the next send.
@@ -74,6 +75,7 @@ async fn every_acked_message_survives_random_sigkills_once_and_in_order() {
             tokio::time::sleep(Duration::from_millis(rng.random_range(0..4))).await;
         }
         in_flight_at_kills.push(counters.in_flight());
+        let connected: Vec<u64> = cast.iter().map(|m| m.progress.borrow().connected).collect();
         server.signal("KILL").await;
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..800))).await;
         server.restart().await;
