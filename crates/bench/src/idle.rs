@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use petchat_protocol::Role;
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 
 use crate::conn;
 use crate::progress::Progress;
@@ -50,11 +50,41 @@ pub(crate) struct IdleResult {
 pub(crate) async fn run(
     target: &Target,
     connections: usize,
-    hold: Duration,
+    hold_for: Duration,
     progress: &Progress,
 ) -> Result<IdleResult> {
     let rss_before = target.rss_bytes()?;
-    let bar = progress.bar(connections as u64, &format!("idle {}: connecting", target.kind.name()));
+    let start = Instant::now();
+    let held = hold(target, connections, progress, "idle").await?;
+    let connect_seconds = start.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(500)).await; // let allocations settle
+    let rss = target.rss_bytes()?;
+    let cpu_before = target.cpu_seconds()?;
+    let hold_bar = progress.timer(hold_for, &format!("idle {}: holding {connections}", target.kind.name()));
+    tokio::time::sleep(hold_for).await;
+    hold_bar.finish_and_clear();
+    let cpu = target.cpu_seconds()? - cpu_before;
+    held.release().await?;
+    Ok(IdleResult {
+        connections,
+        connects_per_second: connections as f64 / connect_seconds,
+        rss_before_bytes: rss_before,
+        rss_bytes: rss,
+        rss_per_connection_bytes: (rss.saturating_sub(rss_before)) as f64 / connections as f64,
+        idle_cpu_percent: 100.0 * cpu / hold_for.as_secs_f64(),
+        hold_seconds: hold_for.as_secs_f64(),
+    })
+}
+
+/// Idle connections held open by worker processes, until released.
+pub(crate) struct Held {
+    workers: Vec<Child>,
+}
+
+/// Opens `connections` idle connections to `target` from worker processes
+/// and returns once every one got `session.ready`.
+pub(crate) async fn hold(target: &Target, connections: usize, progress: &Progress, label: &str) -> Result<Held> {
+    let bar = progress.bar(connections as u64, &format!("{label} {}: connecting", target.kind.name()));
     let start = Instant::now();
     let exe = std::env::current_exe()?;
     let mut workers = Vec::new();
@@ -63,7 +93,7 @@ pub(crate) async fn run(
         let mut child = Command::new(&exe)
             .args(["worker-idle", "--server", &target.addr.to_string()])
             .args(["--count", &count.to_string(), "--source", &conn::fresh_source_address().to_string()])
-            .args(["--prefix", &format!("idle-{}-{index}", start.elapsed().as_nanos())])
+            .args(["--prefix", &format!("{label}-{}-{index}", start.elapsed().as_nanos())])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -83,31 +113,22 @@ pub(crate) async fn run(
             bar.inc(done);
         }
     }
-    let connect_seconds = start.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    tokio::time::sleep(Duration::from_millis(500)).await; // let allocations settle
-    let rss = target.rss_bytes()?;
-    let cpu_before = target.cpu_seconds()?;
-    let hold_bar = progress.timer(hold, &format!("idle {}: holding {connections}", target.kind.name()));
-    tokio::time::sleep(hold).await;
-    hold_bar.finish_and_clear();
-    let cpu = target.cpu_seconds()? - cpu_before;
-    for (mut child, _) in workers {
-        drop(child.stdin.take()); // EOF: the worker closes its connections and exits
-        let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await??;
-        if !status.success() {
-            bail!("a worker failed: {status}");
+    Ok(Held { workers: workers.into_iter().map(|(child, _)| child).collect() })
+}
+
+impl Held {
+    /// Closes the connections: each worker leaves at the end of its stdin.
+    pub(crate) async fn release(self) -> Result<()> {
+        for mut child in self.workers {
+            drop(child.stdin.take());
+            let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await??;
+            if !status.success() {
+                bail!("a worker failed: {status}");
+            }
         }
+        Ok(())
     }
-    Ok(IdleResult {
-        connections,
-        connects_per_second: connections as f64 / connect_seconds,
-        rss_before_bytes: rss_before,
-        rss_bytes: rss,
-        rss_per_connection_bytes: (rss.saturating_sub(rss_before)) as f64 / connections as f64,
-        idle_cpu_percent: 100.0 * cpu / hold.as_secs_f64(),
-        hold_seconds: hold.as_secs_f64(),
-    })
 }
 
 /// The worker process: opens `count` connections from `source`, prints its

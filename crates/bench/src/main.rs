@@ -8,6 +8,7 @@ mod conn;
 mod idle;
 mod progress;
 mod report;
+mod soak;
 mod stats;
 mod target;
 
@@ -19,7 +20,8 @@ use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::progress::Progress;
-use crate::report::Report;
+use crate::report::{Report, Run};
+use crate::soak::SoakSettings;
 use crate::target::{Kind, Programs, Target};
 
 /// The petchat benchmark: petchat-server and the Node.js peer under the same load.
@@ -85,6 +87,30 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         agents: usize,
     },
+    /// N connections held for a long time, chat at a low rate and heartbeats
+    /// running: the server's RSS and CPU sampled and judged for growth
+    /// (petchat-server only; `--servers` and `--repeat` do not apply).
+    Soak {
+        /// Connections in all (idle ones plus two per chatting conversation).
+        #[arg(long, default_value_t = 19_000)]
+        connections: usize,
+        /// Seconds the chat runs; the idle connections are held throughout.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+        /// Conversations that chat.
+        #[arg(long, default_value_t = 100)]
+        pairs: usize,
+        /// Their total rate, messages per second.
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        /// Milliseconds between two samples of the server's RSS and CPU.
+        #[arg(long, default_value_t = 5_000)]
+        sample_ms: u64,
+        /// The server's --heartbeat-interval-ms (shorter than the 25 s default,
+        /// so that many rounds of pings happen).
+        #[arg(long, default_value_t = 5_000)]
+        heartbeat_interval_ms: u64,
+    },
     /// Every scenario with its default sweep, then chat at half of petchat's peak rate.
     All,
     /// A tiny run of every scenario, for the test suite: correctness, not speed.
@@ -126,6 +152,17 @@ async fn main() -> Result<()> {
         Command::Idle { connections, hold } => bench.idle(&mut report, &connections, hold).await?,
         Command::Chat { pairs, seconds, rate } => bench.chat(&mut report, &pairs, seconds, rate).await?,
         Command::Assign { customers, agents } => bench.assign(&mut report, &customers, agents).await?,
+        Command::Soak { connections, seconds, pairs, rate, sample_ms, heartbeat_interval_ms } => {
+            let settings = SoakSettings {
+                connections,
+                pairs,
+                rate,
+                duration: Duration::from_secs(seconds),
+                sample_every: Duration::from_millis(sample_ms),
+                heartbeat_interval_ms,
+            };
+            bench.soak(&mut report, settings).await?;
+        }
         Command::All => {
             bench.idle(&mut report, &[1000, 5000, 19_000], 30).await?;
             bench.chat(&mut report, &[1, 10, 50, 200], 5, None).await?;
@@ -138,6 +175,15 @@ async fn main() -> Result<()> {
             bench.chat(&mut report, &[2], 1, None).await?;
             bench.chat(&mut report, &[2], 1, Some(200.0)).await?;
             bench.assign(&mut report, &[20], 2).await?;
+            let soak = SoakSettings {
+                connections: 60,
+                pairs: 2,
+                rate: 20.0,
+                duration: Duration::from_secs(3),
+                sample_every: Duration::from_millis(400),
+                heartbeat_interval_ms: 1_000,
+            };
+            bench.soak(&mut report, soak).await?;
         }
         Command::WorkerIdle { .. } => unreachable!("handled above"),
     }
@@ -197,6 +243,19 @@ impl Bench {
                 .await?;
             report.chat.extend(runs.into_iter().map(Into::into));
         }
+        Ok(())
+    }
+
+    /// One soak run on petchat-server (it is petchat's own stability that is judged).
+    async fn soak(&self, report: &mut Report, settings: SoakSettings) -> Result<()> {
+        target::settle().await?;
+        let flags = ["--heartbeat-interval-ms".to_owned(), settings.heartbeat_interval_ms.to_string()];
+        let target = Target::start_with(Kind::Petchat, &self.programs, &flags).await?;
+        let result = soak::run(&target, settings, &self.progress).await;
+        target.stop().await?;
+        let result = result?;
+        println!("soak: {}", result.verdict);
+        report.soak.push(Run { server: Kind::Petchat, result });
         Ok(())
     }
 

@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::assign::AssignResult;
 use crate::chat::ChatResult;
 use crate::idle::IdleResult;
+use crate::soak::SoakResult;
 use crate::stats::median;
 use crate::target::Kind;
 
@@ -46,6 +47,8 @@ pub(crate) struct Report {
     pub(crate) chat: Vec<Run<ChatResult>>,
     /// `assign` runs.
     pub(crate) assign: Vec<Run<AssignResult>>,
+    /// `soak` runs (petchat only).
+    pub(crate) soak: Vec<Run<SoakResult>>,
 }
 
 /// A row of the markdown table: a figure and its median per server.
@@ -65,6 +68,7 @@ impl Report {
             idle: Vec::new(),
             chat: Vec::new(),
             assign: Vec::new(),
+            soak: Vec::new(),
         }
     }
 
@@ -119,6 +123,21 @@ impl Report {
             ));
             rows.push(row(&scenario, "open → assigned p99 (ms)", medians(&runs, |r| r.open_to_assigned.p99_ms)));
         }
+        for run in &self.soak {
+            let r = &run.result;
+            let scenario = format!("soak, N = {}, {:.0} s, {} msg/s", r.connections, r.seconds, r.offered_per_second);
+            let one = |v: f64| BTreeMap::from([(run.server.name(), v)]);
+            rows.push(row(&scenario, "RSS, middle third (MB)", one(r.rss_middle_third_bytes / 1e6)));
+            rows.push(row(&scenario, "RSS, last third (MB)", one(r.rss_last_third_bytes / 1e6)));
+            rows.push(row(&scenario, "RSS growth, last vs middle third (%)", one(r.rss_growth_percent)));
+            rows.push(row(&scenario, "server CPU, middle third (% of a core)", one(r.cpu_middle_third_percent)));
+            rows.push(row(&scenario, "server CPU, last third (% of a core)", one(r.cpu_last_third_percent)));
+            rows.push(row(&scenario, "connections open, fewest at a sample", one(r.min_connections as f64)));
+            rows.push(row(&scenario, "closed for a missed heartbeat", one(r.heartbeat_closes as f64)));
+            rows.push(row(&scenario, "messages acked", one(r.chat.acked as f64)));
+            rows.push(row(&scenario, "lost messages", one(r.chat.lost as f64)));
+            rows.push(row(&scenario, "ack p99 (ms)", one(r.chat.ack.p99_ms)));
+        }
         rows
     }
 
@@ -142,6 +161,9 @@ impl Report {
                 cell(Kind::Petchat),
                 cell(Kind::Peer)
             );
+        }
+        for run in &self.soak {
+            let _ = writeln!(out, "\nSoak, N = {}: {}.", run.result.connections, run.result.verdict);
         }
         out
     }
@@ -178,6 +200,16 @@ impl Report {
         if !self.assign.is_empty() {
             let series = self.series(&self.assign, |r| r.customers as f64, |r| r.seconds_to_last * 1000.0);
             plot(&dir.join("assign.svg"), "Time until every conversation has an agent", "customers", "ms", &series)?;
+        }
+        if !self.soak.is_empty() {
+            let over_time = |y: fn(&crate::soak::Sample) -> f64| -> Vec<(String, Vec<(f64, f64)>)> {
+                let series = |r: &Run<SoakResult>| r.result.samples.iter().map(|s| (s.seconds / 60.0, y(s))).collect();
+                self.soak.iter().map(|r| (format!("petchat, N = {}", r.result.connections), series(r))).collect()
+            };
+            let rss = over_time(|s| s.rss_bytes as f64 / 1e6);
+            plot(&dir.join("soak-rss.svg"), "Soak: server RSS over time", "minutes", "MB", &rss)?;
+            let cpu = over_time(|s| s.cpu_percent);
+            plot(&dir.join("soak-cpu.svg"), "Soak: server CPU per sample interval", "minutes", "% of a core", &cpu)?;
         }
         Ok(())
     }

@@ -56,11 +56,20 @@ pub(crate) struct Target {
 impl Target {
     /// Starts `kind` on a free loopback port and waits until it accepts connections.
     pub(crate) async fn start(kind: Kind, programs: &Programs) -> Result<Target> {
+        Self::start_with(kind, programs, &[]).await
+    }
+
+    /// As [`Self::start`], with more flags for petchat-server (the peer ignores them).
+    pub(crate) async fn start_with(kind: Kind, programs: &Programs, extra: &[String]) -> Result<Target> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let dir = tempfile::tempdir()?;
         let mut command = match kind {
-            Kind::Petchat => petchat_command(&programs.petchat, addr, dir.path()),
+            Kind::Petchat => {
+                let mut command = petchat_command(&programs.petchat, addr, dir.path());
+                command.args(extra);
+                command
+            }
             Kind::Peer => {
                 let mut command = Command::new("node");
                 command.arg(&programs.peer).args(["--port", &port.to_string()]);
@@ -90,19 +99,19 @@ impl Target {
         move || cpu_seconds_of(pid.as_deref().context("the server has exited")?)
     }
 
+    /// A reader of [`Self::rss_bytes`] that a task can own.
+    pub(crate) fn rss_bytes_reader(&self) -> impl Fn() -> Result<u64> + Send + 'static {
+        let pid = self.child.id().map(|pid| pid.to_string());
+        move || rss_bytes_of(pid.as_deref().context("the server has exited")?)
+    }
+
     fn pid(&self) -> Result<u32> {
         self.child.id().context("the server has exited")
     }
 
     /// Resident memory, from /proc/PID/status.
     pub(crate) fn rss_bytes(&self) -> Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?))?;
-        let kib = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .context("no VmRSS in /proc/PID/status")?;
-        Ok(kib * 1024)
+        rss_bytes_of(&self.pid()?.to_string())
     }
 
     /// User plus system CPU time so far, in seconds, from /proc/PID/stat.
@@ -131,6 +140,17 @@ pub(crate) async fn settle() -> Result<()> {
 
 /// The pause after `sync` before each run.
 const SETTLE: Duration = Duration::from_millis(500);
+
+/// Resident memory of process `pid`, from /proc/PID/status.
+fn rss_bytes_of(pid: &str) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .context("no VmRSS in /proc/PID/status")?;
+    Ok(kib * 1024)
+}
 
 /// User plus system CPU time so far of process `pid` (or `self`), in seconds,
 /// from /proc/PID/stat; all its threads count.

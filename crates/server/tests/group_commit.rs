@@ -1,13 +1,14 @@
 //! Group commit: while one transaction is being committed, every message that
-//! arrives waits and is committed together in the next one, and nothing is
-//! acknowledged before its commit returns.
+//! arrives waits and is committed together in the next one, nothing is
+//! acknowledged before its commit returns, and a connection's requests are
+//! still answered in the order it sent them.
 
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use petchat_protocol::{
-    ClientMessage, ClientMessageId, ConversationId, LastSeq, MessageText, OpenConversation, Role, SendChat, User,
-    UserId,
+    ClientMessage, ClientMessageId, ConversationId, JoinConversation, LastSeq, MessageText, OpenConversation, Role,
+    SendChat, User, UserId,
 };
 use petchat_server::Config;
 use petchat_server::bus::{ConnSink, Kick, LocalBus};
@@ -128,4 +129,54 @@ async fn messages_that_arrive_during_a_commit_share_the_next_one() {
         assert_eq!(next_of(&mut rx, "chat.ack").await["data"]["seq"], seq);
     }
     assert_eq!(*store.batches.lock().expect("lock"), [1, 1, 99], "three transactions for 1 + 100 writes");
+}
+
+/// Found by the chaos test: a client that reconnects sends its joins, then
+/// its outbox. When both land in one batch, the join (which reads after the
+/// commit) was answered after the batch's acks, so the client saw its own
+/// message's seq before the messages it had missed, took it for a gap, and
+/// got its own message again in the replay.
+#[tokio::test]
+async fn a_request_after_a_join_in_the_same_batch_is_answered_after_the_join() {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}", dir.path().join("order.db").display());
+    let store = Arc::new(GatedStore {
+        inner: SqliteStore::open(&url).await.expect("store"),
+        batches: Mutex::new(Vec::new()),
+        entered: Notify::new(),
+        release: Notify::new(),
+    });
+    let limits = Config::with_defaults(url, "s").limits;
+    let (hub, _task) = Hub::start(store.clone(), Arc::new(LocalBus::default()), limits).await.expect("hub");
+    let customer = User { id: UserId::new("c").expect("id"), role: Role::Customer, name: "C".into() };
+    let (tx, mut first) = mpsc::channel(1024);
+    let phone = hub.connect(customer.clone(), ConnSink::new(tx, Arc::new(Kick::default()))).await.expect("connected");
+    let (tx, mut second) = mpsc::channel(1024);
+    let laptop = hub.connect(customer, ConnSink::new(tx, Arc::new(Kick::default()))).await.expect("connected");
+
+    hub.request(phone, None, ClientMessage::ConversationOpen(OpenConversation::default())).await;
+    let opened = next_of(&mut first, "conversation.opened").await;
+    let id = ConversationId::new(opened["data"]["conversation"]["id"].as_str().expect("id")).expect("id");
+
+    // The phone's message holds its commit at the gate while the laptop
+    // joins and sends: both requests wait for the same next batch.
+    hub.request(phone, None, send(&id, 1)).await;
+    store.entered.notified().await;
+    let join = JoinConversation { conversation_id: id.clone(), after_seq: None };
+    hub.request(laptop, None, ClientMessage::ConversationJoin(join)).await;
+    hub.request(laptop, None, send(&id, 2)).await;
+    store.release.notify_one();
+
+    let mut order = Vec::new();
+    while order.last().is_none_or(|kind: &String| !kind.starts_with("chat.ack")) {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), second.recv())
+            .await
+            .expect("in time")
+            .expect("open");
+        let value: Value = serde_json::from_str(frame.as_str()).expect("JSON");
+        if let Some(kind @ ("conversation.joined" | "chat.message" | "chat.ack")) = value["type"].as_str() {
+            order.push(format!("{kind}{}", value["data"]["seq"].as_u64().map_or(String::new(), |s| format!(" {s}"))));
+        }
+    }
+    assert_eq!(order, ["conversation.joined", "chat.message 1", "chat.ack 2"]);
 }

@@ -163,6 +163,14 @@ impl Actor {
             }
             let mut batch = Batch::default();
             for command in commands {
+                // A connection's requests are answered in order: one that
+                // follows a join of the same batch waits for that join's
+                // reply and replay, or its ack would overtake them.
+                if let Command::Request { conn, .. } = &command
+                    && batch.joins.iter().any(|(joining, _, _)| joining == conn)
+                {
+                    self.commit(std::mem::take(&mut batch)).await;
+                }
                 self.decide(command, &mut batch);
             }
             self.commit(batch).await;
