@@ -107,7 +107,10 @@ async fn messages_that_arrive_during_a_commit_share_the_next_one() {
     let (hub, _task) = Hub::start(store.clone(), Arc::new(LocalBus::default()), limits).await.expect("hub");
     let (tx, mut rx) = mpsc::channel(1024);
     let customer = User { id: UserId::new("c").expect("id"), role: Role::Customer, name: "C".into() };
-    let conn = hub.connect(customer, ConnSink::new(tx, Arc::new(Kick::default()))).await.expect("connected");
+    let conn = hub
+        .connect(customer, petchat_protocol::Timestamp::MAX, ConnSink::new(tx, Arc::new(Kick::default())))
+        .await
+        .expect("connected");
 
     // Commit 1: the conversation.
     hub.request(conn, None, ClientMessage::ConversationOpen(OpenConversation::default())).await;
