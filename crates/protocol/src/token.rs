@@ -38,9 +38,6 @@ impl Claims {
     /// `exp` as a wire timestamp (`tokenExpiresAt`); an `exp` beyond the
     /// year 9999 reads as the last instant a timestamp can say.
     pub fn expires_at(&self) -> Timestamp {
-        i64::try_from(self.exp.saturating_mul(1000))
-            .ok()
-            .and_then(Timestamp::from_unix_ms)
-            .unwrap_or(Timestamp::MAX)
+        i64::try_from(self.exp.saturating_mul(1000)).ok().and_then(Timestamp::from_unix_ms).unwrap_or(Timestamp::MAX)
     }
 }
