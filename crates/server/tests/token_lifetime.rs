@@ -153,15 +153,16 @@ async fn a_leeway_above_sixty_seconds_refuses_to_start_by_flag_and_by_variable()
     let dir = tempfile::tempdir().expect("dir");
     let database = format!("sqlite://{}/x.db", dir.path().display());
     let base = ["--jwt-secret", "s", "--bind", "127.0.0.1:0", "--database-url", database.as_str()];
-    let by_flag = tokio::process::Command::new(env!("CARGO_BIN_EXE_petchat-server"))
-        .args(base)
-        .args(["--token-leeway-ms", "60001"])
-        .output();
-    let by_variable = tokio::process::Command::new(env!("CARGO_BIN_EXE_petchat-server"))
-        .args(base)
-        .env("PETCHAT_TOKEN_LEEWAY_MS", "120000")
-        .output();
-    for output in [by_flag.await.expect("runs"), by_variable.await.expect("runs")] {
+    let server = || {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_petchat-server"));
+        // A server that does start is killed when the wait below gives up.
+        command.args(base).kill_on_drop(true);
+        command
+    };
+    let by_flag = server().args(["--token-leeway-ms", "60001"]).output();
+    let by_variable = server().env("PETCHAT_TOKEN_LEEWAY_MS", "120000").output();
+    for output in [by_flag, by_variable] {
+        let output = tokio::time::timeout(common::WAIT, output).await.expect("exits at once").expect("runs");
         assert!(!output.status.success());
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains("--token-leeway-ms") && stderr.contains("expected 0 to 60000"), "{stderr}");
