@@ -21,7 +21,8 @@ function mint({ role, sub, ttl = 3600, key = secret }) {
 }
 
 test('the browser client API, in Chromium, against a real server', { timeout: 600_000 }, async () => {
-  const server = new Server(await freePort(), ['--jwt-secret', secret]);
+  // A short token leeway, so that an unrefreshed short-lived token closes within the test.
+  const server = new Server(await freePort(), ['--jwt-secret', secret, '--token-leeway-ms', '500']);
   await server.start();
   const routes = {
     '/config': () => ({ url: `ws://127.0.0.1:${server.port}/v1/ws/chat` }),

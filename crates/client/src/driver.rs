@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tracing::{debug, warn};
 
+use crate::token::TokenFuture;
 use crate::{AuthMode, ClientConfig, Command};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -40,6 +41,8 @@ pub(crate) async fn run(
     let mut on_stop: Option<oneshot::Sender<()>> = None;
     let mut on_idle: Vec<oneshot::Sender<()>> = Vec::new();
     let mut commands_open = true;
+    // A fresh token on its way for the live connection (`Action::RefreshToken`).
+    let mut refreshing: Option<TokenFuture> = None;
 
     loop {
         while let Some(action) = session.poll_action() {
@@ -69,6 +72,11 @@ pub(crate) async fn run(
                             session.handle_closed(now(), None, &reason);
                         }
                     }
+                }
+                Action::RefreshToken => {
+                    // Asked on the side, so that frames keep flowing while the provider works.
+                    let tokens = config.tokens.clone();
+                    refreshing = Some(Box::pin(async move { tokens.get(true).await }));
                 }
                 Action::Close { code, reason } => {
                     if let Some(mut ws) = socket.take() {
@@ -173,6 +181,13 @@ pub(crate) async fn run(
                     session.handle_closed(now(), None, "the connection ended without a close frame");
                 }
             },
+            token = async { refreshing.as_mut().expect("guarded by is_some").await }, if refreshing.is_some() => {
+                refreshing = None;
+                // No token: the server closes with 4501 at expiry, and the TokenNeeded path asks again.
+                if let Some(token) = token {
+                    session.refresh_token(now(), token);
+                }
+            }
             () = sleep_until(started, deadline) => session.handle_timeout(now()),
         }
     }

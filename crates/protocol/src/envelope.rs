@@ -16,7 +16,7 @@ use crate::conversation::{
 };
 use crate::error::{DecodeError, ErrorCode, ErrorData};
 use crate::ids::RequestId;
-use crate::ready::{Empty, Notification, SessionReady};
+use crate::ready::{Empty, Notification, RefreshSession, SessionReady, SessionRefreshed};
 use crate::receipt::{Receipt, ReceiptUpTo};
 use crate::time::Timestamp;
 use crate::typing::{Presence, Typing};
@@ -109,6 +109,9 @@ messages! {
         "agent.status" => AgentStatus(SetAgentStatus),
         /// Application heartbeat for browsers; the reply is `pong`.
         "ping" => Ping(Empty),
+        /// Swaps a fresh token (same `sub` and `role`) into the live connection
+        /// before its `tokenExpiresAt`; the reply is `session.refreshed`.
+        "session.refresh" => SessionRefresh(RefreshSession),
     }
 }
 
@@ -151,6 +154,9 @@ messages! {
         "error" => Error(ErrorData),
         /// The reply to `ping`.
         "pong" => Pong(Empty),
+        /// The reply to `session.refresh`: the connection now lives until the new
+        /// `tokenExpiresAt`.
+        "session.refreshed" => SessionRefreshed(SessionRefreshed),
     }
 }
 

@@ -39,6 +39,13 @@ pub enum ErrorCode {
     /// The chat text is longer than `maxTextChars` after trimming.
     #[serde(rename = "text_too_long")]
     TextTooLong,
+    /// A `session.refresh` was refused: its token is malformed, wrongly signed,
+    /// not yet valid, or names another user or role.
+    #[serde(rename = "unauthorized")]
+    Unauthorized,
+    /// A `session.refresh` was refused: its token has expired.
+    #[serde(rename = "token_expired")]
+    TokenExpired,
     /// The server failed; the request may be retried.
     #[serde(rename = "internal")]
     Internal,
@@ -46,7 +53,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order of SPEC §3.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 11] = [
         Self::InvalidJson,
         Self::InvalidMessage,
         Self::UnknownType,
@@ -55,6 +62,8 @@ impl ErrorCode {
         Self::ConversationClosed,
         Self::RateLimited,
         Self::TextTooLong,
+        Self::Unauthorized,
+        Self::TokenExpired,
         Self::Internal,
     ];
 
@@ -69,6 +78,8 @@ impl ErrorCode {
             Self::ConversationClosed => "conversation_closed",
             Self::RateLimited => "rate_limited",
             Self::TextTooLong => "text_too_long",
+            Self::Unauthorized => "unauthorized",
+            Self::TokenExpired => "token_expired",
             Self::Internal => "internal",
         }
     }
@@ -89,6 +100,10 @@ impl ErrorCode {
             Self::ConversationClosed => "The conversation is closed; nothing more can be sent to it.",
             Self::RateLimited => "Too many messages; retryAfterMs says when to send again.",
             Self::TextTooLong => "The chat text is longer than maxTextChars after trimming.",
+            Self::Unauthorized => {
+                "A session.refresh was refused: its token is malformed, wrongly signed, not yet valid, or names another user or role."
+            }
+            Self::TokenExpired => "A session.refresh was refused: its token has expired.",
             Self::Internal => "The server failed; the request may be retried.",
         }
     }

@@ -58,7 +58,9 @@ pub use ids::{
     ClientMessageId, ConversationId, InvalidValue, LastSeq, MessageId, OrderId, PetId, RequestId, Seq, SessionId,
     UserId,
 };
-pub use ready::{ConversationState, Empty, Notification, SessionLimits, SessionReady};
+pub use ready::{
+    ConversationState, Empty, Notification, RefreshSession, SessionLimits, SessionReady, SessionRefreshed,
+};
 pub use receipt::{Receipt, ReceiptUpTo};
 pub use time::Timestamp;
 pub use typing::{Presence, PresenceStatus, Typing};

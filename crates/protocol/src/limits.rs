@@ -87,8 +87,15 @@ pub const RECONNECT_CAP_MS: u64 = 30_000;
 /// Reconnect backoff starts over once a connection has stayed up this long.
 pub const RECONNECT_RESET_AFTER_MS: u64 = 30_000;
 
-/// Token expiry leeway the server allows for clock skew, in seconds.
-pub const TOKEN_LEEWAY_SECS: u64 = 60;
+/// Most clock leeway, in milliseconds, a server may allow on a token's `exp`
+/// and `nbf` (SPEC §1); `--token-leeway-ms` above it refuses to start.
+///
+/// A live connection is closed with 4501 at its token's `exp` plus the leeway
+/// unless a `session.refresh` moved that on.
+pub const MAX_TOKEN_LEEWAY_MS: u64 = 60_000;
+
+/// Default clock leeway on a token's `exp` and `nbf`: the most allowed.
+pub const DEFAULT_TOKEN_LEEWAY_MS: u64 = MAX_TOKEN_LEEWAY_MS;
 
 /// Longest close reason, in bytes (RFC 6455 §5.5: control frames carry at most
 /// 125 bytes, two of which are the code).

@@ -1,9 +1,11 @@
-//! `session.ready`, the first message of every connection, and `notification`.
+//! `session.ready`, the first message of every connection, `notification`, and
+//! the token refresh of a live connection (`session.refresh`, `session.refreshed`).
 
 use serde::{Deserialize, Serialize};
 
 use crate::conversation::ConversationStatus;
 use crate::ids::{ConversationId, LastSeq, SessionId};
+use crate::time::Timestamp;
 use crate::user::User;
 
 /// `session.ready`: the connection is authenticated; here is what to rejoin.
@@ -22,6 +24,10 @@ pub struct SessionReady {
     pub limits: SessionLimits,
     /// The user's open conversations, with their last `seq`.
     pub conversations: Vec<ConversationState>,
+    /// When the connection's token expires (its `exp`): send `session.refresh`
+    /// with a fresh token before then, or the server closes the connection
+    /// with 4501 once this plus its clock leeway has passed.
+    pub token_expires_at: Timestamp,
 }
 
 /// The limits of `session.ready`.
@@ -71,3 +77,31 @@ pub struct Notification {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Empty {}
+
+/// `session.refresh`: swaps a fresh token into the live connection, for the
+/// same `sub` and `role`; the reply is `session.refreshed`, or an `error` with
+/// `unauthorized` or `token_expired` (the connection keeps its old expiry).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshSession {
+    /// The fresh JWT.
+    pub token: String,
+}
+
+/// Tokens never appear in a log line, not even through `{:?}`.
+impl std::fmt::Debug for RefreshSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshSession").field("token", &"<redacted>").finish()
+    }
+}
+
+/// `session.refreshed`: the token of `session.refresh` is the connection's now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SessionRefreshed {
+    /// When the new token expires (its `exp`); the connection is closed with
+    /// 4501 once this plus the server's clock leeway has passed.
+    pub token_expires_at: Timestamp,
+}

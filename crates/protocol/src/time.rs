@@ -39,6 +39,9 @@ const MIN_SECONDS: i64 = days_from_civil(0, 1, 1) * SECONDS_PER_DAY;
 const MAX_SECONDS: i64 = days_from_civil(9999, 12, 31) * SECONDS_PER_DAY + SECONDS_PER_DAY - 1;
 
 impl Timestamp {
+    /// The last instant a timestamp can say: 9999-12-31T23:59:59.999Z.
+    pub const MAX: Self = Self { seconds: MAX_SECONDS, nanos: 999_000_000 };
+
     /// The instant `ms` milliseconds after the Unix epoch, or `None` outside
     /// the years 0000..=9999.
     pub fn from_unix_ms(ms: i64) -> Option<Self> {

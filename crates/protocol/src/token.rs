@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::UserId;
+use crate::time::Timestamp;
 use crate::user::{Role, User};
 
 /// The claims of a token.
@@ -22,6 +23,10 @@ pub struct Claims {
     /// Issue time, in seconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+    /// Not before, in seconds since the Unix epoch: the token is refused
+    /// while this is later than now plus the leeway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
 }
 
 impl Claims {
@@ -35,6 +40,12 @@ impl Claims {
         };
         User { id: self.sub.clone(), role: self.role, name }
     }
+
+    /// `exp` as a wire timestamp (`tokenExpiresAt`); an `exp` beyond the
+    /// year 9999 reads as the last instant a timestamp can say.
+    pub fn expires_at(&self) -> Timestamp {
+        i64::try_from(self.exp.saturating_mul(1000)).ok().and_then(Timestamp::from_unix_ms).unwrap_or(Timestamp::MAX)
+    }
 }
 
 #[cfg(test)]
@@ -42,7 +53,14 @@ mod tests {
     use super::*;
 
     fn claims(name: &str) -> Claims {
-        Claims { sub: UserId::new("u").expect("valid id"), role: Role::Customer, name: name.into(), exp: 0, iat: None }
+        Claims {
+            sub: UserId::new("u").expect("valid id"),
+            role: Role::Customer,
+            name: name.into(),
+            exp: 0,
+            iat: None,
+            nbf: None,
+        }
     }
 
     #[test]

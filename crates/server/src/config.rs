@@ -55,6 +55,15 @@ fn text_chars(s: &str) -> Result<usize, String> {
     }
 }
 
+fn token_leeway_ms(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n <= limits::MAX_TOKEN_LEEWAY_MS => Ok(n),
+        _ => {
+            Err(format!("expected 0 to {} (SPEC §1 allows at most 60 s of clock leeway)", limits::MAX_TOKEN_LEEWAY_MS))
+        }
+    }
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -139,6 +148,11 @@ pub struct Limits {
     /// History requests of one user served at once; more are answered 429.
     #[arg(long, env = "PETCHAT_MAX_HISTORY_REQUESTS_PER_USER", default_value_t = 4)]
     pub max_history_requests_per_user: usize,
+
+    /// Milliseconds of clock leeway on a token's exp and nbf (at most 60000); a live
+    /// connection is closed with 4501 at its token's exp plus this, unless refreshed.
+    #[arg(long, env = "PETCHAT_TOKEN_LEEWAY_MS", default_value_t = limits::DEFAULT_TOKEN_LEEWAY_MS, value_parser = token_leeway_ms)]
+    pub token_leeway_ms: u64,
 
     /// Messages one store transaction commits at most (group commit).
     #[arg(long, env = "PETCHAT_COMMIT_BATCH", default_value_t = 256)]

@@ -14,6 +14,7 @@ pub mod hub;
 mod listen;
 pub mod store;
 mod telemetry;
+mod token_clock;
 mod ws;
 
 use std::future::Future;
@@ -120,7 +121,7 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let state = AppState(Arc::new(Shared {
         hub,
-        keys: Keys::new(secret.as_bytes()),
+        keys: Keys::new(secret.as_bytes()).with_leeway_ms(config.limits.token_leeway_ms),
         limits: config.limits.clone(),
         origins: OriginPolicy::new(&config.allowed_origins, config.dev),
         store: store.clone(),

@@ -17,15 +17,17 @@ use futures_util::SinkExt;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use petchat_protocol::handshake::{self, SUBPROTOCOL_PREFIX, TOKEN_QUERY_PARAM};
-use petchat_protocol::{ClientEnvelope, ClientMessage, CloseCode, ErrorCode, ErrorData, ServerMessage, User};
+use petchat_protocol::token::Claims;
+use petchat_protocol::{ClientEnvelope, ClientMessage, CloseCode, ErrorCode, ErrorData, ServerMessage};
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 use crate::AppState;
-use crate::auth::AuthError;
+use crate::auth;
 use crate::bus::{ConnSink, Kick};
 use crate::hub::frames::frame;
 use crate::hub::{count_error, error_frame};
+use crate::token_clock::TokenClock;
 
 /// How long a closing connection waits for the peer's close frame.
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -71,15 +73,12 @@ pub(crate) async fn upgrade(
         match &negotiated {
             Err(code) => Some((*code, "unsupported protocol version: offer petchat.v1")),
             Ok(n) => {
-                let token = query.as_deref().and_then(token_from_query).or_else(|| n.bearer_token.clone());
-                match token.ok_or(AuthError::Missing).and_then(|t| app.keys.verify(&t)) {
+                let token = auth::pick_token(query.as_deref().and_then(token_from_query), n.bearer_token.clone());
+                match token.and_then(|t| app.keys.verify(&t)) {
                     Ok(claims) => {
-                        let user = claims.user();
-                        return finish(ws, echo, &app).on_upgrade(move |socket| serve(app, socket, user));
+                        return finish(ws, echo, &app).on_upgrade(move |socket| serve(app, socket, claims));
                     }
-                    Err(AuthError::Expired) => Some((CloseCode::TOKEN_EXPIRED, "token expired")),
-                    Err(AuthError::Missing) => Some((CloseCode::UNAUTHORIZED, "token missing")),
-                    Err(AuthError::Invalid) => Some((CloseCode::UNAUTHORIZED, "token invalid")),
+                    Err(refused) => Some(refused.close()),
                 }
             }
         }
@@ -132,12 +131,14 @@ fn token_from_query(query: &str) -> Option<String> {
 }
 
 /// Serves one authenticated connection until it closes.
-async fn serve(app: AppState, mut socket: WebSocket, user: User) {
+async fn serve(app: AppState, mut socket: WebSocket, claims: Claims) {
+    let user = claims.user();
+    let mut token_clock = TokenClock::new(&claims, &app.keys);
     let _tracked = app.tracker.token();
     let (tx, mut rx) = mpsc::channel::<Utf8Bytes>(app.limits.outbound_queue.max(1));
     let kick = Arc::new(Kick::default());
     let sink = ConnSink::new(tx, kick.clone());
-    let conn = match app.hub.connect(user.clone(), sink.clone()).await {
+    let conn = match app.hub.connect(user.clone(), claims.expires_at(), sink.clone()).await {
         Ok(conn) => conn,
         Err((code, reason)) => return close(&mut socket, code, &reason).await,
     };
@@ -162,6 +163,7 @@ async fn serve(app: AppState, mut socket: WebSocket, user: User) {
             biased;
             (code, reason) = kick.kicked() => break Ending::Close(code, reason),
             () = app.shutdown.cancelled() => break Ending::Close(CloseCode::GOING_AWAY, "server shutting down".into()),
+            () = token_clock.expired() => break Ending::Close(CloseCode::TOKEN_EXPIRED, crate::token_clock::EXPIRED_REASON.into()),
             Some(first) = rx.recv() => {
                 let write = async {
                     socket.feed(Message::Text(first)).await?;
@@ -182,7 +184,7 @@ async fn serve(app: AppState, mut socket: WebSocket, user: User) {
                 last_heard = Instant::now();
                 match received {
                     Some(Ok(Message::Text(text))) => {
-                        if let Some((code, reason)) = handle_text(&app, conn, &sink, &limiter, &refusals, &text).await {
+                        if let Some((code, reason)) = handle_text(&app, conn, &sink, &limiter, &refusals, &mut token_clock, &text).await {
                             break Ending::Close(code, reason);
                         }
                     }
@@ -242,6 +244,7 @@ async fn handle_text(
     sink: &ConnSink,
     limiter: &DefaultDirectRateLimiter,
     refusals: &DefaultDirectRateLimiter,
+    token_clock: &mut TokenClock,
     text: &str,
 ) -> Option<(CloseCode, String)> {
     let decoded = ClientEnvelope::decode(text);
@@ -283,6 +286,10 @@ async fn handle_text(
             return None;
         }
     };
+    if let ClientMessage::SessionRefresh(refresh) = &envelope.message {
+        sink.deliver(&token_clock.refresh(&app.keys, refresh, envelope.id.clone()));
+        return None;
+    }
     if let ClientMessage::ChatSend(send) = &envelope.message {
         let chars = send.text.as_str().chars().count();
         if chars > app.limits.max_text_chars {

@@ -108,7 +108,10 @@ async fn messages_that_arrive_during_a_commit_share_the_next_one() {
     let (hub, _task) = Hub::start(store.clone(), Arc::new(LocalBus::default()), limits).await.expect("hub");
     let (tx, mut rx) = mpsc::channel(1024);
     let customer = User { id: UserId::new("c").expect("id"), role: Role::Customer, name: "C".into() };
-    let conn = hub.connect(customer, ConnSink::new(tx, Arc::new(Kick::default()))).await.expect("connected");
+    let conn = hub
+        .connect(customer, petchat_protocol::Timestamp::MAX, ConnSink::new(tx, Arc::new(Kick::default())))
+        .await
+        .expect("connected");
 
     // Commit 1: the conversation.
     hub.request(conn, None, ClientMessage::ConversationOpen(OpenConversation::default())).await;
@@ -150,9 +153,15 @@ async fn a_request_after_a_join_in_the_same_batch_is_answered_after_the_join() {
     let (hub, _task) = Hub::start(store.clone(), Arc::new(LocalBus::default()), limits).await.expect("hub");
     let customer = User { id: UserId::new("c").expect("id"), role: Role::Customer, name: "C".into() };
     let (tx, mut first) = mpsc::channel(1024);
-    let phone = hub.connect(customer.clone(), ConnSink::new(tx, Arc::new(Kick::default()))).await.expect("connected");
+    let phone = hub
+        .connect(customer.clone(), petchat_protocol::Timestamp::MAX, ConnSink::new(tx, Arc::new(Kick::default())))
+        .await
+        .expect("connected");
     let (tx, mut second) = mpsc::channel(1024);
-    let laptop = hub.connect(customer, ConnSink::new(tx, Arc::new(Kick::default()))).await.expect("connected");
+    let laptop = hub
+        .connect(customer, petchat_protocol::Timestamp::MAX, ConnSink::new(tx, Arc::new(Kick::default())))
+        .await
+        .expect("connected");
 
     hub.request(phone, None, ClientMessage::ConversationOpen(OpenConversation::default())).await;
     let opened = next_of(&mut first, "conversation.opened").await;

@@ -17,6 +17,7 @@ fn expired_token(server: &TestServer, seconds_ago: u64) -> String {
         name: "C".into(),
         exp: now - seconds_ago,
         iat: None,
+        nbf: None,
     })
 }
 

@@ -14,7 +14,8 @@
 //! ```
 //!
 //! The token travels in the subprotocol (`petchat.v1, bearer.<JWT>`), never in
-//! the URL. The outbox is kept in `localStorage`, so a message typed offline
+//! the URL. Ahead of its expiry the client calls `getToken(true)` and swaps
+//! the fresh token into the live connection (`session.refresh`). The outbox is kept in `localStorage`, so a message typed offline
 //! survives a reload.
 
 mod platform;
@@ -35,7 +36,11 @@ const TYPES: &str = r#"
 export interface ConnectOptions {
   /** ws://HOST/v1/ws/chat or wss://… */
   url: string;
-  /** A token for each connection attempt; `fresh` after the server refused the last one. Return null to stop. */
+  /**
+   * A token for each connection attempt. `fresh` is true after the server refused the last one, and
+   * ahead of the live connection's token expiry (the client sends it as `session.refresh`). Return
+   * null to stop (or, for a refresh, to let the connection lapse into 4501).
+   */
   getToken: (fresh: boolean) => Promise<string | null> | string | null;
   /** Every event: server messages as received, and the client's own `client.*` events. */
   onEvent?: (event: PetchatEvent) => void;
@@ -288,6 +293,7 @@ pub(crate) fn pump(inner: &Rc<Inner>) {
         match action {
             Action::Connect => platform::open_socket(inner),
             Action::Close { code, reason } => platform::close_socket(inner, code.code(), &reason),
+            Action::RefreshToken => platform::refresh_live_token(inner),
         }
     }
     loop {

@@ -208,6 +208,21 @@ mod imp {
         });
     }
 
+    /// Ahead of the live connection's token expiry: ask `getToken(true)` and
+    /// send the token as `session.refresh`.
+    pub(crate) fn refresh_live_token(inner: &Rc<Inner>) {
+        let inner = inner.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            match call_get_token(&inner, true).await {
+                Ok(Some(token)) => inner.session.borrow_mut().refresh_token(now(), token),
+                // No token: the connection lapses into 4501, and the TokenNeeded path asks again.
+                Ok(None) => {}
+                Err(()) => inner.session.borrow_mut().refresh_failed(now()),
+            }
+            pump(&inner);
+        });
+    }
+
     /// `getToken(fresh)`: `Ok(None)` when it gave no token, `Err` when it
     /// threw or its promise was rejected.
     async fn call_get_token(inner: &Inner, fresh: bool) -> Result<Option<String>, ()> {
@@ -300,6 +315,8 @@ mod imp {
     pub(crate) fn send(_: &Rc<Inner>, _: &str) {}
 
     pub(crate) fn refresh_token(_: &Rc<Inner>) {}
+
+    pub(crate) fn refresh_live_token(_: &Rc<Inner>) {}
 
     pub(crate) fn schedule(_: &Rc<Inner>, _: Option<u64>) {}
 

@@ -1,5 +1,6 @@
 //! The browser client's JavaScript API in headless Chromium, against a real
-//! server: both auth failures and success, send and receive with receipts,
+//! server: both auth failures and success, a short-lived token refreshed on
+//! one connection, send and receive with receipts,
 //! reconnect after a server restart, and an outbox replayed after a reload.
 //!
 //! Run by `scripts/browser.sh` (`tests/browser/client.test.mjs`), which starts
@@ -96,7 +97,6 @@ impl Probe {
     /// Connects with `tokens`: `getToken(false)` gives the current one,
     /// `getToken(true)` moves to the next, or gives null when there is none.
     async fn connect(url: &str, tokens: Vec<String>, storage_key: &str) -> Probe {
-        let events = Rc::new(RefCell::new(Vec::new()));
         let token_calls = Rc::new(RefCell::new(Vec::new()));
         let get_token = {
             let (calls, mut index) = (token_calls.clone(), 0usize);
@@ -110,6 +110,34 @@ impl Probe {
                 js_sys::Promise::resolve(&token).into()
             })
         };
+        Self::with_get_token(url, storage_key, token_calls, get_token)
+    }
+
+    /// Connects with a `getToken` that has the harness mint a new token,
+    /// living `ttl_s` seconds, on every call.
+    async fn minting(url: &str, role: &str, sub: &str, ttl_s: u32) -> Probe {
+        let token_calls = Rc::new(RefCell::new(Vec::new()));
+        let get_token = {
+            let (calls, role, sub) = (token_calls.clone(), role.to_owned(), sub.to_owned());
+            Closure::<dyn FnMut(JsValue) -> JsValue>::new(move |fresh: JsValue| {
+                calls.borrow_mut().push(fresh.as_bool().unwrap_or(false));
+                let (role, sub) = (role.clone(), sub.clone());
+                wasm_bindgen_futures::future_to_promise(async move {
+                    Ok(JsValue::from_str(&token(&role, &sub, &format!("&ttl={ttl_s}")).await))
+                })
+                .into()
+            })
+        };
+        Self::with_get_token(url, &unique("outbox"), token_calls, get_token)
+    }
+
+    fn with_get_token(
+        url: &str,
+        storage_key: &str,
+        token_calls: Rc<RefCell<Vec<bool>>>,
+        get_token: Closure<dyn FnMut(JsValue) -> JsValue>,
+    ) -> Probe {
+        let events = Rc::new(RefCell::new(Vec::new()));
         let on_event = {
             let events = events.clone();
             Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
@@ -234,6 +262,34 @@ async fn an_expired_token_is_refused_with_4501_and_a_fresh_one_connects() {
     let ready = probe.next("session.ready", |_| true).await;
     assert_eq!(ready["user"]["id"], sub.as_str());
     assert_eq!(*probe.token_calls.borrow(), [false, true]);
+    probe.client.close();
+}
+
+#[wasm_bindgen_test]
+async fn a_short_lived_token_is_refreshed_and_one_connection_lasts_three_lifetimes() {
+    // The harness runs the server with a 500 ms leeway: an unrefreshed 3 s token closes with 4501.
+    const LIFETIME_MS: f64 = 3_000.0;
+    let (_turn, url) = ws_url().await;
+    let sub = unique("customer");
+    let probe = Probe::minting(&url, "customer", &sub, 3).await;
+    let ready = probe.next("session.ready", |_| true).await;
+    assert!(ready["tokenExpiresAt"].is_string(), "{ready}");
+    let start = js_sys::Date::now();
+    let mut refreshed = 0;
+    while js_sys::Date::now() - start < 3.0 * LIFETIME_MS + 500.0 {
+        // Each refresh comes within a lifetime of the last; `next` fails the test if one does not.
+        let seen = refreshed;
+        probe.next("session.refreshed", |_| probe.all("session.refreshed").len() > seen).await;
+        refreshed = probe.all("session.refreshed").len();
+    }
+    assert!(refreshed >= 3, "{refreshed} refreshes in three lifetimes");
+    assert_eq!(probe.all("session.ready").len(), 1, "one connection: no reconnect");
+    let states: Vec<Value> = probe.all("client.state").into_iter().map(|d| d["state"].clone()).collect();
+    assert_eq!(states, [json!("connecting"), json!("connected")], "the connection never dropped");
+    assert!(probe.all("error").is_empty(), "{:?}", probe.all("error"));
+    let calls = probe.token_calls.borrow().clone();
+    assert_eq!(calls.first(), Some(&false));
+    assert!(calls[1..].iter().all(|fresh| *fresh) && calls.len() > refreshed, "{calls:?}");
     probe.client.close();
 }
 

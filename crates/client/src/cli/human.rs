@@ -227,7 +227,10 @@ impl View {
             }
             ServerMessage::Notification(n) => say(&format!("[{}: {}]", n.title, n.body)),
             ServerMessage::Error(e) => say(&format!("[error {}: {}]", e.code, e.message)),
-            ServerMessage::ChatAck(_) | ServerMessage::TypingStop(_) | ServerMessage::Pong(_) => {}
+            ServerMessage::ChatAck(_)
+            | ServerMessage::TypingStop(_)
+            | ServerMessage::Pong(_)
+            | ServerMessage::SessionRefreshed(_) => {}
         }
     }
 

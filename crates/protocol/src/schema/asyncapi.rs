@@ -186,10 +186,12 @@ second per connection with a burst of twice that, at most {} messages replayed p
 
 fn channel_description() -> String {
     format!(
-        "Authenticate with `?{TOKEN_QUERY_PARAM}=<JWT>` or the `{BEARER_PREFIX}<JWT>` subprotocol entry. A refused \
-handshake still completes the upgrade and is closed at once, so browsers can read why; when several things are \
-wrong the first decides: Origin (1008), protocol version (4505), token (4500, or 4501 when expired). The first \
-server message is `session.ready`.\n\
+        "Authenticate with `?{TOKEN_QUERY_PARAM}=<JWT>` or the `{BEARER_PREFIX}<JWT>` subprotocol entry, not both \
+(both is refused with 4500). A refused handshake still completes the upgrade and is closed at once, so browsers \
+can read why; when several things are wrong the first decides: Origin (1008), protocol version (4505), token \
+(4500, or 4501 when expired). The first server message is `session.ready`; its `tokenExpiresAt` says when the \
+token expires. A live connection is closed with 4501 once that instant plus the server's clock leeway (at most \
+60 s) has passed, unless `session.refresh` swapped in a fresh token for the same user first.\n\
 \n\
 Close codes (4000-4499 reconnect, 4500-4999 do not reconnect without something new):\n\
 \n\

@@ -12,7 +12,9 @@
 //!
 //! 1. [`Session::start`] once;
 //! 2. act on every [`Session::poll_action`]: `Connect` opens a socket,
-//!    `Close` closes the open one with the given code;
+//!    `Close` closes the open one with the given code, `RefreshToken` asks the
+//!    token provider and hands the token to [`Session::refresh_token`] (see
+//!    `refresh.rs` for when);
 //! 3. write every [`Session::poll_transmit`] frame to the open socket;
 //! 4. hand every [`Session::poll_event`] to the application;
 //! 5. wait for an input or [`Session::poll_timeout`], feed it with
@@ -24,6 +26,7 @@
 
 mod backoff;
 mod json;
+mod refresh;
 #[cfg(test)]
 mod tests;
 
@@ -31,6 +34,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::ops::RangeInclusive;
 
 pub use backoff::Backoff;
+pub use refresh::{REFRESH_LEAD_MAX_MS, REFRESH_RETRY_BASE_MS, REFRESH_RETRY_CAP_MS};
 
 use crate::close::{self, CloseCode, Reconnect};
 use crate::error::{DecodeError, ErrorCode, ErrorData};
@@ -117,6 +121,10 @@ pub enum Action {
         /// The reason to send.
         reason: String,
     },
+    /// The connection's token expires soon: get a fresh one from the token
+    /// provider and hand it to [`Session::refresh_token`] (or, when the
+    /// provider failed, call [`Session::refresh_failed`]).
+    RefreshToken,
 }
 
 /// What the application hears.
@@ -252,6 +260,8 @@ pub struct Session {
     transmits: VecDeque<String>,
     events: VecDeque<Event>,
     next_request: u64,
+    /// The token's lifetime on this connection (`refresh.rs`).
+    refresh: refresh::Refresh,
 }
 
 impl Session {
@@ -283,6 +293,7 @@ impl Session {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             next_request: 1,
+            refresh: refresh::Refresh::default(),
         }
     }
 
@@ -352,6 +363,7 @@ impl Session {
             self.config.backoff.connection_ended(now.saturating_sub(since));
         }
         self.socket = Socket::Down;
+        self.reset_refresh();
         // 1009: the message written last is the one the server could not take.
         let offending = self.outbox.iter().rposition(|e| e.transmitted);
         if code.is_some_and(CloseCode::drops_offending_message)
@@ -407,6 +419,7 @@ impl Session {
                     .push_back(ClientEnvelope::new(ClientMessage::Ping(Default::default())).with_id(id).encode());
             }
         }
+        self.refresh_timeout(now);
         let idle = self.config.typing_idle_ms;
         let stale: Vec<ConversationId> = self
             .tracks
@@ -459,6 +472,7 @@ impl Session {
     pub fn poll_timeout(&self) -> Option<Millis> {
         let mut deadlines = Vec::new();
         deadlines.extend(self.retry_at);
+        deadlines.extend(self.refresh_deadline());
         if let Socket::Open { .. } = self.socket {
             let dead_after = self.heartbeat_ms.saturating_mul(u64::from(HEARTBEAT_MISSED_INTERVALS));
             deadlines.push(self.last_heard.saturating_add(dead_after));
@@ -669,6 +683,7 @@ impl Session {
                 self.refilled_at = now;
                 self.user = Some(ready.user.clone());
                 self.hint_ms = 0;
+                self.schedule_refresh(now, envelope.timestamp, ready.token_expires_at);
                 if self.config.auto_join {
                     for conversation in &ready.conversations {
                         self.track(&conversation.id);
@@ -734,6 +749,10 @@ impl Session {
                 self.advance(&ack.conversation_id, ack.seq.get());
                 true
             }
+            ServerMessage::SessionRefreshed(refreshed) => {
+                self.on_refreshed(now, envelope, refreshed.token_expires_at);
+                true
+            }
             ServerMessage::Error(error) => {
                 self.on_error(now, error);
                 true
@@ -749,6 +768,9 @@ impl Session {
         if error.code == ErrorCode::RateLimited {
             self.hint_ms = retry_after;
             self.paused_until = Some(now.saturating_add(retry_after));
+        }
+        if self.on_refresh_error(now, error) {
+            return;
         }
         let Some(ref_id) = &error.ref_id else { return };
         if let Some(index) = self.outbox.iter().position(|e| &e.request_id == ref_id) {

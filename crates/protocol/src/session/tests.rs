@@ -50,7 +50,7 @@ impl Pair {
             "sessionId": "s", "user": {"id": "cust-1", "role": "customer", "name": "C"},
             "heartbeatIntervalMs": 25_000,
             "limits": {"maxMessageBytes": 65_536, "maxTextChars": 4_000, "messagesPerSecond": 10},
-            "conversations": conversations,
+            "conversations": conversations, "tokenExpiresAt": "2026-11-22T11:00:00.000Z",
         }}));
     }
 

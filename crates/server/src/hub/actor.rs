@@ -214,8 +214,8 @@ impl Actor {
 
     fn decide(&mut self, command: Command, batch: &mut Batch) {
         match command {
-            Command::Connect { conn, user, sink, reply } => {
-                let answer = self.connect(conn, user, sink);
+            Command::Connect { conn, user, token_expires_at, sink, reply } => {
+                let answer = self.connect(conn, user, token_expires_at, sink);
                 let _ = reply.send(answer);
             }
             Command::Disconnect { conn } => self.disconnect(conn),
@@ -232,7 +232,13 @@ impl Actor {
 
     // ----- connections ------------------------------------------------------
 
-    fn connect(&mut self, conn: ConnId, user: User, sink: ConnSink) -> Result<(), (CloseCode, String)> {
+    fn connect(
+        &mut self,
+        conn: ConnId,
+        user: User,
+        token_expires_at: petchat_protocol::Timestamp,
+        sink: ConnSink,
+    ) -> Result<(), (CloseCode, String)> {
         let retry = petchat_protocol::close::reason_with_retry_hint;
         if self.conns.len() >= self.limits.max_connections {
             return Err((CloseCode::TRY_AGAIN_LATER, retry("server at capacity", 5_000)));
@@ -250,7 +256,7 @@ impl Actor {
             agent.name.clone_from(&user.name);
             agent.grace_generation += 1;
         }
-        self.send_to(conn, ServerMessage::SessionReady(self.session_ready(&user)), None);
+        self.send_to(conn, ServerMessage::SessionReady(self.session_ready(&user, token_expires_at)), None);
         if count == 0 {
             self.announce_presence(&user, PresenceStatus::Online);
         }
@@ -258,7 +264,7 @@ impl Actor {
         Ok(())
     }
 
-    fn session_ready(&self, user: &User) -> SessionReady {
+    fn session_ready(&self, user: &User, token_expires_at: petchat_protocol::Timestamp) -> SessionReady {
         let conversations = self
             .member_conversations(user)
             .into_iter()
@@ -275,6 +281,7 @@ impl Actor {
                 messages_per_second: self.limits.messages_per_second,
             },
             conversations,
+            token_expires_at,
         }
     }
 
@@ -382,6 +389,8 @@ impl Actor {
             }
             ClientMessage::AgentStatus(status) => self.agent_status(conn, user, id, status.available, batch),
             ClientMessage::Ping(_) => self.send_to(conn, ServerMessage::Pong(Default::default()), id),
+            // The connection answers it itself (`token_clock`): the token is not the hub's.
+            ClientMessage::SessionRefresh(_) => {}
         }
     }
 

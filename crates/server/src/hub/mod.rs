@@ -27,7 +27,14 @@ use crate::store::{Store, StoreError};
 #[derive(Debug)]
 pub(crate) enum Command {
     /// A new authenticated connection; the hub queues `session.ready` first.
-    Connect { conn: ConnId, user: User, sink: ConnSink, reply: oneshot::Sender<Result<(), (CloseCode, String)>> },
+    Connect {
+        conn: ConnId,
+        user: User,
+        /// The `exp` of the connection's token, for `session.ready`.
+        token_expires_at: petchat_protocol::Timestamp,
+        sink: ConnSink,
+        reply: oneshot::Sender<Result<(), (CloseCode, String)>>,
+    },
     /// The connection ended.
     Disconnect { conn: ConnId },
     /// A decoded client message (all but `ping`, which the connection answers).
@@ -61,10 +68,15 @@ impl Hub {
     }
 
     /// Registers a connection; refused with 1013 beyond the connection caps.
-    pub async fn connect(&self, user: User, sink: ConnSink) -> Result<ConnId, (CloseCode, String)> {
+    pub async fn connect(
+        &self,
+        user: User,
+        token_expires_at: petchat_protocol::Timestamp,
+        sink: ConnSink,
+    ) -> Result<ConnId, (CloseCode, String)> {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = oneshot::channel();
-        self.send(Command::Connect { conn, user, sink, reply }).await;
+        self.send(Command::Connect { conn, user, token_expires_at, sink, reply }).await;
         match answer.await {
             Ok(Ok(())) => Ok(conn),
             Ok(Err(refusal)) => Err(refusal),
