@@ -16,6 +16,8 @@ const SERVER_NOW: &str = "2026-11-22T10:00:00.000Z";
 struct Driver {
     session: Session,
     now: Millis,
+    /// Frames the session sent while the clock ran, other than its pings.
+    held: Vec<Value>,
 }
 
 impl Driver {
@@ -25,7 +27,7 @@ impl Driver {
 
     fn connected_at(server_now: &str, expires_at: &str) -> Self {
         let config = SessionConfig { seed: 7, backoff: Backoff::new(7), ..SessionConfig::default() };
-        let mut driver = Self { session: Session::new(config), now: 5_000_000 };
+        let mut driver = Self { session: Session::new(config), now: 5_000_000, held: Vec::new() };
         driver.session.start(driver.now);
         driver.session.handle_connected(driver.now);
         driver.server(
@@ -47,13 +49,22 @@ impl Driver {
         self.session.handle_frame(self.now, &frame.to_string());
     }
 
-    /// Runs the clock to `at`, through every deadline on the way; returns
-    /// when the session asked for a token, if it did.
+    /// Runs the clock to `at`, through every deadline on the way, answering
+    /// the session's heartbeat pings as a live server does (the link would
+    /// otherwise die after two heartbeat intervals, at most 20 minutes);
+    /// returns when the session asked for a token, if it did.
     fn run_until(&mut self, at: Millis) -> Option<Millis> {
         loop {
             let next = self.session.poll_timeout().filter(|&t| t <= at).unwrap_or(at).max(self.now);
             self.now = next;
             self.session.handle_timeout(self.now);
+            for frame in self.transmits() {
+                if frame["type"] == "ping" {
+                    self.server(json!({"type": "pong", "id": frame["id"], "data": {}}), SERVER_NOW);
+                } else {
+                    self.held.push(frame);
+                }
+            }
             if self.actions().contains(&Action::RefreshToken) {
                 return Some(self.now);
             }
@@ -68,7 +79,8 @@ impl Driver {
     }
 
     fn transmits(&mut self) -> Vec<Value> {
-        std::iter::from_fn(|| self.session.poll_transmit()).map(|t| serde_json::from_str(&t).expect("JSON")).collect()
+        let sent = std::iter::from_fn(|| self.session.poll_transmit()).map(|t| serde_json::from_str(&t).expect("JSON"));
+        std::mem::take(&mut self.held).into_iter().chain(sent).collect()
     }
 
     /// Hands a token in and returns the `session.refresh` it sent.

@@ -417,7 +417,7 @@ impl Pair {
             "heartbeatIntervalMs": heartbeat_ms,
             "limits": {"maxMessageBytes": max_message_bytes, "maxTextChars": 4_000,
                 "messagesPerSecond": messages_per_second},
-            "conversations": [],
+            "conversations": [], "tokenExpiresAt": "2099-01-01T00:00:00.000Z",
         }}));
     }
 
