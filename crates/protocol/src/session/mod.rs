@@ -137,7 +137,8 @@ pub enum Event {
         /// Why.
         error: ErrorData,
     },
-    /// A message was dropped from the outbox after the server closed with 1009.
+    /// A message was dropped from the outbox after the server closed with 1009,
+    /// or because it is bigger than the `maxMessageBytes` of a later `session.ready`.
     Dropped {
         /// Its idempotency key.
         client_message_id: ClientMessageId,
@@ -382,7 +383,7 @@ impl Session {
         }
         if let Socket::Open { .. } = self.socket {
             let silent = now.saturating_sub(self.last_heard);
-            if silent >= self.heartbeat_ms * u64::from(HEARTBEAT_MISSED_INTERVALS) {
+            if silent >= self.heartbeat_ms.saturating_mul(u64::from(HEARTBEAT_MISSED_INTERVALS)) {
                 self.actions.push_back(Action::Close {
                     code: CloseCode::HEARTBEAT_TIMEOUT,
                     reason: "no frame from the server for two heartbeat intervals".into(),
@@ -393,8 +394,10 @@ impl Session {
             if silent >= self.heartbeat_ms && self.ping_sent_at.is_none() && self.is_ready() {
                 self.ping_sent_at = Some(now);
                 let id = self.request_id("hb");
-                self.transmits
-                    .push_back(ClientEnvelope::new(ClientMessage::Ping(Default::default())).with_id(id).encode());
+                let ping = ClientEnvelope::new(ClientMessage::Ping(Default::default())).with_id(id).encode();
+                if ping.len() <= self.max_message_bytes {
+                    self.transmits.push_back(ping);
+                }
             }
         }
         let idle = self.config.typing_idle_ms;
@@ -450,9 +453,12 @@ impl Session {
         let mut deadlines = Vec::new();
         deadlines.extend(self.retry_at);
         if let Socket::Open { .. } = self.socket {
-            deadlines.push(self.last_heard + self.heartbeat_ms * u64::from(HEARTBEAT_MISSED_INTERVALS));
-            if self.ping_sent_at.is_none() {
-                deadlines.push(self.last_heard + self.heartbeat_ms);
+            // Saturating: `heartbeat_ms` is the server's number.
+            let dead_after = self.heartbeat_ms.saturating_mul(u64::from(HEARTBEAT_MISSED_INTERVALS));
+            deadlines.push(self.last_heard.saturating_add(dead_after));
+            // No ping goes out before `session.ready` (`handle_timeout`), so no deadline for one.
+            if self.ping_sent_at.is_none() && self.is_ready() {
+                deadlines.push(self.last_heard.saturating_add(self.heartbeat_ms));
             }
             if self.is_ready() && self.has_paced_work() {
                 let wait = self.paused_until.unwrap_or(0).max(self.refilled_at + self.ms_per_token());
@@ -854,11 +860,12 @@ impl Session {
         self.tokens_milli = (self.tokens_milli + elapsed * self.rate_per_s).min(self.burst_milli());
         self.refilled_at = now;
         while self.tokens_milli >= 1_000 {
+            let mut from_outbox = None;
             let frame = if let Some((_, envelope)) = self.control.pop_front() {
                 envelope.encode()
-            } else if let Some(entry) = self.outbox.iter_mut().find(|e| !e.transmitted) {
-                entry.transmitted = true;
-                entry.frame.clone()
+            } else if let Some(index) = self.outbox.iter().position(|e| !e.transmitted) {
+                from_outbox = Some(index);
+                self.outbox[index].frame.clone()
             } else if let Some(((conversation_id, read), up_to_seq)) = self.receipts.pop_first() {
                 let receipt = ReceiptUpTo { conversation_id, up_to_seq };
                 let message =
@@ -867,6 +874,18 @@ impl Session {
             } else {
                 break;
             };
+            // A frame the server announced it would close with 1009 is not
+            // written (the 1009 would drop whichever message went last); a
+            // message queued under a larger limit leaves the outbox.
+            if frame.len() > self.max_message_bytes {
+                if let Some(entry) = from_outbox.and_then(|index| self.outbox.remove(index)) {
+                    self.events.push_back(Event::Dropped { client_message_id: entry.send.client_message_id });
+                }
+                continue;
+            }
+            if let Some(index) = from_outbox {
+                self.outbox[index].transmitted = true;
+            }
             self.tokens_milli -= 1_000;
             self.transmits.push_back(frame);
         }

@@ -402,3 +402,61 @@ fn the_network_coming_back_reconnects_at_once() {
     pair.session.network_online(pair.now);
     assert_eq!(pair.actions(), [Action::Connect]);
 }
+
+// ----- inputs the fuzzer found: fuzz/regressions/session/<test name> -----
+
+/// The socket opened and `session.ready` never came: one heartbeat interval
+/// later, `poll_timeout` stayed in the past (no ping goes out before ready),
+/// so a driver spun until the second interval ended.
+#[test]
+fn heartbeat_due_before_session_ready() {
+    let mut pair = Pair::new();
+    pair.actions();
+    pair.session.handle_connected(pair.now);
+    pair.advance(25 * SEC);
+    let due = pair.session.poll_timeout().expect("the dead-server timer");
+    assert!(due > pair.now, "poll_timeout {due} is not after now {}", pair.now);
+}
+
+/// `session.ready` with `heartbeatIntervalMs` = `u64::MAX`: the dead-server
+/// deadline (two intervals after the last frame) overflowed.
+#[test]
+fn session_ready_heartbeat_interval_u64_max() {
+    let mut pair = Pair::new();
+    pair.actions();
+    pair.session.handle_connected(pair.now);
+    pair.server(json!({"type": "session.ready", "data": {
+        "sessionId": "s", "user": {"id": "cust-1", "role": "customer", "name": "C"},
+        "heartbeatIntervalMs": u64::MAX,
+        "limits": {"maxMessageBytes": 65_536, "maxTextChars": 4_000, "messagesPerSecond": 10},
+        "conversations": [],
+    }}));
+    assert!(pair.session.poll_timeout().is_some_and(|due| due > pair.now));
+    pair.advance(1_000 * SEC);
+    assert_eq!(pair.session.state(), &ConnectionState::Connected);
+}
+
+/// A join and a long message queued while down, then `session.ready` with a
+/// `maxMessageBytes` smaller than them (0 in the fuzzer's input): the session
+/// wrote frames the server had said it would close with 1009, and that 1009
+/// would have dropped whichever message was written last.
+#[test]
+fn session_ready_max_message_bytes_below_queued_frames() {
+    let mut pair = Pair::new();
+    pair.actions();
+    let long = pair.session.send_chat(pair.now, &c1(), &"x".repeat(400)).expect("queued");
+    pair.session.send_chat(pair.now, &c1(), "short").expect("queued");
+    pair.session.handle_connected(pair.now);
+    pair.server(json!({"type": "session.ready", "data": {
+        "sessionId": "s", "user": {"id": "cust-1", "role": "customer", "name": "C"},
+        "heartbeatIntervalMs": 25_000,
+        "limits": {"maxMessageBytes": 200, "maxTextChars": 4_000, "messagesPerSecond": 10},
+        "conversations": [],
+    }}));
+    let frames: Vec<String> = std::iter::from_fn(|| pair.session.poll_transmit()).collect();
+    assert!(frames.iter().all(|f| f.len() <= 200), "{frames:?}");
+    let frames: Vec<Value> = frames.iter().map(|f| serde_json::from_str(f).expect("JSON")).collect();
+    assert_eq!(types(&frames), ["conversation.join", "chat.send"], "the join and the short message still go");
+    assert!(pair.events().contains(&Event::Dropped { client_message_id: long }));
+    assert_eq!(pair.session.outbox().count(), 1);
+}
