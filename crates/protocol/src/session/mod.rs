@@ -736,14 +736,15 @@ impl Session {
         let retry_after = error.retry_after_ms.unwrap_or(1_000);
         if error.code == ErrorCode::RateLimited {
             self.hint_ms = retry_after;
-            self.paused_until = Some(now + retry_after);
+            // Saturating: `retryAfterMs` is the server's number.
+            self.paused_until = Some(now.saturating_add(retry_after));
         }
         let Some(ref_id) = &error.ref_id else { return };
         if let Some(index) = self.outbox.iter().position(|e| &e.request_id == ref_id) {
             match error.code {
                 ErrorCode::RateLimited | ErrorCode::Internal => {
                     self.outbox[index].transmitted = false;
-                    self.paused_until = Some(now + retry_after);
+                    self.paused_until = Some(now.saturating_add(retry_after));
                 }
                 _ => {
                     let entry = self.outbox.remove(index).expect("index from position");
@@ -857,7 +858,9 @@ impl Session {
         }
         self.paused_until = None;
         let elapsed = now.saturating_sub(self.refilled_at);
-        self.tokens_milli = (self.tokens_milli + elapsed * self.rate_per_s).min(self.burst_milli());
+        // Saturating: `rate_per_s` is the server's number, `elapsed` may be days.
+        let refill = elapsed.saturating_mul(self.rate_per_s);
+        self.tokens_milli = self.tokens_milli.saturating_add(refill).min(self.burst_milli());
         self.refilled_at = now;
         while self.tokens_milli >= 1_000 {
             let mut from_outbox = None;

@@ -460,3 +460,38 @@ fn session_ready_max_message_bytes_below_queued_frames() {
     assert!(pair.events().contains(&Event::Dropped { client_message_id: long }));
     assert_eq!(pair.session.outbox().count(), 1);
 }
+
+/// A `rate_limited` error with `retryAfterMs` = `u64::MAX`: the pause's end
+/// (`now + retryAfterMs`) overflowed.
+#[test]
+fn error_rate_limited_retry_after_ms_u64_max() {
+    let mut pair = Pair::new();
+    pair.actions();
+    pair.connect(json!([]));
+    pair.now += SEC;
+    pair.server(json!({"type": "error", "data": {
+        "code": "rate_limited", "message": "slow down", "retryAfterMs": u64::MAX,
+    }}));
+    pair.session.send_chat(pair.now, &c1(), "later").expect("queued");
+    pair.advance(SEC);
+    assert!(pair.transmits().is_empty(), "still paused");
+}
+
+/// `session.ready` with a large `messagesPerSecond`, then a long silence (the
+/// fuzzer jumped the clock past the heartbeat): refilling the pacing bucket
+/// (`elapsed × rate`) overflowed. Here: `u32::MAX` per second and 60 days.
+#[test]
+fn session_ready_messages_per_second_large_after_a_long_silence() {
+    let mut pair = Pair::new();
+    pair.actions();
+    pair.session.handle_connected(pair.now);
+    pair.server(json!({"type": "session.ready", "data": {
+        "sessionId": "s", "user": {"id": "cust-1", "role": "customer", "name": "C"},
+        "heartbeatIntervalMs": u64::from(u32::MAX),
+        "limits": {"maxMessageBytes": 65_536, "maxTextChars": 4_000, "messagesPerSecond": u32::MAX},
+        "conversations": [],
+    }}));
+    pair.now += 60 * 24 * 3_600 * SEC;
+    pair.session.send_chat(pair.now, &c1(), "hello again").expect("queued");
+    assert_eq!(types(&pair.transmits()), ["chat.send"]);
+}
