@@ -137,7 +137,7 @@ pub enum Step {
     /// The server closed the socket (`None`: it failed without a close frame).
     Closed {
         /// The close code.
-        code: Option<u16>,
+        code: Option<Code>,
         /// The close reason.
         reason: Reason,
     },
@@ -153,6 +153,24 @@ pub enum Step {
     Disconnect,
     /// An application command.
     Command(Command),
+}
+
+/// A close code: one of the contract's, or any.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub enum Code {
+    /// One of `CloseCode::ALL`.
+    Known(u8),
+    /// Any code.
+    Any(u16),
+}
+
+impl Code {
+    fn get(self) -> CloseCode {
+        match self {
+            Code::Known(i) => CloseCode::ALL[usize::from(i) % CloseCode::ALL.len()],
+            Code::Any(code) => CloseCode::from(code),
+        }
+    }
 }
 
 /// How far the clock moves.
@@ -381,7 +399,7 @@ impl Driver {
                         Reason::Hint(n) => reason_with_retry_hint("at capacity", n.get()),
                         Reason::Text(text) => text.clone(),
                     };
-                    self.session.handle_closed(now, code.map(CloseCode::from), &reason);
+                    self.session.handle_closed(now, code.map(Code::get), &reason);
                 }
             }
             Step::Elapse(elapse) => {

@@ -820,7 +820,8 @@ impl Session {
 
     fn schedule_reconnect(&mut self, now: Millis, hint_ms: u64, close_code: Option<CloseCode>) {
         let delay = self.config.backoff.next_delay_ms(hint_ms);
-        self.retry_at = Some(now + delay);
+        // Saturating: the delay is never under the server's hint.
+        self.retry_at = Some(now.saturating_add(delay));
         self.set_state(ConnectionState::Reconnecting { retry_in_ms: delay, close_code });
     }
 

@@ -495,3 +495,20 @@ fn session_ready_messages_per_second_large_after_a_long_silence() {
     pair.session.send_chat(pair.now, &c1(), "hello again").expect("queued");
     assert_eq!(types(&pair.transmits()), ["chat.send"]);
 }
+
+/// Closed with 1013 and the reason `"at capacity; retryAfterMs=<u64::MAX>"`:
+/// the reconnect time (`now + delay`, the delay never under the hint) overflowed.
+#[test]
+fn close_try_again_later_retry_after_ms_u64_max() {
+    let mut pair = Pair::new();
+    pair.actions();
+    pair.connect(json!([]));
+    pair.now += SEC;
+    pair.session.handle_closed(
+        pair.now,
+        Some(CloseCode::TRY_AGAIN_LATER),
+        &reason_with_retry_hint("at capacity", u64::MAX),
+    );
+    assert!(matches!(pair.session.state(), ConnectionState::Reconnecting { .. }));
+    assert!(pair.session.poll_timeout().is_some_and(|due| due > pair.now));
+}
