@@ -437,24 +437,25 @@ fn session_ready_heartbeat_interval_u64_max() {
 }
 
 /// A join and a long message queued while down, then `session.ready` with a
-/// `maxMessageBytes` smaller than them (0 in the fuzzer's input): the session
-/// wrote frames the server had said it would close with 1009, and that 1009
-/// would have dropped whichever message was written last.
+/// `maxMessageBytes` smaller than the message's frame (0 in the fuzzer's
+/// input, smaller than the join too): the session wrote frames the server had
+/// said it would close with 1009, and that 1009 would have dropped whichever
+/// message was written last, here the short one.
 #[test]
 fn session_ready_max_message_bytes_below_queued_frames() {
     let mut pair = Pair::new();
     pair.actions();
-    let long = pair.session.send_chat(pair.now, &c1(), &"x".repeat(400)).expect("queued");
+    let long = pair.session.send_chat(pair.now, &c1(), &"x".repeat(3_000)).expect("queued");
     pair.session.send_chat(pair.now, &c1(), "short").expect("queued");
     pair.session.handle_connected(pair.now);
     pair.server(json!({"type": "session.ready", "data": {
         "sessionId": "s", "user": {"id": "cust-1", "role": "customer", "name": "C"},
         "heartbeatIntervalMs": 25_000,
-        "limits": {"maxMessageBytes": 200, "maxTextChars": 4_000, "messagesPerSecond": 10},
+        "limits": {"maxMessageBytes": 2_000, "maxTextChars": 4_000, "messagesPerSecond": 10},
         "conversations": [],
     }}));
     let frames: Vec<String> = std::iter::from_fn(|| pair.session.poll_transmit()).collect();
-    assert!(frames.iter().all(|f| f.len() <= 200), "{frames:?}");
+    assert!(frames.iter().all(|f| f.len() <= 2_000), "{frames:?}");
     let frames: Vec<Value> = frames.iter().map(|f| serde_json::from_str(f).expect("JSON")).collect();
     assert_eq!(types(&frames), ["conversation.join", "chat.send"], "the join and the short message still go");
     assert!(pair.events().contains(&Event::Dropped { client_message_id: long }));
