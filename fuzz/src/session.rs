@@ -17,9 +17,10 @@ use petchat_protocol::limits::{MAX_MESSAGE_BYTES, MAX_SEQ};
 use petchat_protocol::session::{Action, Backoff, Event, Millis, Session, SessionConfig};
 use petchat_protocol::{
     ClientEnvelope, ClientMessage, ClientMessageId, CloseCode, ConversationId, JoinConversation, LastSeq, MessageText,
-    OpenConversation, SendChat, Seq, ServerMessage,
+    OpenConversation, SendChat, Seq, ServerMessage, Timestamp,
 };
 use serde_json::{Value, json};
+use std::str::FromStr;
 
 /// The conversations a script talks about; the first is the golden examples' one.
 const CONVERSATIONS: [&str; 3] = ["c-7f3a9b", "c-2", "c-3"];
@@ -219,6 +220,15 @@ pub enum Frame {
         messages_per_second: Number,
         /// The conversations to rejoin, with their `lastSeq`.
         conversations: Vec<(Conv, Number)>,
+        /// `tokenExpiresAt` (SPEC §1; decoders that do not know it ignore it).
+        token_expires: Expiry,
+    },
+    /// `session.refreshed` (SPEC §1), answering a `session.refresh`.
+    Refreshed {
+        /// Its `id`.
+        reference: Reference,
+        /// `tokenExpiresAt`.
+        token_expires: Expiry,
     },
     /// `conversation.joined` or (`opened`) `conversation.opened`.
     Joined {
@@ -266,7 +276,29 @@ pub enum Frame {
     Raw(String),
 }
 
-/// The `refId` of an error.
+/// A token's expiry, relative to the frame's `timestamp`.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub enum Expiry {
+    /// This many milliseconds later.
+    In(Number),
+    /// This many milliseconds earlier: expired already.
+    Ago(Number),
+}
+
+impl Expiry {
+    fn timestamp(self) -> Value {
+        let sent = Timestamp::from_str(TIMESTAMP).expect("a valid timestamp").as_unix_ms();
+        let offset = |n: Number| i64::try_from(n.get()).unwrap_or(i64::MAX);
+        let at = match self {
+            Expiry::In(n) => sent.saturating_add(offset(n)),
+            Expiry::Ago(n) => sent.saturating_sub(offset(n)),
+        };
+        // Past the years 0000..=9999 the wire cannot say it: the last instant it can.
+        Timestamp::from_unix_ms(at).map_or_else(|| json!("9999-12-31T23:59:59.999Z"), |t| json!(t))
+    }
+}
+
+/// The `refId` of an error, or the `id` of a reply.
 #[derive(Arbitrary, Debug)]
 pub enum Reference {
     /// None.
@@ -277,8 +309,23 @@ pub enum Reference {
     Join(Conv),
     /// `hb-N`, a heartbeat ping.
     Heartbeat(u8),
+    /// `rt-N`, a token refresh.
+    Refresh(u8),
     /// Anything.
     Text(String),
+}
+
+impl Reference {
+    fn text(&self) -> Option<String> {
+        match self {
+            Reference::None => None,
+            Reference::Message(n) => Some(format!("m-{n}")),
+            Reference::Join(c) => Some(format!("j-{}", c.name())),
+            Reference::Heartbeat(n) => Some(format!("hb-{n}")),
+            Reference::Refresh(n) => Some(format!("rt-{n}")),
+            Reference::Text(text) => Some(text.clone()),
+        }
+    }
 }
 
 /// An application command.
@@ -350,18 +397,7 @@ struct Driver {
 
 /// Plays a script; panics when an invariant of the module docs breaks.
 pub fn run(script: &Script) {
-    let capacity = usize::from(script.outbox_capacity).max(1);
-    let config = SessionConfig {
-        auto_delivered: script.auto_delivered,
-        auto_join: script.auto_join,
-        outbox_capacity: capacity,
-        history_per_conversation: usize::from(script.history),
-        seed: script.seed,
-        backoff: Backoff::new(script.seed),
-        ..SessionConfig::default()
-    };
-    let mut driver =
-        Driver { session: Session::new(config), now: 0, socket: Socket::None, announced: MAX_MESSAGE_BYTES, capacity };
+    let mut driver = Driver::new(script);
     for step in &script.steps {
         driver.step(step);
         driver.settle();
@@ -369,6 +405,20 @@ pub fn run(script: &Script) {
 }
 
 impl Driver {
+    fn new(script: &Script) -> Self {
+        let capacity = usize::from(script.outbox_capacity).max(1);
+        let config = SessionConfig {
+            auto_delivered: script.auto_delivered,
+            auto_join: script.auto_join,
+            outbox_capacity: capacity,
+            history_per_conversation: usize::from(script.history),
+            seed: script.seed,
+            backoff: Backoff::new(script.seed),
+            ..SessionConfig::default()
+        };
+        Self { session: Session::new(config), now: 0, socket: Socket::None, announced: MAX_MESSAGE_BYTES, capacity }
+    }
+
     fn step(&mut self, step: &Step) {
         let now = self.now;
         match step {
@@ -469,7 +519,15 @@ impl Driver {
         let data = match frame {
             Frame::Golden(i) => return GOLDEN[usize::from(*i) % GOLDEN.len()].to_owned(),
             Frame::Raw(text) => return text.clone(),
-            Frame::Ready { heartbeat, max_message_bytes, messages_per_second, conversations } => json!({
+            Frame::Refreshed { reference, token_expires } => {
+                let data = json!({"tokenExpiresAt": token_expires.timestamp()});
+                let mut frame = json!({"type": "session.refreshed", "data": data});
+                if let Some(id) = reference.text() {
+                    frame["id"] = json!(id);
+                }
+                frame
+            }
+            Frame::Ready { heartbeat, max_message_bytes, messages_per_second, conversations, token_expires } => json!({
                 "type": "session.ready",
                 "data": {
                     "sessionId": "s-1",
@@ -483,6 +541,7 @@ impl Driver {
                     "conversations": conversations.iter().map(|(c, last)| json!({
                         "id": c.name(), "status": "active", "lastSeq": last.get(),
                     })).collect::<Vec<Value>>(),
+                    "tokenExpiresAt": token_expires.timestamp(),
                 },
             }),
             Frame::Joined { conversation, last_seq, has_more, opened } => {
@@ -530,14 +589,7 @@ impl Driver {
             Frame::Error { code, reference, retry_after_ms } => {
                 let codes = petchat_protocol::ErrorCode::ALL;
                 let mut data = json!({"code": codes[usize::from(*code) % codes.len()], "message": "refused"});
-                let ref_id = match reference {
-                    Reference::None => None,
-                    Reference::Message(n) => Some(format!("m-{n}")),
-                    Reference::Join(c) => Some(format!("j-{}", c.name())),
-                    Reference::Heartbeat(n) => Some(format!("hb-{n}")),
-                    Reference::Text(text) => Some(text.clone()),
-                };
-                if let Some(ref_id) = ref_id {
+                if let Some(ref_id) = reference.text() {
                     data["refId"] = json!(ref_id);
                 }
                 if let Some(retry) = retry_after_ms {
@@ -606,4 +658,46 @@ impl Driver {
 /// A `clientMessageId` from a pool of 256.
 fn pool_key(n: u8) -> ClientMessageId {
     ClientMessageId::new(format!("00000000-0000-4000-8000-{n:012x}")).expect("a valid UUID")
+}
+
+#[cfg(test)]
+mod tests {
+    use petchat_protocol::ServerEnvelope;
+
+    use super::*;
+
+    /// Every generated message decodes: were the contract to change under
+    /// them (a new required field), the fuzzer would silently stay outside the
+    /// session, with every frame refused as `Event::Invalid`.
+    #[test]
+    fn generated_frames_decode() {
+        let script =
+            Script { seed: 1, auto_delivered: true, auto_join: true, outbox_capacity: 8, history: 8, steps: vec![] };
+        let driver = Driver::new(&script);
+        let n = Number::Small(3);
+        let frames = [
+            Frame::Ready {
+                heartbeat: n,
+                max_message_bytes: Number::Edge(6),
+                messages_per_second: n,
+                conversations: vec![(Conv(0), n)],
+                token_expires: Expiry::In(Number::Edge(4)),
+            },
+            Frame::Joined { conversation: Conv(1), last_seq: n, has_more: Some(true), opened: false },
+            Frame::Joined { conversation: Conv(2), last_seq: n, has_more: None, opened: true },
+            Frame::Message { conversation: Conv(0), seq: n, mine: false, text: "hi".into() },
+            Frame::Ack { outbox: 0, conversation: Conv(0), seq: n },
+            Frame::Error { code: 6, reference: Reference::Join(Conv(0)), retry_after_ms: Some(n) },
+        ];
+        for frame in &frames {
+            let text = driver.frame_text(frame);
+            if let Err(e) = ServerEnvelope::decode(&text) {
+                panic!("{frame:?} does not decode ({e}): {text}");
+            }
+        }
+        for i in 0..GOLDEN.len() {
+            let golden = u8::try_from(i).expect("a few examples");
+            assert!(ServerEnvelope::decode(&driver.frame_text(&Frame::Golden(golden))).is_ok());
+        }
+    }
 }
