@@ -6,7 +6,8 @@
 //! - nothing panics (overflow included: the targets build with overflow checks);
 //! - every frame the session transmits is written on an open socket, decodes
 //!   as a [`ClientEnvelope`] and is at most the `maxMessageBytes` the server
-//!   announced last, whatever the server sends;
+//!   announced last, whatever the server sends (an announcement below
+//!   [`ANNOUNCEMENT_FLOOR`] counts as that floor);
 //! - the outbox never holds more than `outbox_capacity` messages;
 //! - the driver never spins: once [`Session::handle_timeout`] ran at `now`,
 //!   [`Session::poll_timeout`] is not at or before `now` any more.
@@ -29,6 +30,9 @@ const ME: &str = "cust-42";
 /// The virtual clock stops here (about 285,000 years): the findings are about
 /// what the server sends, not about a clock that wraps.
 const CLOCK_CAP: Millis = 1 << 53;
+/// Below 1 KiB no `chat.send` fits in its envelope: a session may take such
+/// a `maxMessageBytes` as broken and hold itself to 1 KiB instead.
+pub const ANNOUNCEMENT_FLOOR: usize = 1_024;
 /// Rounds of `handle_timeout` at one instant before the driver counts as spinning.
 const SPIN_ROUNDS: usize = 3;
 const TIMESTAMP: &str = "2026-11-22T10:15:00.000Z";
@@ -635,7 +639,7 @@ impl Driver {
             if let Event::Message(envelope) = &event
                 && let ServerMessage::SessionReady(ready) = &envelope.message
             {
-                self.announced = ready.limits.max_message_bytes as usize;
+                self.announced = (ready.limits.max_message_bytes as usize).max(ANNOUNCEMENT_FLOOR);
             }
         }
         while let Some(frame) = self.session.poll_transmit() {
