@@ -33,6 +33,9 @@ PETCHAT_HARNESS=unset cargo clippy --package petchat-web --target wasm32-unknown
 step "cargo test"
 cargo test --workspace --locked
 
+step "fuzz: short run of every target"
+bash scripts/fuzz.sh
+
 step "interop: Python websockets and Node ws against the built server"
 bash scripts/interop.sh
 

@@ -150,7 +150,8 @@ pub enum Event {
         /// Why.
         error: ErrorData,
     },
-    /// A message was dropped from the outbox after the server closed with 1009.
+    /// A message was dropped from the outbox after the server closed with 1009,
+    /// or because it is bigger than the `maxMessageBytes` of a later `session.ready`.
     Dropped {
         /// Its idempotency key.
         client_message_id: ClientMessageId,
@@ -415,8 +416,10 @@ impl Session {
             if silent >= self.heartbeat_ms && self.ping_sent_at.is_none() && self.is_ready() {
                 self.ping_sent_at = Some(now);
                 let id = self.request_id("hb");
-                self.transmits
-                    .push_back(ClientEnvelope::new(ClientMessage::Ping(Default::default())).with_id(id).encode());
+                let ping = ClientEnvelope::new(ClientMessage::Ping(Default::default())).with_id(id).encode();
+                if ping.len() <= self.max_message_bytes {
+                    self.transmits.push_back(ping);
+                }
             }
         }
         self.refresh_timeout(now);
@@ -899,11 +902,12 @@ impl Session {
             self.tokens_milli.saturating_add(elapsed.saturating_mul(self.rate_per_s)).min(self.burst_milli());
         self.refilled_at = now;
         while self.tokens_milli >= 1_000 {
+            let mut from_outbox = None;
             let frame = if let Some((_, envelope)) = self.control.pop_front() {
                 envelope.encode()
-            } else if let Some(entry) = self.outbox.iter_mut().find(|e| !e.transmitted) {
-                entry.transmitted = true;
-                entry.frame.clone()
+            } else if let Some(index) = self.outbox.iter().position(|e| !e.transmitted) {
+                from_outbox = Some(index);
+                self.outbox[index].frame.clone()
             } else if let Some(((conversation_id, read), up_to_seq)) = self.receipts.pop_first() {
                 let receipt = ReceiptUpTo { conversation_id, up_to_seq };
                 let message =
@@ -912,6 +916,18 @@ impl Session {
             } else {
                 break;
             };
+            // A frame the server announced it would close with 1009 is not
+            // written (the 1009 would drop whichever message went last); a
+            // message queued under a larger limit leaves the outbox.
+            if frame.len() > self.max_message_bytes {
+                if let Some(entry) = from_outbox.and_then(|index| self.outbox.remove(index)) {
+                    self.events.push_back(Event::Dropped { client_message_id: entry.send.client_message_id });
+                }
+                continue;
+            }
+            if let Some(index) = from_outbox {
+                self.outbox[index].transmitted = true;
+            }
             self.tokens_milli -= 1_000;
             self.transmits.push_back(frame);
         }

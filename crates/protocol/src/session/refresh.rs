@@ -130,9 +130,11 @@ impl Session {
         }
     }
 
-    /// When the refresh is due, if it waits on time.
+    /// When the refresh is due, if it waits on time. Only a ready
+    /// connection refreshes (`refresh_timeout`), so only it has a deadline:
+    /// one kept while not ready would stay in the past and spin the driver.
     pub(super) fn refresh_deadline(&self) -> Option<Millis> {
-        self.refresh.due_at
+        self.refresh.due_at.filter(|_| self.is_ready())
     }
 
     /// The connection ended: its token's lifetime means nothing to the next,

@@ -233,3 +233,29 @@ fn a_refresh_goes_out_before_queued_requests_and_its_token_is_never_debug_printe
     driver.session.handle_timeout(driver.now);
     assert_eq!(driver.transmits()[0]["type"], "session.refresh");
 }
+
+/// Found by the fuzzer after the merge with the clamping work
+/// (fuzz/corpus/session/cmin-0101): a `session.ready` with an expired token
+/// arriving while the socket is not open (the user had disconnected) left a
+/// refresh deadline in the past that `handle_timeout` never cleared.
+#[test]
+fn a_session_ready_on_a_closed_socket_leaves_no_deadline_in_the_past() {
+    let config = SessionConfig { seed: 7, backoff: Backoff::new(7), ..SessionConfig::default() };
+    let mut driver = Driver { session: Session::new(config), now: 1_000, held: Vec::new() };
+    driver.session.start(driver.now);
+    driver.session.disconnect(driver.now);
+    driver.actions();
+    driver.server(
+        json!({"type": "session.ready", "data": {
+            "sessionId": "s", "user": {"id": "cust-1", "role": "customer", "name": "C"},
+            "heartbeatIntervalMs": 25_000,
+            "limits": {"maxMessageBytes": 65_536, "maxTextChars": 4_000, "messagesPerSecond": 10},
+            "conversations": [], "tokenExpiresAt": "2026-11-22T09:00:00.000Z",
+        }}),
+        SERVER_NOW,
+    );
+    driver.session.handle_timeout(driver.now);
+    if let Some(due) = driver.session.poll_timeout() {
+        assert!(due > driver.now, "a deadline at {due} is not after now ({})", driver.now);
+    }
+}

@@ -581,3 +581,114 @@ fn a_heartbeat_timeout_never_leaves_a_deadline_due_at_once_whatever_the_jitter()
         assert!(matches!(pair.session.state(), ConnectionState::Connecting), "seed {seed}");
     }
 }
+
+// ----- inputs the fuzzer found: fuzz/regressions/session/<test name> -----
+
+/// The socket opened and `session.ready` never came: one heartbeat interval
+/// later, `poll_timeout` stayed in the past (no ping goes out before ready),
+/// so a driver spun until the second interval ended.
+#[test]
+fn heartbeat_due_before_session_ready() {
+    let mut pair = Pair::new();
+    pair.actions();
+    pair.session.handle_connected(pair.now);
+    pair.advance(25 * SEC);
+    let due = pair.session.poll_timeout().expect("the dead-server timer");
+    assert!(due > pair.now, "poll_timeout {due} is not after now {}", pair.now);
+}
+
+/// `session.ready` with `heartbeatIntervalMs` = `u64::MAX`: the dead-server
+/// deadline (two intervals after the last frame) overflowed.
+#[test]
+fn session_ready_heartbeat_interval_u64_max() {
+    let mut pair = Pair::new();
+    pair.actions();
+    pair.session.handle_connected(pair.now);
+    pair.server(json!({"type": "session.ready", "data": {
+        "sessionId": "s", "user": {"id": "cust-1", "role": "customer", "name": "C"},
+        "heartbeatIntervalMs": u64::MAX,
+        "limits": {"maxMessageBytes": 65_536, "maxTextChars": 4_000, "messagesPerSecond": 10},
+        "conversations": [], "tokenExpiresAt": "2099-01-01T00:00:00.000Z",
+    }}));
+    assert!(pair.session.poll_timeout().is_some_and(|due| due > pair.now));
+    pair.advance(1_000 * SEC);
+    assert_eq!(pair.session.state(), &ConnectionState::Connected);
+}
+
+/// A join and a long message queued while down, then `session.ready` with a
+/// `maxMessageBytes` smaller than the message's frame (0 in the fuzzer's
+/// input, smaller than the join too): the session wrote frames the server had
+/// said it would close with 1009, and that 1009 would have dropped whichever
+/// message was written last, here the short one.
+#[test]
+fn session_ready_max_message_bytes_below_queued_frames() {
+    let mut pair = Pair::new();
+    pair.actions();
+    let long = pair.session.send_chat(pair.now, &c1(), &"x".repeat(3_000)).expect("queued");
+    pair.session.send_chat(pair.now, &c1(), "short").expect("queued");
+    pair.session.handle_connected(pair.now);
+    pair.server(json!({"type": "session.ready", "data": {
+        "sessionId": "s", "user": {"id": "cust-1", "role": "customer", "name": "C"},
+        "heartbeatIntervalMs": 25_000,
+        "limits": {"maxMessageBytes": 2_000, "maxTextChars": 4_000, "messagesPerSecond": 10},
+        "conversations": [], "tokenExpiresAt": "2099-01-01T00:00:00.000Z",
+    }}));
+    let frames: Vec<String> = std::iter::from_fn(|| pair.session.poll_transmit()).collect();
+    assert!(frames.iter().all(|f| f.len() <= 2_000), "{frames:?}");
+    let frames: Vec<Value> = frames.iter().map(|f| serde_json::from_str(f).expect("JSON")).collect();
+    assert_eq!(types(&frames), ["conversation.join", "chat.send"], "the join and the short message still go");
+    assert!(pair.events().contains(&Event::Dropped { client_message_id: long }));
+    assert_eq!(pair.session.outbox().count(), 1);
+}
+
+/// A `rate_limited` error with `retryAfterMs` = `u64::MAX`: the pause's end
+/// (`now + retryAfterMs`) overflowed.
+#[test]
+fn error_rate_limited_retry_after_ms_u64_max() {
+    let mut pair = Pair::new();
+    pair.actions();
+    pair.connect(json!([]));
+    pair.now += SEC;
+    pair.server(json!({"type": "error", "data": {
+        "code": "rate_limited", "message": "slow down", "retryAfterMs": u64::MAX,
+    }}));
+    pair.session.send_chat(pair.now, &c1(), "later").expect("queued");
+    pair.advance(SEC);
+    assert!(pair.transmits().is_empty(), "still paused");
+}
+
+/// `session.ready` with a large `messagesPerSecond`, then a long silence (the
+/// fuzzer jumped the clock past the heartbeat): refilling the pacing bucket
+/// (`elapsed × rate`) overflowed. Here: `u32::MAX` per second and 60 days.
+#[test]
+fn session_ready_messages_per_second_large_after_a_long_silence() {
+    let mut pair = Pair::new();
+    pair.actions();
+    pair.session.handle_connected(pair.now);
+    pair.server(json!({"type": "session.ready", "data": {
+        "sessionId": "s", "user": {"id": "cust-1", "role": "customer", "name": "C"},
+        "heartbeatIntervalMs": u64::from(u32::MAX),
+        "limits": {"maxMessageBytes": 65_536, "maxTextChars": 4_000, "messagesPerSecond": u32::MAX},
+        "conversations": [], "tokenExpiresAt": "2099-01-01T00:00:00.000Z",
+    }}));
+    pair.now += 60 * 24 * 3_600 * SEC;
+    pair.session.send_chat(pair.now, &c1(), "hello again").expect("queued");
+    assert_eq!(types(&pair.transmits()), ["chat.send"]);
+}
+
+/// Closed with 1013 and the reason `"at capacity; retryAfterMs=<u64::MAX>"`:
+/// the reconnect time (`now + delay`, the delay never under the hint) overflowed.
+#[test]
+fn close_try_again_later_retry_after_ms_u64_max() {
+    let mut pair = Pair::new();
+    pair.actions();
+    pair.connect(json!([]));
+    pair.now += SEC;
+    pair.session.handle_closed(
+        pair.now,
+        Some(CloseCode::TRY_AGAIN_LATER),
+        &reason_with_retry_hint("at capacity", u64::MAX),
+    );
+    assert!(matches!(pair.session.state(), ConnectionState::Reconnecting { .. }));
+    assert!(pair.session.poll_timeout().is_some_and(|due| due > pair.now));
+}
