@@ -646,7 +646,7 @@ impl Driver {
                 // The token provider answers at once, with a token or without.
                 Action::RefreshToken => {
                     self.refreshes += 1;
-                    if self.refreshes % 2 == 0 {
+                    if self.refreshes.is_multiple_of(2) {
                         self.session.refresh_failed(self.now);
                     } else {
                         self.session.refresh_token(self.now, format!("token-{}", self.refreshes));
