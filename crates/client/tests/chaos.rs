@@ -282,14 +282,7 @@ async fn assemble(server: &Server, rng: &mut StdRng) -> Vec<Member> {
         let (client, mut events) = start_client(server, &name, Role::Customer, rng);
         until(&mut events, |e| matches!(e, Event::State(ConnectionState::Connected)).then_some(())).await;
         client.open(Default::default()).await.expect("open");
-        let id = until(&mut events, |e| match e {
-            Event::Message(m) => match &m.message {
-                ServerMessage::ConversationOpened(s) => Some(s.conversation.id.clone()),
-                _ => None,
-            },
-            _ => None,
-        })
-        .await;
+        let id = common::opened(&mut events).await;
         let agent = until(&mut events, |e| match e {
             Event::Message(m) => match &m.message {
                 ServerMessage::AgentAssigned(a) => Some(a.agent.id.to_string()),

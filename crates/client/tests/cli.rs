@@ -379,9 +379,7 @@ async fn send_to_a_server_that_is_down_says_what_it_waits_for() {
 /// every line labelled with its conversation, and `/list` lists them.
 #[tokio::test]
 async fn line_mode_labels_every_line_of_several_conversations_and_lists_them() {
-    use common::until;
-    use petchat_protocol::session::Event;
-    use petchat_protocol::{Role, ServerMessage};
+    use petchat_protocol::Role;
 
     let server = Server::start(&[]).await;
     let mut agent =
@@ -391,14 +389,7 @@ async fn line_mode_labels_every_line_of_several_conversations_and_lists_them() {
     for sub in ["cust-a", "cust-b"] {
         let (client, mut events) = petchat_client::connect(server.config(sub, Role::Customer)).expect("connect");
         client.open(Default::default()).await.expect("open");
-        let id = until(&mut events, |e| match e {
-            Event::Message(m) => match &m.message {
-                ServerMessage::ConversationOpened(s) => Some(s.conversation.id.clone()),
-                _ => None,
-            },
-            _ => None,
-        })
-        .await;
+        let id = common::opened(&mut events).await;
         agent.until(|line| line.contains(&format!("[conversation {id}"))).await;
         customers.push((sub, client, events, id));
     }

@@ -34,14 +34,7 @@ async fn pair_with(
     let (customer, mut customer_events) = connect(server.config("cust-1", Role::Customer)).expect("connect");
     until(&mut customer_events, |e| matches!(e, Event::State(ConnectionState::Connected)).then_some(())).await;
     customer.open(Default::default()).await.expect("open");
-    let id = until(&mut customer_events, |e| match e {
-        Event::Message(m) => match &m.message {
-            ServerMessage::ConversationOpened(s) => Some(s.conversation.id.clone()),
-            _ => None,
-        },
-        _ => None,
-    })
-    .await;
+    let id = common::opened(&mut customer_events).await;
     until(&mut agent_events, |e| {
         matches!(e, Event::Message(m) if matches!(m.message, ServerMessage::AgentAssigned(_))).then_some(())
     })

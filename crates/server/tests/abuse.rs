@@ -14,8 +14,18 @@ use petchat_protocol::Role;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
+/// The log level at which the server process says where it listens.
+const LOGS: &str = "warn,petchat_server=info";
+
 fn database(dir: &tempfile::TempDir) -> String {
     format!("sqlite://{}", dir.path().join("abuse.db").display())
+}
+
+/// A server process with `flags` on a throwaway database (the temp dir holds it).
+async fn server_process(flags: &[&str]) -> (tempfile::TempDir, ServerProcess) {
+    let dir = tempfile::tempdir().expect("dir");
+    let process = ServerProcess::start(&database(&dir), SECRET, flags, LOGS).await;
+    (dir, process)
 }
 
 /// A well-behaved client still gets its `pong`.
@@ -31,9 +41,8 @@ async fn still_serves(server: &TestServer, sub: &str) {
 /// write buffer (pongs coalesced beyond it), not the flood close.
 #[tokio::test]
 async fn a_ping_flood_that_never_reads_keeps_server_memory_bounded() {
-    let dir = tempfile::tempdir().expect("dir");
     let flags = ["--messages-per-second", "100000000", "--write-timeout-ms", "600000"];
-    let process = ServerProcess::start(&database(&dir), SECRET, &flags, "warn,petchat_server=info").await;
+    let (_dir, process) = server_process(&flags).await;
     let server = TestServer::at(process.addr);
     let before = process.rss_kib();
 
@@ -80,9 +89,8 @@ async fn a_ping_flood_is_closed_as_flooding() {
 /// responses took the server from 18 MB to 1.29 GB.
 #[tokio::test]
 async fn history_requests_that_never_read_keep_server_memory_bounded() {
-    let dir = tempfile::tempdir().expect("dir");
     let flags = ["--messages-per-second", "100000", "--write-timeout-ms", "3000"];
-    let process = ServerProcess::start(&database(&dir), SECRET, &flags, "warn,petchat_server=info").await;
+    let (_dir, process) = server_process(&flags).await;
     let server = TestServer::at(process.addr);
     let (mut customer, _agent, conversation) = server.pair("cust-h", "agent-h").await;
     // 200 messages of 4,000 four-byte characters: 3.2 MB in one 500-message page.
@@ -157,9 +165,8 @@ async fn history_requests_that_never_read_keep_server_memory_bounded() {
 /// slow partial upgrades, 300 silent sockets) stayed open forever.
 #[tokio::test]
 async fn silent_and_trickling_connections_are_dropped_after_the_handshake_timeout() {
-    let dir = tempfile::tempdir().expect("dir");
     let flags = ["--handshake-timeout-ms", "1000"];
-    let process = ServerProcess::start(&database(&dir), SECRET, &flags, "warn,petchat_server=info").await;
+    let (_dir, process) = server_process(&flags).await;
     let server = TestServer::at(process.addr);
     let before = process.rss_kib();
     let started = Instant::now();
@@ -209,8 +216,7 @@ async fn silent_and_trickling_connections_are_dropped_after_the_handshake_timeou
 async fn the_accept_loop_survives_running_out_of_file_descriptors() {
     let dir = tempfile::tempdir().expect("dir");
     let flags = ["--handshake-timeout-ms", "1500"];
-    let process =
-        ServerProcess::start_with_open_files(64, &database(&dir), SECRET, &flags, "warn,petchat_server=info").await;
+    let process = ServerProcess::start_with_open_files(64, &database(&dir), SECRET, &flags, LOGS).await;
     let server = TestServer::at(process.addr);
     let mut silent = Vec::new();
     for _ in 0..100 {
@@ -244,9 +250,8 @@ async fn the_accept_loop_survives_running_out_of_file_descriptors() {
 /// 19.5 s with `--shutdown-grace-ms 3000`.
 #[tokio::test]
 async fn sigterm_exits_within_the_grace_time_whatever_the_clients_do() {
-    let dir = tempfile::tempdir().expect("dir");
     let flags = ["--shutdown-grace-ms", "2000", "--handshake-timeout-ms", "60000"];
-    let mut process = ServerProcess::start(&database(&dir), SECRET, &flags, "warn,petchat_server=info").await;
+    let (_dir, mut process) = server_process(&flags).await;
     let server = TestServer::at(process.addr);
     // A partial request, a WebSocket that never reads, and a live chat.
     let mut partial = raw::tcp(process.addr, None).await;
@@ -269,8 +274,7 @@ async fn sigterm_exits_within_the_grace_time_whatever_the_clients_do() {
 /// memory stays bounded and a bystander is served throughout.
 #[tokio::test]
 async fn a_flood_of_every_frame_type_is_closed_with_its_code() {
-    let dir = tempfile::tempdir().expect("dir");
-    let process = ServerProcess::start(&database(&dir), SECRET, &[], "warn,petchat_server=info").await;
+    let (_dir, process) = server_process(&[]).await;
     let server = TestServer::at(process.addr);
     let before = process.rss_kib();
     let ping = br#"{"type":"ping","data":{}}"#;
@@ -302,9 +306,8 @@ async fn a_flood_of_every_frame_type_is_closed_with_its_code() {
 /// dropped (its queue never fills, so no 4001 would come).
 #[tokio::test]
 async fn a_websocket_that_stops_reading_is_dropped_after_the_write_timeout() {
-    let dir = tempfile::tempdir().expect("dir");
     let flags = ["--messages-per-second", "100000", "--write-timeout-ms", "1500"];
-    let process = ServerProcess::start(&database(&dir), SECRET, &flags, "warn,petchat_server=info").await;
+    let (_dir, process) = server_process(&flags).await;
     let server = TestServer::at(process.addr);
     let mut deaf = raw::tcp(process.addr, Some(4096)).await;
     raw::upgrade(&mut deaf, process.addr, &server.token("agent-deaf", Role::Agent)).await;

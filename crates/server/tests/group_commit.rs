@@ -11,7 +11,7 @@ use petchat_protocol::{
     SendChat, User, UserId,
 };
 use petchat_server::Config;
-use petchat_server::bus::{ConnSink, Kick, LocalBus};
+use petchat_server::bus::{ConnId, ConnSink, Kick, LocalBus};
 use petchat_server::hub::Hub;
 use petchat_server::store::{
     Applied, ConversationRecord, MessageRecord, ReceiptRecord, SqliteStore, Store, StoreError, Write,
@@ -75,6 +75,31 @@ impl Store for GatedStore {
     }
 }
 
+/// A hub over a fresh gated store; the temp dir holds its database.
+async fn gated_hub() -> (tempfile::TempDir, Arc<GatedStore>, Hub) {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}", dir.path().join("gc.db").display());
+    let store = Arc::new(GatedStore {
+        inner: SqliteStore::open(&url).await.expect("store"),
+        batches: Mutex::new(Vec::new()),
+        entered: Notify::new(),
+        release: Notify::new(),
+    });
+    let limits = Config::with_defaults(url, "s").limits;
+    let (hub, _task) = Hub::start(store.clone(), Arc::new(LocalBus::default()), limits).await.expect("hub");
+    (dir, store, hub)
+}
+
+/// A connection of `user` to the hub, and the queue its frames arrive on.
+async fn attach(hub: &Hub, user: &User) -> (ConnId, mpsc::Receiver<axum::extract::ws::Utf8Bytes>) {
+    let (tx, rx) = mpsc::channel(1024);
+    let conn = hub
+        .connect(user.clone(), petchat_protocol::Timestamp::MAX, ConnSink::new(tx, Arc::new(Kick::default())))
+        .await
+        .expect("connected");
+    (conn, rx)
+}
+
 async fn next_of(rx: &mut mpsc::Receiver<axum::extract::ws::Utf8Bytes>, kind: &str) -> Value {
     loop {
         let frame =
@@ -96,22 +121,9 @@ fn send(conversation: &ConversationId, n: u8) -> ClientMessage {
 
 #[tokio::test]
 async fn messages_that_arrive_during_a_commit_share_the_next_one() {
-    let dir = tempfile::tempdir().expect("dir");
-    let url = format!("sqlite://{}", dir.path().join("gc.db").display());
-    let store = Arc::new(GatedStore {
-        inner: SqliteStore::open(&url).await.expect("store"),
-        batches: Mutex::new(Vec::new()),
-        entered: Notify::new(),
-        release: Notify::new(),
-    });
-    let limits = Config::with_defaults(url, "s").limits;
-    let (hub, _task) = Hub::start(store.clone(), Arc::new(LocalBus::default()), limits).await.expect("hub");
-    let (tx, mut rx) = mpsc::channel(1024);
+    let (_dir, store, hub) = gated_hub().await;
     let customer = User { id: UserId::new("c").expect("id"), role: Role::Customer, name: "C".into() };
-    let conn = hub
-        .connect(customer, petchat_protocol::Timestamp::MAX, ConnSink::new(tx, Arc::new(Kick::default())))
-        .await
-        .expect("connected");
+    let (conn, mut rx) = attach(&hub, &customer).await;
 
     // Commit 1: the conversation.
     hub.request(conn, None, ClientMessage::ConversationOpen(OpenConversation::default())).await;
@@ -141,27 +153,10 @@ async fn messages_that_arrive_during_a_commit_share_the_next_one() {
 /// got its own message again in the replay.
 #[tokio::test]
 async fn a_request_after_a_join_in_the_same_batch_is_answered_after_the_join() {
-    let dir = tempfile::tempdir().expect("dir");
-    let url = format!("sqlite://{}", dir.path().join("order.db").display());
-    let store = Arc::new(GatedStore {
-        inner: SqliteStore::open(&url).await.expect("store"),
-        batches: Mutex::new(Vec::new()),
-        entered: Notify::new(),
-        release: Notify::new(),
-    });
-    let limits = Config::with_defaults(url, "s").limits;
-    let (hub, _task) = Hub::start(store.clone(), Arc::new(LocalBus::default()), limits).await.expect("hub");
+    let (_dir, store, hub) = gated_hub().await;
     let customer = User { id: UserId::new("c").expect("id"), role: Role::Customer, name: "C".into() };
-    let (tx, mut first) = mpsc::channel(1024);
-    let phone = hub
-        .connect(customer.clone(), petchat_protocol::Timestamp::MAX, ConnSink::new(tx, Arc::new(Kick::default())))
-        .await
-        .expect("connected");
-    let (tx, mut second) = mpsc::channel(1024);
-    let laptop = hub
-        .connect(customer, petchat_protocol::Timestamp::MAX, ConnSink::new(tx, Arc::new(Kick::default())))
-        .await
-        .expect("connected");
+    let (phone, mut first) = attach(&hub, &customer).await;
+    let (laptop, mut second) = attach(&hub, &customer).await;
 
     hub.request(phone, None, ClientMessage::ConversationOpen(OpenConversation::default())).await;
     let opened = next_of(&mut first, "conversation.opened").await;

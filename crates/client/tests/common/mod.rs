@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use petchat_client::{ClientConfig, Events, TokenProvider};
 use petchat_protocol::session::{Backoff, Event, SessionConfig};
-use petchat_protocol::{Role, UserId};
+use petchat_protocol::{ConversationId, Role, ServerMessage, UserId};
 use tokio::process::{Child, Command};
 
 pub const SECRET: &str = "client-test-secret";
@@ -109,6 +109,18 @@ pub async fn until<T>(events: &mut Events, mut pick: impl FnMut(&Event) -> Optio
     })
     .await
     .expect("the awaited event in time")
+}
+
+/// Reads events until `conversation.opened`; returns the conversation's id.
+pub async fn opened(events: &mut Events) -> ConversationId {
+    until(events, |e| match e {
+        Event::Message(m) => match &m.message {
+            ServerMessage::ConversationOpened(s) => Some(s.conversation.id.clone()),
+            _ => None,
+        },
+        _ => None,
+    })
+    .await
 }
 
 /// The body of a plain HTTP GET to the server.
