@@ -64,6 +64,9 @@ fn token_leeway_ms(s: &str) -> Result<u64, String> {
     }
 }
 
+/// The most hub shards a node runs, whatever `--hub-shards` says.
+pub const MAX_HUB_SHARDS: usize = 64;
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -157,9 +160,24 @@ pub struct Limits {
     /// Messages one store transaction commits at most (group commit).
     #[arg(long, env = "PETCHAT_COMMIT_BATCH", default_value_t = 256)]
     pub commit_batch: usize,
+
+    /// Hub shards: conversations are partitioned across this many tasks, each
+    /// with its own group commit; 0 means one per core.
+    #[arg(long, env = "PETCHAT_HUB_SHARDS", default_value_t = 0)]
+    pub hub_shards: usize,
 }
 
 impl Limits {
+    /// How many hub shards run: `--hub-shards`, or one per core, at most
+    /// [`MAX_HUB_SHARDS`].
+    pub fn hub_shards(&self) -> usize {
+        let shards = match self.hub_shards {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            n => n,
+        };
+        shards.clamp(1, MAX_HUB_SHARDS)
+    }
+
     /// The heartbeat interval.
     pub fn heartbeat_interval(&self) -> Duration {
         Duration::from_millis(self.heartbeat_interval_ms.max(1))

@@ -184,7 +184,7 @@ async fn serve(app: AppState, mut socket: WebSocket, claims: Claims) {
                 last_heard = Instant::now();
                 match received {
                     Some(Ok(Message::Text(text))) => {
-                        if let Some((code, reason)) = handle_text(&app, conn, &sink, &limiter, &refusals, &mut token_clock, &text).await {
+                        if let Some((code, reason)) = handle_text(&app, &conn, &sink, &limiter, &refusals, &mut token_clock, &text).await {
                             break Ending::Close(code, reason);
                         }
                     }
@@ -218,7 +218,7 @@ async fn serve(app: AppState, mut socket: WebSocket, claims: Claims) {
             }
         }
     };
-    app.hub.disconnect(conn).await;
+    app.hub.disconnect(&conn);
     metrics::gauge!("petchat_connections").decrement(1.0);
     match ending {
         Ending::Close(code, reason) => close(&mut socket, code, &reason).await,
@@ -227,11 +227,11 @@ async fn serve(app: AppState, mut socket: WebSocket, claims: Claims) {
             // §5.5.1); writing it out completes the handshake.
             metrics::counter!("petchat_closes_total", "code" => "peer").increment(1);
             let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, socket.flush()).await;
-            debug!(conn, "peer closed");
+            debug!(conn = conn.id, "peer closed");
         }
         Ending::Gone => {
             metrics::counter!("petchat_closes_total", "code" => "gone").increment(1);
-            debug!(conn, "connection lost");
+            debug!(conn = conn.id, "connection lost");
         }
     }
 }
@@ -240,7 +240,7 @@ async fn serve(app: AppState, mut socket: WebSocket, claims: Claims) {
 /// connection must end.
 async fn handle_text(
     app: &AppState,
-    conn: crate::bus::ConnId,
+    conn: &crate::hub::HubConn,
     sink: &ConnSink,
     limiter: &DefaultDirectRateLimiter,
     refusals: &DefaultDirectRateLimiter,

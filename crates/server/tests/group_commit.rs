@@ -11,8 +11,8 @@ use petchat_protocol::{
     SendChat, User, UserId,
 };
 use petchat_server::Config;
-use petchat_server::bus::{ConnId, ConnSink, Kick, LocalBus};
-use petchat_server::hub::Hub;
+use petchat_server::bus::{ConnSink, Kick, LocalBus};
+use petchat_server::hub::{Hub, HubConn};
 use petchat_server::store::{
     Applied, ConversationRecord, MessageRecord, ReceiptRecord, SqliteStore, Store, StoreError, Write,
 };
@@ -44,6 +44,9 @@ impl Store for GatedStore {
     }
     async fn conversation(&self, id: &ConversationId) -> Result<Option<ConversationRecord>, StoreError> {
         self.inner.conversation(id).await
+    }
+    async fn member_conversations(&self, user: &User) -> Result<Vec<ConversationRecord>, StoreError> {
+        self.inner.member_conversations(user).await
     }
     async fn open_conversations(&self) -> Result<Vec<ConversationRecord>, StoreError> {
         self.inner.open_conversations().await
@@ -91,7 +94,7 @@ async fn gated_hub() -> (tempfile::TempDir, Arc<GatedStore>, Hub) {
 }
 
 /// A connection of `user` to the hub, and the queue its frames arrive on.
-async fn attach(hub: &Hub, user: &User) -> (ConnId, mpsc::Receiver<axum::extract::ws::Utf8Bytes>) {
+async fn attach(hub: &Hub, user: &User) -> (HubConn, mpsc::Receiver<axum::extract::ws::Utf8Bytes>) {
     let (tx, rx) = mpsc::channel(1024);
     let conn = hub
         .connect(user.clone(), petchat_protocol::Timestamp::MAX, ConnSink::new(tx, Arc::new(Kick::default())))
@@ -126,16 +129,16 @@ async fn messages_that_arrive_during_a_commit_share_the_next_one() {
     let (conn, mut rx) = attach(&hub, &customer).await;
 
     // Commit 1: the conversation.
-    hub.request(conn, None, ClientMessage::ConversationOpen(OpenConversation::default())).await;
+    hub.request(&conn, None, ClientMessage::ConversationOpen(OpenConversation::default())).await;
     let opened = next_of(&mut rx, "conversation.opened").await;
     let id = ConversationId::new(opened["data"]["conversation"]["id"].as_str().expect("id")).expect("id");
     next_of(&mut rx, "conversation.queued").await;
 
     // Commit 2 holds at the gate; 99 more messages arrive meanwhile.
-    hub.request(conn, None, send(&id, 0)).await;
+    hub.request(&conn, None, send(&id, 0)).await;
     store.entered.notified().await;
     for n in 1..100 {
-        hub.request(conn, None, send(&id, n)).await;
+        hub.request(&conn, None, send(&id, n)).await;
     }
     // Nothing is acknowledged while its commit has not returned.
     assert!(rx.try_recv().is_err(), "an ack went out before its commit");
@@ -158,17 +161,17 @@ async fn a_request_after_a_join_in_the_same_batch_is_answered_after_the_join() {
     let (phone, mut first) = attach(&hub, &customer).await;
     let (laptop, mut second) = attach(&hub, &customer).await;
 
-    hub.request(phone, None, ClientMessage::ConversationOpen(OpenConversation::default())).await;
+    hub.request(&phone, None, ClientMessage::ConversationOpen(OpenConversation::default())).await;
     let opened = next_of(&mut first, "conversation.opened").await;
     let id = ConversationId::new(opened["data"]["conversation"]["id"].as_str().expect("id")).expect("id");
 
     // The phone's message holds its commit at the gate while the laptop
     // joins and sends: both requests wait for the same next batch.
-    hub.request(phone, None, send(&id, 1)).await;
+    hub.request(&phone, None, send(&id, 1)).await;
     store.entered.notified().await;
     let join = JoinConversation { conversation_id: id.clone(), after_seq: None };
-    hub.request(laptop, None, ClientMessage::ConversationJoin(join)).await;
-    hub.request(laptop, None, send(&id, 2)).await;
+    hub.request(&laptop, None, ClientMessage::ConversationJoin(join)).await;
+    hub.request(&laptop, None, send(&id, 2)).await;
     store.release.notify_one();
 
     let mut order = Vec::new();

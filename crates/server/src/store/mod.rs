@@ -7,6 +7,7 @@
 //! before the commit returns.
 
 mod checkpoint;
+mod memory;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -15,6 +16,7 @@ use petchat_protocol::{
     Participant, PetId, Role, Seq, Timestamp, Topic, User, UserId,
 };
 
+pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 
 /// A conversation as stored.
@@ -184,6 +186,8 @@ pub enum Applied {
     Closed,
     /// No such conversation: nothing written.
     NotFound,
+    /// The author is neither the conversation's customer nor its agent: nothing written.
+    NotMember,
     /// A receipt: whether it moved forward.
     Receipt {
         /// False when an equal or higher receipt was already stored.
@@ -213,6 +217,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// One conversation.
     async fn conversation(&self, id: &ConversationId) -> Result<Option<ConversationRecord>, StoreError>;
+
+    /// The conversations that are not closed where `user` is the customer (a
+    /// customer) or the assigned agent (an agent), oldest first.
+    async fn member_conversations(&self, user: &User) -> Result<Vec<ConversationRecord>, StoreError>;
 
     /// Every conversation that is not closed, queued ones in queue order first.
     async fn open_conversations(&self) -> Result<Vec<ConversationRecord>, StoreError>;

@@ -161,6 +161,28 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn member_conversations(&self, user: &User) -> Result<Vec<ConversationRecord>, StoreError> {
+        let (id, role) = (user.id.clone(), user.role);
+        Self::on(&self.reader, move |connection| {
+            let member = match role {
+                Role::Customer => "customer_id",
+                Role::Agent => "agent_id",
+            };
+            let sql = format!(
+                "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE {member} = ? AND status != 'closed' \
+                 ORDER BY created_at, id"
+            );
+            let mut statement = connection.prepare_cached(&sql)?;
+            let mut rows = statement.query([id.as_str()])?;
+            let mut records = Vec::new();
+            while let Some(row) = rows.next()? {
+                records.push(conversation(row)?);
+            }
+            Ok(records)
+        })
+        .await
+    }
+
     async fn open_conversations(&self) -> Result<Vec<ConversationRecord>, StoreError> {
         Self::on(&self.reader, |connection| {
             let sql = format!(
@@ -302,21 +324,25 @@ fn apply_one(tx: &Transaction<'_>, write: &Write) -> Result<Applied, StoreError>
             // and returns the message stored the first time.
             let next: Option<i64> = tx
                 .prepare_cached(
-                    "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ? AND status != 'closed' \
-                     RETURNING last_seq",
+                    "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ?1 AND status != 'closed' \
+                     AND (customer_id = ?2 OR agent_id = ?2) RETURNING last_seq",
                 )?
-                .query_row([conversation.as_str()], |row| row.get(0))
+                .query_row(params![conversation.as_str(), author.id.as_str()], |row| row.get(0))
                 .optional()?;
             let Some(next) = next else {
                 // A retry of a message stored before the conversation closed still gets its ack.
                 if let Some(existing) = stored_message(tx, conversation, &author.id, client_message_id)? {
                     return Ok(Applied::Duplicate(existing));
                 }
-                let exists: Option<i64> = tx
-                    .prepare_cached("SELECT 1 FROM conversations WHERE id = ?")?
+                let status: Option<String> = tx
+                    .prepare_cached("SELECT status FROM conversations WHERE id = ?")?
                     .query_row([conversation.as_str()], |row| row.get(0))
                     .optional()?;
-                return Ok(if exists.is_some() { Applied::Closed } else { Applied::NotFound });
+                return Ok(match status.as_deref() {
+                    None => Applied::NotFound,
+                    Some("closed") => Applied::Closed,
+                    Some(_) => Applied::NotMember,
+                });
             };
             let inserted = tx
                 .prepare_cached(

@@ -1,0 +1,86 @@
+//! Group commit: the writes an actor decided in one round go to the store in
+//! one transaction, and the effects that waited on them run, in order, once
+//! it returns. Nothing an effect says can overtake the commit it depends on.
+
+use std::time::Instant;
+
+use tracing::error;
+
+use crate::store::{Applied, Store, Write};
+
+/// What a write's commit did, for the effect that waited on it.
+pub(super) enum Outcome<'a> {
+    /// The effect had no write.
+    None,
+    /// The write's result.
+    Applied(&'a Applied),
+    /// The batch's transaction failed.
+    Failed,
+}
+
+impl Outcome<'_> {
+    /// Whether the transaction failed.
+    pub(super) fn failed(&self) -> bool {
+        matches!(self, Self::Failed)
+    }
+}
+
+type Effect<A> = Box<dyn FnOnce(&mut A, Outcome<'_>) + Send>;
+
+/// What one round of an actor `A` produced: writes to commit, then effects to run.
+pub(super) struct Batch<A> {
+    writes: Vec<Write>,
+    effects: Vec<(Option<usize>, Effect<A>)>,
+}
+
+impl<A> Default for Batch<A> {
+    fn default() -> Self {
+        Self { writes: Vec::new(), effects: Vec::new() }
+    }
+}
+
+impl<A> Batch<A> {
+    /// Runs `effect` after the commit, in order with the others.
+    pub(super) fn then(&mut self, effect: impl FnOnce(&mut A, Outcome<'_>) + Send + 'static) {
+        self.effects.push((None, Box::new(effect)));
+    }
+
+    /// Commits `write` with the batch and runs `effect` with its result.
+    pub(super) fn write_then(&mut self, write: Write, effect: impl FnOnce(&mut A, Outcome<'_>) + Send + 'static) {
+        self.writes.push(write);
+        self.effects.push((Some(self.writes.len() - 1), Box::new(effect)));
+    }
+
+    /// Whether nothing was decided.
+    pub(super) fn is_empty(&self) -> bool {
+        self.effects.is_empty()
+    }
+
+    /// Commits the writes in one transaction, then runs the effects in order
+    /// on `actor`; returns false when the transaction failed.
+    pub(super) async fn commit(self, actor: &mut A, store: &dyn Store) -> bool {
+        let Self { writes, effects } = self;
+        let results = if writes.is_empty() {
+            Ok(Vec::new())
+        } else {
+            let started = Instant::now();
+            let result = store.apply(&writes).await;
+            metrics::histogram!("petchat_store_commit_seconds").record(started.elapsed().as_secs_f64());
+            metrics::histogram!("petchat_store_commit_writes").record(writes.len() as f64);
+            result
+        };
+        if let Err(e) = &results {
+            error!(error = %e, writes = writes.len(), "store commit failed");
+        }
+        let committed = results.is_ok();
+        for (index, effect) in effects {
+            let outcome = match (index, &results) {
+                (None, _) => Outcome::None,
+                (Some(i), Ok(results)) => results.get(i).map_or(Outcome::Failed, Outcome::Applied),
+                (Some(_), Err(_)) => Outcome::Failed,
+            };
+            effect(actor, outcome);
+        }
+        committed
+    }
+}

@@ -1,0 +1,309 @@
+//! A shard's conversations: adoption of new ones, joins and their replay,
+//! assignment announcements, presence, and closes.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+
+use petchat_protocol::{
+    AgentAssigned, ConversationClosed, ConversationId, ConversationSnapshot, ConversationStatus, ErrorCode,
+    JoinConversation, LastSeq, Participant, Presence, PresenceStatus, Queued, Receipt, RequestId, ServerMessage,
+    Typing, User, UserId,
+};
+use tracing::error;
+
+use super::batch::Batch;
+use super::frames::now;
+use super::out::{is_member, other_members, snapshot};
+use super::pool::PoolCommand;
+use super::shard::{Conv, Shard, ShardCommand};
+use crate::bus::{ConnId, Skip};
+use crate::store::{ConversationRecord, MessageRecord, ReceiptKind, ReceiptRecord, Write};
+
+/// A join's reads, done off the shard's loop and handed back to it.
+#[derive(Debug)]
+pub(super) struct JoinRead {
+    pub(super) conn: ConnId,
+    user: User,
+    id: Option<RequestId>,
+    conversation: ConversationId,
+    after: LastSeq,
+    /// The messages read so far, after `after`.
+    messages: Vec<MessageRecord>,
+    /// What the reads found, or the error to answer with.
+    found: Result<Found, (ErrorCode, &'static str)>,
+}
+
+#[derive(Debug)]
+struct Found {
+    rec: ConversationRecord,
+    receipts: Vec<ReceiptRecord>,
+    /// More messages than one replay sends.
+    has_more: bool,
+}
+
+impl Shard {
+    /// `conversation.join`: reads the conversation, its messages after
+    /// `afterSeq` and its receipts off the loop; [`Self::finish_join`] answers.
+    pub(super) fn join(&mut self, conn: ConnId, user: &User, id: Option<RequestId>, join: JoinConversation) {
+        self.hold_behind_join(conn);
+        let after = join.after_seq.unwrap_or_default();
+        self.read_for_join(conn, user.clone(), id, join.conversation_id, after, Vec::new());
+    }
+
+    fn read_for_join(
+        &self,
+        conn: ConnId,
+        user: User,
+        id: Option<RequestId>,
+        conversation: ConversationId,
+        after: LastSeq,
+        mut messages: Vec<MessageRecord>,
+    ) {
+        let cached = self.conversations.get(&conversation).map(|c| c.rec.clone());
+        let (store, internal, limit) = (self.store.clone(), self.internal.clone(), self.limits.max_replay);
+        tokio::spawn(async move {
+            let found = async {
+                let rec = match cached {
+                    Some(rec) => rec,
+                    None => match store.conversation(&conversation).await {
+                        Ok(Some(rec)) => rec,
+                        Ok(None) => return Err((ErrorCode::NotFound, "no such conversation")),
+                        Err(e) => {
+                            error!(error = %e, "reading a conversation failed");
+                            return Err((ErrorCode::Internal, "the conversation could not be read"));
+                        }
+                    },
+                };
+                if !is_member(&user, &rec) {
+                    return Err((ErrorCode::Forbidden, "this conversation is not yours"));
+                }
+                let from = messages.last().map_or(after, |m| m.seq.into());
+                let wanted = (limit + 1).saturating_sub(messages.len());
+                match tokio::try_join!(store.messages_after(&conversation, from, wanted), store.receipts(&conversation))
+                {
+                    Ok((more, receipts)) => {
+                        messages.extend(more);
+                        let has_more = messages.len() > limit;
+                        messages.truncate(limit);
+                        Ok(Found { rec, receipts, has_more })
+                    }
+                    Err(e) => {
+                        error!(error = %e, "reading a conversation's messages failed");
+                        Err((ErrorCode::Internal, "the messages could not be read"))
+                    }
+                }
+            }
+            .await;
+            let read = JoinRead { conn, user, id, conversation, after, messages, found };
+            if let Some(internal) = internal.upgrade() {
+                let _ = internal.send(ShardCommand::Joined(Box::new(read)));
+            }
+        });
+    }
+
+    /// Answers a join whose reads are done, unless messages were committed
+    /// since: then it reads those too and returns false (still joining).
+    /// From the answer on the connection is subscribed, so it misses nothing
+    /// and gets nothing twice.
+    pub(super) fn finish_join(&mut self, read: JoinRead) -> bool {
+        let JoinRead { conn, user, id, conversation, after, messages, found } = read;
+        let Found { rec, receipts, has_more } = match found {
+            Ok(found) => found,
+            Err((code, message)) => {
+                self.out.error(conn, id, code, message);
+                return true;
+            }
+        };
+        let read_to = messages.last().map_or(after, |m| m.seq.into());
+        let held = self.conversations.get(&conversation).map(|c| c.rec.clone());
+        if let Some(current) = &held
+            && !has_more
+            && current.last_seq.get() > read_to.get()
+        {
+            self.read_for_join(conn, user, id, conversation, after, messages);
+            return false;
+        }
+        // The shard's record is the fresher one while the conversation is open.
+        let rec = held.unwrap_or(rec);
+        let open = rec.status != ConversationStatus::Closed;
+        if open {
+            self.out.bus.subscribe(conn, &conversation);
+        }
+        let snapshot = ConversationSnapshot { conversation: snapshot(&rec), has_more: Some(has_more) };
+        self.out.send_to(conn, ServerMessage::ConversationJoined(snapshot), id);
+        for message in messages {
+            self.out.send_to(conn, ServerMessage::ChatMessage(message.into()), None);
+        }
+        for r in receipts.into_iter().filter(|r| r.user_id != user.id) {
+            let receipt =
+                Receipt { conversation_id: conversation.clone(), up_to_seq: r.up_to_seq, by: r.user_id, at: r.at };
+            let message = match r.kind {
+                ReceiptKind::Delivered => ServerMessage::MessageDelivered(receipt),
+                ReceiptKind::Read => ServerMessage::MessageRead(receipt),
+            };
+            self.out.send_to(conn, message, None);
+        }
+        if open {
+            for other in other_members(&rec, &user.id) {
+                self.send_presence_of(conn, &conversation, &other);
+            }
+            if rec.status == ConversationStatus::Queued {
+                self.tell_pool(PoolCommand::Position { conn, conversation });
+            }
+        }
+        true
+    }
+
+    /// Holds a conversation the pool just stored and answers its `conversation.open`.
+    pub(super) fn adopt(
+        &mut self,
+        rec: ConversationRecord,
+        conn: ConnId,
+        id: Option<RequestId>,
+        position: Option<NonZeroU32>,
+    ) {
+        let conversation = rec.id.clone();
+        let assigned = rec.agent.is_some();
+        self.conversations.insert(conversation.clone(), Conv { rec, typing: HashMap::new() });
+        // A new assignment tells presence itself, after `agent.assigned`.
+        self.send_opened(conn, id, &conversation, !assigned, position);
+        if assigned {
+            self.announce_assignment(&conversation);
+        }
+    }
+
+    /// `conversation.opened` to the customer's connection, which is now
+    /// subscribed, then where the conversation stands: its queue position, or
+    /// (with `with_presence`) whether its agent is online.
+    pub(super) fn send_opened(
+        &mut self,
+        conn: ConnId,
+        id: Option<RequestId>,
+        conversation: &ConversationId,
+        with_presence: bool,
+        position: Option<NonZeroU32>,
+    ) {
+        let Some(conv) = self.conversations.get(conversation) else {
+            return self.out.error(conn, id, ErrorCode::NotFound, "the conversation is gone");
+        };
+        let snapshot = ConversationSnapshot { conversation: snapshot(&conv.rec), has_more: None };
+        let agent = conv.rec.agent.clone();
+        self.out.bus.subscribe(conn, conversation);
+        self.out.send_to(conn, ServerMessage::ConversationOpened(snapshot), id);
+        match (agent, position) {
+            (Some(agent), _) if with_presence => self.send_presence_of(conn, conversation, &agent.id),
+            (Some(_), _) | (None, None) => {}
+            (None, Some(position)) => {
+                let queued = Queued { conversation_id: conversation.clone(), position };
+                self.out.send_to(conn, ServerMessage::ConversationQueued(queued), None);
+            }
+        }
+    }
+
+    /// The pool stored an assignment: the agent's connections hear the conversation from now on.
+    pub(super) fn assigned(&mut self, conversation: &ConversationId, agent: Participant) {
+        let Some(conv) = self.conversations.get_mut(conversation) else { return };
+        conv.rec.agent = Some(agent);
+        conv.rec.status = ConversationStatus::Active;
+        conv.rec.queued_at = None;
+        self.announce_assignment(conversation);
+    }
+
+    /// The pool re-queued the conversation: its former agent no longer hears it.
+    pub(super) fn requeued(&mut self, conversation: &ConversationId, agent: &UserId) {
+        let Some(conv) = self.conversations.get_mut(conversation) else { return };
+        conv.rec.agent = None;
+        conv.rec.status = ConversationStatus::Queued;
+        conv.rec.queued_at = Some(now());
+        for conn in self.registry.conns_of(agent) {
+            self.out.bus.unsubscribe(conn, conversation);
+        }
+    }
+
+    /// `agent.assigned` to the conversation's connections and every connection
+    /// of the agent, which are subscribed from now on; then presence both ways.
+    fn announce_assignment(&mut self, conversation: &ConversationId) {
+        let Some(conv) = self.conversations.get(conversation) else { return };
+        let Some(agent) = conv.rec.agent.clone() else { return };
+        let customer = conv.rec.customer.id.clone();
+        let agent_conns = self.registry.conns_of(&agent.id);
+        for conn in &agent_conns {
+            self.out.bus.subscribe(*conn, conversation);
+        }
+        let assigned =
+            ServerMessage::AgentAssigned(AgentAssigned { conversation_id: conversation.clone(), agent: agent.clone() });
+        self.out.to_conversation(conversation, assigned, Skip::Nobody);
+        for conn in agent_conns {
+            self.send_presence_of(conn, conversation, &customer);
+        }
+        let status = if self.registry.online(&agent.id) { PresenceStatus::Online } else { PresenceStatus::Offline };
+        let presence = ServerMessage::Presence(Presence {
+            conversation_id: conversation.clone(),
+            user_id: agent.id.clone(),
+            status,
+        });
+        self.out.to_conversation(conversation, presence, Skip::User(&agent.id));
+    }
+
+    /// A member's first connection opened or its last closed: the others hear it.
+    pub(super) fn presence(&mut self, conversation: &ConversationId, user: &UserId, status: PresenceStatus) {
+        if !self.conversations.contains_key(conversation) {
+            return;
+        }
+        if status == PresenceStatus::Offline {
+            self.stop_typing(conversation, user);
+        }
+        let presence =
+            ServerMessage::Presence(Presence { conversation_id: conversation.clone(), user_id: user.clone(), status });
+        self.out.to_conversation(conversation, presence, Skip::User(user));
+    }
+
+    pub(super) fn send_presence_of(&self, conn: ConnId, conversation: &ConversationId, user: &UserId) {
+        let status = if self.registry.online(user) { PresenceStatus::Online } else { PresenceStatus::Offline };
+        let presence = Presence { conversation_id: conversation.clone(), user_id: user.clone(), status };
+        self.out.send_to(conn, ServerMessage::Presence(presence), None);
+    }
+
+    /// Stores a close the pool decided, then tells every connection of both members.
+    pub(super) fn close(
+        &mut self,
+        conn: ConnId,
+        id: Option<RequestId>,
+        conversation: &ConversationId,
+        by: UserId,
+        members: Vec<UserId>,
+        batch: &mut Batch<Self>,
+    ) {
+        if let Some(conv) = self.conversations.remove(conversation) {
+            for typist in conv.typing.keys() {
+                let stop = ServerMessage::TypingStop(Typing {
+                    conversation_id: conversation.clone(),
+                    user_id: typist.clone(),
+                });
+                self.out.to_conversation(conversation, stop, Skip::User(typist));
+            }
+        }
+        let conversation = conversation.clone();
+        batch.write_then(
+            Write::Close { conversation: conversation.clone(), by: by.clone(), at: now() },
+            move |shard, outcome| {
+                if outcome.failed() {
+                    return shard.out.error(
+                        conn,
+                        id,
+                        ErrorCode::Internal,
+                        "the conversation could not be closed; try again",
+                    );
+                }
+                let closed =
+                    ServerMessage::ConversationClosed(ConversationClosed { conversation_id: conversation.clone(), by });
+                // Every connection of both members hears it, subscribed or not.
+                shard.out.send_to(conn, closed.clone(), id);
+                for member in members {
+                    shard.out.to_user(&member, closed.clone(), Skip::Conn(conn));
+                }
+                shard.out.bus.unsubscribe_all(&conversation);
+            },
+        );
+    }
+}

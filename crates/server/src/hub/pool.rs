@@ -1,0 +1,506 @@
+//! The agent pool and the one queue (SPEC §6): opens conversations, assigns
+//! them, re-queues an absent agent's after its grace period, and decides
+//! closes. It commits its own writes (one group commit per round, like a
+//! shard), then tells the conversation's shard, which speaks to its members.
+
+use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use petchat_protocol::{
+    AgentStatus, ClientMessage, ConversationId, ConversationStatus, ErrorCode, LastSeq, Notification, OpenConversation,
+    Participant, PresenceStatus, Queued, RequestId, Role, ServerMessage, User, UserId,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{debug, error, info};
+
+use super::batch::{Batch, Outcome};
+use super::frames::now;
+use super::out::{Out, is_member};
+use super::rules::{Agent, pick_agent};
+use super::shard::{Chain, ShardCommand};
+use super::shard_of;
+use crate::bus::{Bus, ConnId, Skip};
+use crate::config::Limits;
+use crate::store::{Applied, ConversationRecord, Store, StoreError, Write};
+
+/// What the pool is asked.
+#[derive(Debug)]
+pub(super) enum PoolCommand {
+    /// `conversation.open`, `conversation.close` or `agent.status`.
+    Request { conn: ConnId, user: User, id: Option<RequestId>, message: ClientMessage },
+    /// The user's first connection on this node opened.
+    Online { user: User },
+    /// The user's last connection on this node closed.
+    Offline { user: User },
+    /// An agent's grace period ended.
+    GraceExpired { agent: UserId, generation: u64 },
+    /// A connection finished joining a conversation: tell it its queue position, if queued.
+    Position { conn: ConnId, conversation: ConversationId },
+    /// A shard's commit failed: rebuild the pool from the store.
+    Reload,
+}
+
+/// What the pool starts from.
+pub(super) struct Parts {
+    pub(super) store: Arc<dyn Store>,
+    pub(super) bus: Arc<dyn Bus>,
+    pub(super) limits: Limits,
+    /// Each shard's internal channel, by index.
+    pub(super) shards: Vec<mpsc::UnboundedSender<ShardCommand>>,
+    /// The pool's own internal channel, for its timers.
+    pub(super) internal: mpsc::WeakUnboundedSender<PoolCommand>,
+    /// The open conversations, queued ones in queue order first.
+    pub(super) open: Vec<ConversationRecord>,
+}
+
+/// The pool's state.
+pub(super) struct Pool {
+    store: Arc<dyn Store>,
+    out: Out,
+    limits: Limits,
+    shards: Vec<mpsc::UnboundedSender<ShardCommand>>,
+    internal: mpsc::WeakUnboundedSender<PoolCommand>,
+    /// Open conversations (queued or active), as the pool last decided them.
+    open: HashMap<ConversationId, ConversationRecord>,
+    /// A customer's open conversation (`conversation.open` returns it).
+    customer_open: HashMap<UserId, ConversationId>,
+    agents: HashMap<UserId, Agent>,
+    /// Conversations waiting for an agent, first served first.
+    queue: VecDeque<ConversationId>,
+    /// What this round tells the shards, in order; sent as one [`Chain`] after the commit.
+    tells: VecDeque<(usize, ShardCommand)>,
+}
+
+impl Pool {
+    pub(super) fn new(parts: Parts) -> Self {
+        let mut pool = Self {
+            store: parts.store,
+            out: Out { bus: parts.bus },
+            limits: parts.limits,
+            shards: parts.shards,
+            internal: parts.internal,
+            open: HashMap::new(),
+            customer_open: HashMap::new(),
+            agents: HashMap::new(),
+            queue: VecDeque::new(),
+            tells: VecDeque::new(),
+        };
+        pool.rebuild(parts.open);
+        // Agents holding conversations from before a restart are offline until
+        // they reconnect: their grace period starts now.
+        let offline: Vec<UserId> = pool.agents.keys().cloned().collect();
+        for agent in offline {
+            pool.start_grace(&agent);
+        }
+        pool
+    }
+
+    /// Rebuilds the open conversations, the queue and the agents' loads.
+    fn rebuild(&mut self, open: Vec<ConversationRecord>) {
+        self.open.clear();
+        self.customer_open.clear();
+        self.queue.clear();
+        for agent in self.agents.values_mut() {
+            agent.active.clear();
+        }
+        for rec in open {
+            self.customer_open.insert(rec.customer.id.clone(), rec.id.clone());
+            match (&rec.agent, rec.status) {
+                (Some(agent), ConversationStatus::Active) => {
+                    self.agents
+                        .entry(agent.id.clone())
+                        .or_insert_with(|| Agent::new(&agent.name))
+                        .active
+                        .insert(rec.id.clone());
+                }
+                _ => self.queue.push_back(rec.id.clone()),
+            }
+            self.open.insert(rec.id.clone(), rec);
+        }
+    }
+
+    async fn reload(&mut self) -> Result<(), StoreError> {
+        let open = self.store.open_conversations().await?;
+        self.rebuild(open);
+        Ok(())
+    }
+
+    pub(super) async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<PoolCommand>,
+        mut internal: mpsc::UnboundedReceiver<PoolCommand>,
+    ) {
+        let most = self.limits.commit_batch.max(1);
+        loop {
+            let first = tokio::select! {
+                biased;
+                Some(command) = internal.recv() => command,
+                Some(command) = requests.recv() => command,
+                else => break,
+            };
+            let mut commands = vec![first];
+            while commands.len() < most {
+                match internal.try_recv().or_else(|_| requests.try_recv()) {
+                    Ok(command) => commands.push(command),
+                    Err(_) => break,
+                }
+            }
+            let mut batch = Batch::default();
+            let mut reload = false;
+            for command in commands {
+                reload |= matches!(command, PoolCommand::Reload);
+                self.decide(command, &mut batch);
+            }
+            let store = self.store.clone();
+            let committed = batch.commit(&mut self, store.as_ref()).await;
+            self.tell_shards().await;
+            if (!committed || reload)
+                && let Err(e) = self.reload().await
+            {
+                error!(error = %e, "reloading the pool after a failed commit failed");
+            }
+        }
+        debug!("pool stopped");
+    }
+
+    fn decide(&mut self, command: PoolCommand, batch: &mut Batch<Self>) {
+        match command {
+            PoolCommand::Request { conn, user, id, message } => match message {
+                ClientMessage::ConversationOpen(open) => self.open(conn, &user, id, open, batch),
+                ClientMessage::ConversationClose(close) => self.close(conn, &user, id, &close.conversation_id, batch),
+                ClientMessage::AgentStatus(status) => self.agent_status(conn, &user, id, status.available, batch),
+                _ => {}
+            },
+            PoolCommand::Online { user } => self.online(&user, batch),
+            PoolCommand::Offline { user } => self.offline(&user),
+            PoolCommand::GraceExpired { agent, generation } => self.grace_expired(&agent, generation, batch),
+            PoolCommand::Position { conn, conversation } => {
+                if let Some(position) = self.queue_position(&conversation) {
+                    let queued = Queued { conversation_id: conversation, position };
+                    self.out.send_to(conn, ServerMessage::ConversationQueued(queued), None);
+                }
+            }
+            PoolCommand::Reload => {}
+        }
+    }
+
+    /// Queues `command` for the conversation's shard, behind what this round told before.
+    fn tell_shard(&mut self, conversation: &ConversationId, command: ShardCommand) {
+        self.tells.push_back((shard_of(conversation, self.shards.len()), command));
+    }
+
+    /// Queues a frame for one connection, behind what this round told the shards.
+    fn say(&mut self, conn: ConnId, message: ServerMessage, id: Option<RequestId>) {
+        let last = self.tells.back().map_or(0, |(shard, _)| *shard);
+        self.tells.push_back((last, ShardCommand::Say { conn, message, id }));
+    }
+
+    /// Sends this round's tells through the shards, one after the other, and
+    /// waits until the last is done: whatever the pool decides reaches every
+    /// connection in the order it was decided, across shards and rounds (an
+    /// `agent.assigned` never overtakes the `conversation.closed` that freed
+    /// the agent, nor `agent.status` the assignments it caused).
+    async fn tell_shards(&mut self) {
+        if self.tells.is_empty() {
+            return;
+        }
+        let (done, finished) = oneshot::channel();
+        let chain = Chain { steps: std::mem::take(&mut self.tells), done: Some(done) };
+        let first = chain.steps.front().map_or(0, |(shard, _)| *shard);
+        if self.shards[first].send(ShardCommand::Chain(chain)).is_ok() {
+            // An error only means a shard stopped: the process is shutting down.
+            let _ = finished.await;
+        }
+    }
+
+    // ----- connections ------------------------------------------------------
+
+    fn online(&mut self, user: &User, batch: &mut Batch<Self>) {
+        if user.role == Role::Agent {
+            let agent = self.agents.entry(user.id.clone()).or_insert_with(|| Agent::new(&user.name));
+            agent.online = true;
+            agent.name.clone_from(&user.name);
+            agent.grace_generation += 1;
+        }
+        self.tell_members(user, PresenceStatus::Online);
+        if user.role == Role::Agent {
+            // Back within its grace period and still available: it can take more.
+            self.serve_queue(batch);
+            self.announce_queue_positions(batch);
+        }
+    }
+
+    fn offline(&mut self, user: &User) {
+        self.tell_members(user, PresenceStatus::Offline);
+        if user.role == Role::Agent {
+            if let Some(agent) = self.agents.get_mut(&user.id) {
+                agent.online = false;
+            }
+            self.start_grace(&user.id);
+        }
+        debug!(user = %user.id, "last connection of the user closed");
+    }
+
+    /// Presence of `user` to the other members of each of its open conversations.
+    fn tell_members(&mut self, user: &User, status: PresenceStatus) {
+        for conversation in self.member_conversations(user) {
+            let command = ShardCommand::Presence { conversation: conversation.clone(), user: user.id.clone(), status };
+            self.tell_shard(&conversation, command);
+        }
+    }
+
+    fn member_conversations(&self, user: &User) -> Vec<ConversationId> {
+        match user.role {
+            Role::Customer => self.customer_open.get(&user.id).cloned().into_iter().collect(),
+            Role::Agent => self.agents.get(&user.id).map(|a| a.active.iter().cloned().collect()).unwrap_or_default(),
+        }
+    }
+
+    fn start_grace(&mut self, agent_id: &UserId) {
+        let Some(agent) = self.agents.get_mut(agent_id) else { return };
+        agent.grace_generation += 1;
+        let generation = agent.grace_generation;
+        let internal = self.internal.clone();
+        let agent = agent_id.clone();
+        let grace = self.limits.agent_grace();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            if let Some(internal) = internal.upgrade() {
+                let _ = internal.send(PoolCommand::GraceExpired { agent, generation });
+            }
+        });
+    }
+
+    fn grace_expired(&mut self, agent_id: &UserId, generation: u64, batch: &mut Batch<Self>) {
+        let Some(agent) = self.agents.get_mut(agent_id) else { return };
+        if agent.online || agent.grace_generation != generation {
+            return;
+        }
+        agent.available = false;
+        let held: Vec<ConversationId> = std::mem::take(&mut agent.active).into_iter().collect();
+        if held.is_empty() {
+            self.agents.remove(agent_id);
+            return;
+        }
+        info!(agent = %agent_id, conversations = held.len(), "agent grace period over: re-queueing");
+        let at = now();
+        // They have waited longest: they go to the front, in their order.
+        for id in held.iter().rev() {
+            self.queue.push_front(id.clone());
+        }
+        for id in held {
+            let Some(rec) = self.open.get_mut(&id) else { continue };
+            rec.agent = None;
+            rec.status = ConversationStatus::Queued;
+            rec.queued_at = Some(at);
+            let customer = rec.customer.id.clone();
+            let agent = agent_id.clone();
+            batch.write_then(
+                Write::Assign { conversation: id.clone(), agent: None, status: ConversationStatus::Queued, at },
+                move |pool, outcome| {
+                    if outcome.failed() {
+                        return;
+                    }
+                    pool.tell_shard(&id, ShardCommand::Requeued { conversation: id.clone(), agent });
+                    let requeued = ServerMessage::Notification(Notification {
+                        kind: "conversation.requeued".into(),
+                        title: "Your agent was disconnected".into(),
+                        body: "We are finding another agent for you.".into(),
+                        link: None,
+                    });
+                    pool.out.to_user(&customer, requeued, Skip::Nobody);
+                },
+            );
+        }
+        self.serve_queue(batch);
+        self.announce_queue_positions(batch);
+    }
+
+    // ----- requests ---------------------------------------------------------
+
+    fn open(
+        &mut self,
+        conn: ConnId,
+        user: &User,
+        id: Option<RequestId>,
+        open: OpenConversation,
+        batch: &mut Batch<Self>,
+    ) {
+        if user.role != Role::Customer {
+            return self.out.error(conn, id, ErrorCode::Forbidden, "only customers open conversations");
+        }
+        if let Some(existing) = self.customer_open.get(&user.id).cloned() {
+            batch.then(move |pool, _| {
+                let position = pool.queue_position(&existing);
+                pool.tell_shard(&existing, ShardCommand::Opened { conn, id, conversation: existing.clone(), position });
+            });
+            return;
+        }
+        let at = now();
+        let mut rec = ConversationRecord {
+            id: ConversationId::new(uuid::Uuid::now_v7().to_string()).expect("a UUID is a valid id"),
+            customer: Participant { id: user.id.clone(), name: user.name.clone() },
+            agent: None,
+            status: ConversationStatus::Queued,
+            last_seq: LastSeq::NONE,
+            created_at: at,
+            queued_at: Some(at),
+            topic: open.topic,
+            pet_id: open.pet_id,
+            order_id: open.order_id,
+        };
+        let assigned = pick_agent(&self.agents, self.max_conversations());
+        if let Some(agent_id) = &assigned {
+            let agent = self.agents.get_mut(agent_id).expect("picked from the pool");
+            agent.active.insert(rec.id.clone());
+            agent.idle_since = Instant::now();
+            rec.agent = Some(Participant { id: agent_id.clone(), name: agent.name.clone() });
+            rec.status = ConversationStatus::Active;
+            rec.queued_at = None;
+        } else {
+            self.queue.push_back(rec.id.clone());
+        }
+        let conversation = rec.id.clone();
+        self.customer_open.insert(user.id.clone(), conversation.clone());
+        self.open.insert(conversation.clone(), rec.clone());
+        info!(conversation = %conversation, customer = %user.id, agent = ?assigned.as_ref().map(UserId::as_str), "conversation opened");
+        batch.write_then(Write::CreateConversation(rec.clone()), move |pool, outcome| {
+            if outcome.failed() {
+                return pool.out.error(
+                    conn,
+                    id,
+                    ErrorCode::Internal,
+                    "the conversation could not be stored; try again",
+                );
+            }
+            let position = pool.queue_position(&conversation);
+            pool.tell_shard(&conversation, ShardCommand::Adopt { rec, conn, id, position });
+        });
+    }
+
+    fn close(
+        &mut self,
+        conn: ConnId,
+        user: &User,
+        id: Option<RequestId>,
+        conversation: &ConversationId,
+        batch: &mut Batch<Self>,
+    ) {
+        match self.open.get(conversation) {
+            Some(rec) if is_member(user, rec) => {}
+            Some(_) => return self.out.error(conn, id, ErrorCode::Forbidden, "this conversation is not yours"),
+            None => return self.out.answer_not_open(&self.store, conn, user, id, conversation, None),
+        }
+        let rec = self.open.remove(conversation).expect("checked above");
+        self.customer_open.remove(&rec.customer.id);
+        self.queue.retain(|c| c != conversation);
+        if let Some(agent) = &rec.agent
+            && let Some(state) = self.agents.get_mut(&agent.id)
+        {
+            state.active.remove(conversation);
+            state.idle_since = Instant::now();
+        }
+        info!(conversation = %conversation, by = %user.id, "conversation closed");
+        let (conversation, by) = (conversation.clone(), user.id.clone());
+        // After this round's commit, so the shard hears of the conversation
+        // (its adoption, its assignment) before it hears of the close.
+        batch.then(move |pool, _| {
+            let members = [Some(rec.customer.id), rec.agent.map(|a| a.id)].into_iter().flatten().collect();
+            pool.tell_shard(
+                &conversation,
+                ShardCommand::Close { conn, id, conversation: conversation.clone(), by, members },
+            );
+        });
+        self.serve_queue(batch);
+        self.announce_queue_positions(batch);
+    }
+
+    fn agent_status(
+        &mut self,
+        conn: ConnId,
+        user: &User,
+        id: Option<RequestId>,
+        available: bool,
+        batch: &mut Batch<Self>,
+    ) {
+        if user.role != Role::Agent {
+            return self.out.error(conn, id, ErrorCode::Forbidden, "only agents set an availability");
+        }
+        let agent = self.agents.entry(user.id.clone()).or_insert_with(|| Agent::new(&user.name));
+        if available && !agent.available {
+            agent.idle_since = Instant::now();
+        }
+        agent.available = available;
+        info!(agent = %user.id, available, "agent status");
+        self.serve_queue(batch);
+        self.announce_queue_positions(batch);
+        let agent_id = user.id.clone();
+        batch.then(move |pool, _| {
+            let active = pool.agents.get(&agent_id).map_or(0, |a| a.active.len());
+            let status = AgentStatus { available, active_conversations: u32::try_from(active).unwrap_or(u32::MAX) };
+            pool.say(conn, ServerMessage::AgentStatus(status), id);
+        });
+    }
+
+    // ----- assignment -------------------------------------------------------
+
+    fn max_conversations(&self) -> usize {
+        self.limits.max_conversations_per_agent as usize
+    }
+
+    /// Assigns queued conversations, first first, while an agent is free.
+    fn serve_queue(&mut self, batch: &mut Batch<Self>) {
+        while let Some(conversation) = self.queue.front().cloned() {
+            let Some(agent_id) = pick_agent(&self.agents, self.max_conversations()) else { break };
+            self.queue.pop_front();
+            let Some(rec) = self.open.get_mut(&conversation) else { continue };
+            let agent = self.agents.get_mut(&agent_id).expect("picked from the pool");
+            agent.active.insert(conversation.clone());
+            agent.idle_since = Instant::now();
+            let participant = Participant { id: agent_id.clone(), name: agent.name.clone() };
+            rec.agent = Some(participant.clone());
+            rec.status = ConversationStatus::Active;
+            rec.queued_at = None;
+            info!(conversation = %conversation, agent = %agent_id, "assigned from the queue");
+            let write = Write::Assign {
+                conversation: conversation.clone(),
+                agent: Some(participant.clone()),
+                status: ConversationStatus::Active,
+                at: now(),
+            };
+            batch.write_then(write, move |pool, outcome| match outcome {
+                Outcome::Applied(Applied::Done) => {
+                    pool.tell_shard(
+                        &conversation,
+                        ShardCommand::Assigned { conversation: conversation.clone(), agent: participant },
+                    );
+                }
+                // Closed meanwhile: the agent's slot is free again.
+                Outcome::Applied(_) => {
+                    if let Some(agent) = pool.agents.get_mut(&participant.id) {
+                        agent.active.remove(&conversation);
+                    }
+                }
+                Outcome::Failed | Outcome::None => {}
+            });
+        }
+    }
+
+    fn queue_position(&self, conversation: &ConversationId) -> Option<NonZeroU32> {
+        let index = self.queue.iter().position(|c| c == conversation)?;
+        NonZeroU32::new(u32::try_from(index + 1).unwrap_or(u32::MAX))
+    }
+
+    /// Tells every queued customer its place, after the queue moved.
+    fn announce_queue_positions(&mut self, batch: &mut Batch<Self>) {
+        batch.then(|pool, _| {
+            for (index, conversation) in pool.queue.iter().enumerate() {
+                let position = NonZeroU32::new(u32::try_from(index + 1).unwrap_or(u32::MAX)).expect("index + 1 > 0");
+                let queued = Queued { conversation_id: conversation.clone(), position };
+                pool.out.to_conversation(conversation, ServerMessage::ConversationQueued(queued), Skip::Nobody);
+            }
+        });
+    }
+}

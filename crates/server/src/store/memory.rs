@@ -1,0 +1,254 @@
+//! A store in memory, with the SQLite and PostgreSQL stores' rules (all or
+//! nothing per batch, gapless seq, the idempotency key, members only), for
+//! the hub's deterministic tests: it answers at once, on the caller's task.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use petchat_protocol::{ClientMessageId, ConversationId, ConversationStatus, LastSeq, Seq, User, UserId};
+
+use super::{Applied, ConversationRecord, MessageRecord, ReceiptRecord, Store, StoreError, Write};
+
+/// Conversations, messages and receipts in maps; lost when dropped.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    data: Mutex<Data>,
+    /// While set, every `apply` fails (to test what a failed commit does).
+    failing: Mutex<bool>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Data {
+    conversations: BTreeMap<ConversationId, ConversationRecord>,
+    messages: HashMap<ConversationId, Vec<MessageRecord>>,
+    receipts: BTreeMap<(ConversationId, UserId, &'static str), ReceiptRecord>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes every following commit fail (`true`) or succeed again (`false`).
+    pub fn fail_commits(&self, failing: bool) {
+        *self.failing.lock().unwrap_or_else(|e| e.into_inner()) = failing;
+    }
+
+    fn data(&self) -> MutexGuard<'_, Data> {
+        self.data.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Data {
+    fn apply_one(&mut self, write: &Write) -> Applied {
+        match write {
+            Write::CreateConversation(rec) => {
+                self.conversations.insert(rec.id.clone(), rec.clone());
+                Applied::Done
+            }
+            Write::Assign { conversation, agent, status, at } => match self.conversations.get_mut(conversation) {
+                Some(rec) if rec.status != ConversationStatus::Closed => {
+                    rec.agent.clone_from(agent);
+                    rec.status = *status;
+                    if *status == ConversationStatus::Queued {
+                        rec.queued_at = Some(*at);
+                    }
+                    Applied::Done
+                }
+                _ => Applied::Closed,
+            },
+            Write::Close { conversation, .. } => match self.conversations.get_mut(conversation) {
+                Some(rec) if rec.status != ConversationStatus::Closed => {
+                    rec.status = ConversationStatus::Closed;
+                    Applied::Done
+                }
+                _ => Applied::Closed,
+            },
+            Write::Append { conversation, id, author, client_message_id, text, sent_at } => {
+                if let Some(existing) = self.stored(conversation, &author.id, client_message_id) {
+                    return Applied::Duplicate(existing);
+                }
+                let Some(rec) = self.conversations.get_mut(conversation) else { return Applied::NotFound };
+                if rec.status == ConversationStatus::Closed {
+                    return Applied::Closed;
+                }
+                if !rec.has_member(&author.id, author.role) {
+                    return Applied::NotMember;
+                }
+                let seq = Seq::new(rec.last_seq.get() + 1).expect("a seq after a last seq");
+                rec.last_seq = seq.into();
+                let record = MessageRecord {
+                    conversation_id: conversation.clone(),
+                    id: id.clone(),
+                    seq,
+                    author: author.clone(),
+                    client_message_id: client_message_id.clone(),
+                    text: text.clone(),
+                    sent_at: *sent_at,
+                };
+                self.messages.entry(conversation.clone()).or_default().push(record.clone());
+                Applied::Appended(record)
+            }
+            Write::Receipt { conversation, user, kind, up_to_seq, at } => {
+                let key = (conversation.clone(), user.clone(), kind.as_str());
+                let advanced = self.receipts.get(&key).is_none_or(|r| r.up_to_seq < *up_to_seq);
+                if advanced {
+                    let record = ReceiptRecord { user_id: user.clone(), kind: *kind, up_to_seq: *up_to_seq, at: *at };
+                    self.receipts.insert(key, record);
+                }
+                Applied::Receipt { advanced }
+            }
+        }
+    }
+
+    fn stored(&self, conversation: &ConversationId, author: &UserId, key: &ClientMessageId) -> Option<MessageRecord> {
+        self.messages.get(conversation)?.iter().find(|m| m.author.id == *author && m.client_message_id == *key).cloned()
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn apply(&self, batch: &[Write]) -> Result<Vec<Applied>, StoreError> {
+        if *self.failing.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Err(StoreError::Corrupt("commits are failing (MemoryStore::fail_commits)".into()));
+        }
+        let mut data = self.data();
+        // All or nothing: work on a copy, keep it only when every write applied.
+        let mut next = data.clone();
+        let results = batch.iter().map(|write| next.apply_one(write)).collect();
+        *data = next;
+        Ok(results)
+    }
+
+    async fn conversation(&self, id: &ConversationId) -> Result<Option<ConversationRecord>, StoreError> {
+        Ok(self.data().conversations.get(id).cloned())
+    }
+
+    async fn member_conversations(&self, user: &User) -> Result<Vec<ConversationRecord>, StoreError> {
+        let mut records: Vec<ConversationRecord> = self
+            .data()
+            .conversations
+            .values()
+            .filter(|rec| rec.status != ConversationStatus::Closed && rec.has_member(&user.id, user.role))
+            .cloned()
+            .collect();
+        records.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(records)
+    }
+
+    async fn open_conversations(&self) -> Result<Vec<ConversationRecord>, StoreError> {
+        let mut records: Vec<ConversationRecord> = self
+            .data()
+            .conversations
+            .values()
+            .filter(|rec| rec.status != ConversationStatus::Closed)
+            .cloned()
+            .collect();
+        records.sort_by_key(|rec| (rec.status == ConversationStatus::Active, rec.queued_at, rec.created_at));
+        Ok(records)
+    }
+
+    async fn messages_after(
+        &self,
+        id: &ConversationId,
+        after: LastSeq,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        let data = self.data();
+        let messages = data.messages.get(id).map(Vec::as_slice).unwrap_or_default();
+        Ok(messages.iter().filter(|m| m.seq.get() > after.get()).take(limit).cloned().collect())
+    }
+
+    async fn stored_message(
+        &self,
+        conversation: &ConversationId,
+        author: &UserId,
+        client_message_id: &ClientMessageId,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        Ok(self.data().stored(conversation, author, client_message_id))
+    }
+
+    async fn receipts(&self, id: &ConversationId) -> Result<Vec<ReceiptRecord>, StoreError> {
+        let data = self.data();
+        let mut records: Vec<ReceiptRecord> =
+            data.receipts.iter().filter(|((c, _, _), _)| c == id).map(|(_, r)| r.clone()).collect();
+        records.sort_by(|a, b| (a.kind.as_str(), &a.user_id).cmp(&(b.kind.as_str(), &b.user_id)));
+        Ok(records)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn close(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use petchat_protocol::{MessageId, MessageText, Participant, Role, Timestamp};
+
+    use super::*;
+
+    fn customer(id: &str) -> User {
+        User { id: UserId::new(id).expect("id"), role: Role::Customer, name: id.into() }
+    }
+
+    fn conversation(id: &str, customer: &User) -> ConversationRecord {
+        ConversationRecord {
+            id: ConversationId::new(id).expect("id"),
+            customer: Participant { id: customer.id.clone(), name: customer.name.clone() },
+            agent: None,
+            status: ConversationStatus::Queued,
+            last_seq: LastSeq::NONE,
+            created_at: Timestamp::from_unix_ms(1).expect("time"),
+            queued_at: None,
+            topic: None,
+            pet_id: None,
+            order_id: None,
+        }
+    }
+
+    fn append(conversation: &str, author: &User, key: u8) -> Write {
+        Write::Append {
+            conversation: ConversationId::new(conversation).expect("id"),
+            id: MessageId::new(format!("m-{key}")).expect("id"),
+            author: author.clone(),
+            client_message_id: ClientMessageId::from_random_bytes([key; 16]),
+            text: MessageText::new("hello").expect("text"),
+            sent_at: Timestamp::from_unix_ms(2).expect("time"),
+        }
+    }
+
+    #[tokio::test]
+    async fn seqs_are_gapless_keys_are_idempotent_and_only_members_write() {
+        let (alice, mallory) = (customer("alice"), customer("mallory"));
+        let store = MemoryStore::new();
+        store.apply(&[Write::CreateConversation(conversation("c", &alice))]).await.expect("created");
+        let applied = store
+            .apply(&[append("c", &alice, 1), append("c", &alice, 2), append("c", &alice, 1), append("c", &mallory, 3)])
+            .await
+            .expect("applied");
+        let seqs: Vec<Option<u64>> = applied
+            .iter()
+            .map(|a| match a {
+                Applied::Appended(m) | Applied::Duplicate(m) => Some(m.seq.get()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(seqs, [Some(1), Some(2), Some(1), None]);
+        assert!(matches!(applied[2], Applied::Duplicate(_)));
+        assert_eq!(applied[3], Applied::NotMember);
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_writes_nothing() {
+        let alice = customer("alice");
+        let store = MemoryStore::new();
+        store.fail_commits(true);
+        assert!(store.apply(&[Write::CreateConversation(conversation("c", &alice))]).await.is_err());
+        store.fail_commits(false);
+        assert!(store.open_conversations().await.expect("read").is_empty());
+    }
+}
