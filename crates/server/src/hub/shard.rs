@@ -231,7 +231,12 @@ impl Shard {
             ShardCommand::Chain(mut chain) => {
                 while chain.steps.front().is_some_and(|(shard, _)| *shard == self.index) {
                     let (_, step) = chain.steps.pop_front().expect("checked above");
+                    // A close speaks after its commit: what follows waits for it.
+                    let writes = matches!(step, ShardCommand::Close { .. });
                     self.decide(step, batch);
+                    if writes {
+                        break;
+                    }
                 }
                 // After this round's commit and the frames of its effects.
                 batch.then(move |shard, _| shard.pass_on(chain));

@@ -36,6 +36,11 @@ impl MemoryStore {
         *self.failing.lock().unwrap_or_else(|e| e.into_inner()) = failing;
     }
 
+    /// The seqs stored in a conversation, in order (for tests).
+    pub async fn messages_after_for_test(&self, conversation: &ConversationId) -> Vec<u64> {
+        self.data().messages.get(conversation).map(|m| m.iter().map(|m| m.seq.get()).collect()).unwrap_or_default()
+    }
+
     fn data(&self) -> MutexGuard<'_, Data> {
         self.data.lock().unwrap_or_else(|e| e.into_inner())
     }
