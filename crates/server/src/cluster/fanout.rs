@@ -103,6 +103,7 @@ impl Fanout {
             changes: changes_rx,
             events,
             wake,
+            wake_channel: keys.wake_channel(),
             timeout: settings.command_timeout,
             keepalive: settings.beat_every(),
             stop: stop.clone(),
@@ -162,6 +163,8 @@ struct Subscriber {
     events: mpsc::Sender<LinkEvent>,
     /// Rung when a node announces that it left, so that the reap runs now.
     wake: Arc<Notify>,
+    /// The Redis name of the wake-up channel, compared with every message's.
+    wake_channel: String,
     /// How long one command may take.
     timeout: Duration,
     /// How often an idle subscription is checked with `PING`.
@@ -216,7 +219,7 @@ impl Subscriber {
 
     async fn deliver(&self, message: redis::Msg) {
         let redis_channel = message.get_channel_name();
-        if redis_channel == self.keys.wake_channel() {
+        if redis_channel == self.wake_channel {
             self.wake.notify_one();
             return;
         }
@@ -253,7 +256,7 @@ impl Subscriber {
             let channels = lock(&self.channels);
             // Changes sent so far are in the snapshot; later ones come after it.
             while self.changes.try_recv().is_ok() {}
-            channels.keys().map(|channel| self.keys.channel(channel)).chain([self.keys.wake_channel()]).collect()
+            channels.keys().map(|channel| self.keys.channel(channel)).chain([self.wake_channel.clone()]).collect()
         };
         // Redis confirms each channel: allow for many.
         let timeout = self.timeout * (1 + u32::try_from(wanted.len() / 10_000).unwrap_or(u32::MAX / 2));

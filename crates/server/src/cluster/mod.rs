@@ -256,6 +256,8 @@ impl RedisLink {
 
         let keys = Keys::new(&settings.key_prefix);
         let stop = CancellationToken::new();
+        // Stops whatever started if connecting fails halfway; the link keeps it.
+        let crash = stop.clone().drop_guard();
         let tasks = TaskTracker::new();
         let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
         let (notices, notices_rx) = mpsc::unbounded_channel();
@@ -282,8 +284,7 @@ impl RedisLink {
         tasks.close();
         info!(node = %node, "joined the cluster");
 
-        let inner =
-            Inner { node, keys, settings, conn, fanout, presence, _crash: stop.clone().drop_guard(), stop, tasks };
+        let inner = Inner { node, keys, settings, conn, fanout, presence, _crash: crash, stop, tasks };
         Ok((RedisLink { inner: Arc::new(inner) }, events_rx))
     }
 
