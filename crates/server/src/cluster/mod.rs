@@ -24,6 +24,25 @@
 //! The scripts touch keys they compute from what they read, so the link needs
 //! a standalone Redis (or a primary with replicas), not Redis Cluster.
 //!
+//! What a caller must know:
+//!
+//! - While Redis is unreachable, `publish` returns `false` (nothing is
+//!   queued), and `attach`, `detach`, `online` and `ping` fail within
+//!   [`LinkSettings::command_timeout`].
+//! - A dead node's connections count toward the cap and show online until it
+//!   is reaped: at most two heartbeats after its last beat, plus half a
+//!   heartbeat for the next check.
+//! - A node reaped while it was only paused registers again by itself and
+//!   writes its connections back ([`LinkEvent::Recounted`]); meanwhile the
+//!   others saw its users go offline, so the caller announces them again.
+//! - A Redis that restarts empty forgets every count: each node writes its
+//!   own back at its next beat (`Recounted`), but a node that died during the
+//!   outage is never reaped and its users never reported offline; after
+//!   [`LinkEvent::Restored`] a caller asks [`RedisLink::online`] again about
+//!   the users it shows.
+//! - `NodeGone` is lost if the reaping node's connection breaks between the
+//!   script's run and its reply: the counts are right, the event is missing.
+//!
 //! Architecture invariant: this module knows nothing of the hub, the protocol
 //! or PostgreSQL. It moves bytes and counts; catching up after
 //! [`LinkEvent::Restored`] is the caller's job.
