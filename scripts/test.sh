@@ -16,6 +16,10 @@ rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup targe
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   as_root apt-get update -qq && as_root apt-get install -y -qq nodejs npm
 fi
+# The cluster link's tests start a real redis-server (crates/server/tests/common/redis.rs).
+if ! command -v redis-server >/dev/null; then
+  as_root apt-get update -qq && as_root apt-get install -y -qq redis-server
+fi
 source scripts/lib.sh
 # The contract validators (ajv, @asyncapi/parser) and the benchmark's Node peer
 # (ws, for the bench's smoke test), pinned by their package-lock.json.

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod bus;
+pub mod cluster;
 pub mod config;
 mod gate;
 mod http;

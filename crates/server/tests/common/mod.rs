@@ -1,11 +1,12 @@
 //! Test harness: a real server on 127.0.0.1:0 with a throwaway SQLite file,
 //! and a WebSocket client that checks every server frame against the
-//! generated JSON Schema.
+//! generated JSON Schema; `redis` starts a real redis-server for the cluster tests.
 
 #![allow(dead_code, unreachable_pub)]
 
 pub mod process;
 pub mod raw;
+pub mod redis;
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
