@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 #[tokio::test]
 async fn a_socket_through_nginx_authenticates_by_subprotocol_or_query_and_gets_petchat_v1() {
-    let lb = Balanced::start(3, &[], |config| config).await;
+    let lb = Balanced::start(3, HEARTBEAT_MS, &[], |config| config).await;
     let url = lb.clients.url();
 
     // A browser: the token in the subprotocol, and its page's Origin, which
@@ -43,7 +43,7 @@ async fn a_socket_through_nginx_authenticates_by_subprotocol_or_query_and_gets_p
 
 #[tokio::test]
 async fn connections_spread_over_every_node_without_stickiness() {
-    let lb = Balanced::start(3, &[], |config| config).await;
+    let lb = Balanced::start(3, HEARTBEAT_MS, &[], |config| config).await;
     // Thirty users, all from 127.0.0.1: ip_hash or any affinity would put
     // them on one node.
     let mut clients = Vec::new();
@@ -59,7 +59,7 @@ async fn connections_spread_over_every_node_without_stickiness() {
 #[tokio::test]
 async fn an_idle_socket_outlives_the_proxy_timeout_while_the_heartbeat_is_shorter() {
     // The proxy cuts a socket after 3 s without traffic; the node pings every second.
-    let lb = Balanced::start(1, &[], |config| nginx::with_socket_timeout(&config, 3)).await;
+    let lb = Balanced::start(1, HEARTBEAT_MS, &[], |config| nginx::with_socket_timeout(&config, 3)).await;
     let mut client = lb.clients.connect("idle-short", Role::Customer).await;
     let held = Duration::from_secs(7);
     let until = tokio::time::Instant::now() + held;
@@ -80,8 +80,7 @@ async fn an_idle_socket_outlives_the_proxy_timeout_while_the_heartbeat_is_shorte
 #[tokio::test]
 async fn an_idle_socket_is_cut_by_the_proxy_when_the_heartbeat_is_longer() {
     // The converse: the node's heartbeat (30 s) outlasts the proxy's 3 s.
-    let lb = Balanced::start(1, &["--heartbeat-interval-ms", "30000"], |config| nginx::with_socket_timeout(&config, 3))
-        .await;
+    let lb = Balanced::start(1, 30_000, &[], |config| nginx::with_socket_timeout(&config, 3)).await;
     let mut client = lb.clients.connect("idle-long", Role::Customer).await;
     let start = Instant::now();
     match client.next().await {
@@ -97,7 +96,7 @@ async fn an_idle_socket_is_cut_by_the_proxy_when_the_heartbeat_is_longer() {
 
 #[tokio::test]
 async fn a_killed_node_is_passed_over_for_new_sockets_and_http() {
-    let mut lb = Balanced::start(3, &[], |config| config).await;
+    let mut lb = Balanced::start(3, HEARTBEAT_MS, &[], |config| config).await;
     let mut before = Vec::new();
     for n in 0..6 {
         before.push(lb.clients.connect(&format!("before-{n}"), Role::Customer).await);
@@ -119,7 +118,8 @@ async fn a_killed_node_is_passed_over_for_new_sockets_and_http() {
     let mut after = Vec::new();
     for n in 0..6 {
         let token = lb.clients.token(&format!("after-{n}"), Role::Customer);
-        let mut client = lb.clients.connect_raw(&format!("{}?token={token}", lb.clients.url()), &["petchat.v1"], None).await;
+        let mut client =
+            lb.clients.connect_raw(&format!("{}?token={token}", lb.clients.url()), &["petchat.v1"], None).await;
         client.recv_type("session.ready").await;
         after.push(client);
         tokens.push(token);
@@ -132,8 +132,18 @@ async fn a_killed_node_is_passed_over_for_new_sockets_and_http() {
     assert_eq!(survivors.iter().sum::<u64>(), 6 - on_dead + 6, "every live socket is on a live node: {survivors:?}");
 
     // The dead node was tried, and the request passed on, at most max_fails
-    // times; then it was left alone for fail_timeout.
-    let log = lb.nginx.access_log();
+    // times; then it was left alone for fail_timeout. nginx logs a socket
+    // when it ends: close them first.
+    for client in after {
+        client.close().await;
+    }
+    let log = lb
+        .nginx
+        .wait_access_log(|log| {
+            let sockets = log.lines().filter(|line| line.contains("GET /v1/ws/chat") && line.contains(" 101 "));
+            sockets.count() == on_dead as usize + 6
+        })
+        .await;
     let retried = log.lines().filter(|line| line.contains(&format!("upstream={dead}, "))).count();
     assert!((1..=3).contains(&retried), "passed over {retried} times (max_fails=3):\n{log}");
     let logs = lb.nginx.logs();
@@ -142,7 +152,7 @@ async fn a_killed_node_is_passed_over_for_new_sockets_and_http() {
 
 #[tokio::test]
 async fn close_codes_pass_through_nginx_unchanged() {
-    let mut lb = Balanced::start(1, &["--shutdown-grace-ms", "3000"], |config| config).await;
+    let mut lb = Balanced::start(1, HEARTBEAT_MS, &["--shutdown-grace-ms", "3000"], |config| config).await;
     let url = lb.clients.url();
     let token = lb.clients.token("cust-close", Role::Customer);
 
@@ -178,7 +188,7 @@ async fn close_codes_pass_through_nginx_unchanged() {
 
 #[tokio::test]
 async fn http_through_nginx_keeps_the_host_hides_metrics_and_bounds_headers() {
-    let lb = Balanced::start(1, &[], |config| config).await;
+    let lb = Balanced::start(1, HEARTBEAT_MS, &[], |config| config).await;
     let (status, body) = http(&lb.clients, "/readyz", None).await;
     assert_eq!((status, body.as_str()), (200, "ready\n"));
     // The node names the Host it was reached by, nginx's address and port.
@@ -243,11 +253,11 @@ struct Balanced {
 }
 
 impl Balanced {
-    /// `count` nodes with a 1 s heartbeat and `extra` flags, and nginx in
-    /// front with the template's configuration passed through `edit`.
-    async fn start(count: usize, extra: &[&str], edit: impl FnOnce(String) -> String) -> Self {
+    /// `count` nodes with a heartbeat every `heartbeat_ms` and `extra` flags,
+    /// and nginx in front with the template's configuration passed through `edit`.
+    async fn start(count: usize, heartbeat_ms: u64, extra: &[&str], edit: impl FnOnce(String) -> String) -> Self {
         let databases: Vec<_> = (0..count).map(|_| tempfile::tempdir().expect("temp dir")).collect();
-        let heartbeat = HEARTBEAT_MS.to_string();
+        let heartbeat = heartbeat_ms.to_string();
         let mut flags = vec!["--heartbeat-interval-ms", heartbeat.as_str()];
         flags.extend_from_slice(extra);
         let flags = &flags;

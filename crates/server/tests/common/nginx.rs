@@ -128,6 +128,20 @@ impl Nginx {
         std::fs::read_to_string(self.dir.path().join("logs/access.log")).unwrap_or_default()
     }
 
+    /// The access log once `done` holds for it (nginx writes a socket's line
+    /// when the socket ends); panics with the log after `WAIT`.
+    pub async fn wait_access_log(&self, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + super::WAIT;
+        loop {
+            let log = self.access_log();
+            if done(&log) {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "the access log is not as expected:\n{log}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Everything nginx logged so far: the access log and the error log.
     pub fn logs(&self) -> String {
         let errors = std::fs::read_to_string(self.dir.path().join("logs/error.log")).unwrap_or_default();
