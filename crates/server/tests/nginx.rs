@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 #[tokio::test]
 async fn a_socket_through_nginx_authenticates_by_subprotocol_or_query_and_gets_petchat_v1() {
-    let lb = Balanced::start(3, HEARTBEAT_MS, &[], |config| config).await;
+    let lb = Balanced::start(3, STEADY_HEARTBEAT_MS, &[], |config| config).await;
     let url = lb.clients.url();
 
     // A browser: the token in the subprotocol, and its page's Origin, which
@@ -30,7 +30,7 @@ async fn a_socket_through_nginx_authenticates_by_subprotocol_or_query_and_gets_p
     assert_eq!(browser.protocol.as_deref(), Some("petchat.v1"), "the node's choice of subprotocol comes back");
     let ready = browser.recv_type("session.ready").await;
     assert_eq!(ready["data"]["user"]["id"], "cust-browser");
-    assert_eq!(ready["data"]["heartbeatIntervalMs"], HEARTBEAT_MS);
+    assert_eq!(ready["data"]["heartbeatIntervalMs"], STEADY_HEARTBEAT_MS);
 
     // A native client: the token in the query.
     let token = lb.clients.token("cust-native", Role::Customer);
@@ -43,7 +43,7 @@ async fn a_socket_through_nginx_authenticates_by_subprotocol_or_query_and_gets_p
 
 #[tokio::test]
 async fn connections_spread_over_every_node_without_stickiness() {
-    let lb = Balanced::start(3, HEARTBEAT_MS, &[], |config| config).await;
+    let lb = Balanced::start(3, STEADY_HEARTBEAT_MS, &[], |config| config).await;
     // Thirty users, all from 127.0.0.1: ip_hash or any affinity would put
     // them on one node.
     let mut clients = Vec::new();
@@ -96,7 +96,7 @@ async fn an_idle_socket_is_cut_by_the_proxy_when_the_heartbeat_is_longer() {
 
 #[tokio::test]
 async fn a_killed_node_is_passed_over_for_new_sockets_and_http() {
-    let mut lb = Balanced::start(3, HEARTBEAT_MS, &[], |config| config).await;
+    let mut lb = Balanced::start(3, STEADY_HEARTBEAT_MS, &[], |config| config).await;
     let mut before = Vec::new();
     for n in 0..6 {
         before.push(lb.clients.connect(&format!("before-{n}"), Role::Customer).await);
@@ -152,7 +152,7 @@ async fn a_killed_node_is_passed_over_for_new_sockets_and_http() {
 
 #[tokio::test]
 async fn close_codes_pass_through_nginx_unchanged() {
-    let mut lb = Balanced::start(1, HEARTBEAT_MS, &["--shutdown-grace-ms", "3000"], |config| config).await;
+    let mut lb = Balanced::start(1, STEADY_HEARTBEAT_MS, &["--shutdown-grace-ms", "3000"], |config| config).await;
     let url = lb.clients.url();
     let token = lb.clients.token("cust-close", Role::Customer);
 
@@ -188,7 +188,7 @@ async fn close_codes_pass_through_nginx_unchanged() {
 
 #[tokio::test]
 async fn http_through_nginx_keeps_the_host_hides_metrics_and_bounds_headers() {
-    let lb = Balanced::start(1, HEARTBEAT_MS, &[], |config| config).await;
+    let lb = Balanced::start(1, STEADY_HEARTBEAT_MS, &[], |config| config).await;
     let (status, body) = http(&lb.clients, "/readyz", None).await;
     assert_eq!((status, body.as_str()), (200, "ready\n"));
     // The node names the Host it was reached by, nginx's address and port.
@@ -240,8 +240,12 @@ fn scripts_nginx_sh_renders_the_same_file() {
     assert!(left.is_empty(), "placeholders left: {left:?}");
 }
 
-/// The heartbeat of the nodes unless a test says otherwise.
+/// The nodes' heartbeat where a test is about it: shorter than the 3 s the
+/// timeout tests give nginx.
 const HEARTBEAT_MS: u64 = 1000;
+/// The nodes' heartbeat elsewhere: long enough that a socket a test does not
+/// read for a while (so its client sends no pong) is not closed for silence.
+const STEADY_HEARTBEAT_MS: u64 = 10_000;
 
 /// Nodes behind one nginx.
 struct Balanced {
