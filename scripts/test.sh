@@ -21,6 +21,10 @@ if ! command -v redis-server >/dev/null; then
   as_root apt-get update -qq && as_root apt-get install -y -qq redis-server
 fi
 source scripts/lib.sh
+# The load balancer's tests put a real nginx in front of server processes
+# (crates/server/tests/nginx.rs, and scripts/interop.sh).
+source scripts/nginx.sh
+nginx_install
 # The contract validators (ajv, @asyncapi/parser) and the benchmark's Node peer
 # (ws, for the bench's smoke test), pinned by their package-lock.json.
 npm_ci scripts/contract

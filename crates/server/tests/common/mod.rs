@@ -1,9 +1,11 @@
 //! Test harness: a real server on 127.0.0.1:0 with a throwaway SQLite file,
 //! and a WebSocket client that checks every server frame against the
-//! generated JSON Schema; `redis` starts a real redis-server for the cluster tests.
+//! generated JSON Schema; `redis` starts a real redis-server for the cluster tests,
+//! `nginx` a real nginx in front of server processes.
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod nginx;
 pub mod process;
 pub mod raw;
 pub mod redis;
