@@ -1,7 +1,8 @@
 # Throwaway PostgreSQL, Redis and nginx for the tests; source it, don't run it.
 #
 #   source scripts/services.sh
-#   services_postgres    # exports PETCHAT_TEST_POSTGRES_URL (a base URL: tests create their own databases)
+#   services_postgres    # exports PETCHAT_TEST_POSTGRES_URL (a base URL: tests create their own
+#                        # databases) and PETCHAT_TEST_POSTGRES_BIN (for tests that run a cluster of their own)
 #   services_redis       # exports PETCHAT_TEST_REDIS_URL
 #   services_nginx CONF  # runs nginx on CONF (its own prefix: target/services/nginx)
 #
@@ -63,6 +64,7 @@ services_postgres() {
   services_install postgresql "$SERVICES_POSTGRES_BIN/initdb"
   local bin=$SERVICES_POSTGRES_BIN port=$SERVICES_POSTGRES_PORT data=$SERVICES_DIR/postgres
   export PETCHAT_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/postgres"
+  export PETCHAT_TEST_POSTGRES_BIN=$bin
   if "$bin/pg_isready" -q -h 127.0.0.1 -p "$port"; then
     echo "services: reusing the PostgreSQL on 127.0.0.1:$port" >&2
     return 0
