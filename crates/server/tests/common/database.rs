@@ -118,7 +118,10 @@ async fn admin(server: &str) -> tokio_postgres::Client {
             tokio::spawn(connection);
             client
         }
-        Ok(Err(e)) => panic!("PostgreSQL at PETCHAT_TEST_POSTGRES_URL={server} is unreachable ({e}); {SERVICES_HINT}"),
+        Ok(Err(e)) => {
+            let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
+            panic!("PostgreSQL at PETCHAT_TEST_POSTGRES_URL={server} is unreachable ({e}{cause}); {SERVICES_HINT}")
+        }
         Err(_) => panic!("PostgreSQL at PETCHAT_TEST_POSTGRES_URL={server} did not answer in 10 s; {SERVICES_HINT}"),
     }
 }
