@@ -41,6 +41,15 @@ PETCHAT_HARNESS=unset cargo clippy --package petchat-web --target wasm32-unknown
 step "cargo test"
 cargo test --workspace --locked
 
+step "cargo test: the server suite on PostgreSQL"
+# The same server tests on a PostgreSQL database each (tests/common/database.rs),
+# then postgres_store.rs, which is built only with the postgres-tests feature
+# because it needs PostgreSQL (several nodes' pools on one database, a restart).
+source scripts/services.sh
+services_postgres
+PETCHAT_TEST_STORE=postgres cargo test -p petchat-server --tests --locked
+PETCHAT_TEST_STORE=postgres cargo test -p petchat-server --features postgres-tests --test postgres_store --locked
+
 step "fuzz: short run of every target"
 bash scripts/fuzz.sh
 

@@ -14,7 +14,10 @@ pub struct Config {
     #[arg(long, env = "PETCHAT_BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
 
-    /// Where conversations and messages are stored: `sqlite://FILE` (created if missing).
+    /// Where conversations and messages are stored: `sqlite://FILE` (created if
+    /// missing; one node), or `postgres://USER[:PASS]@HOST:PORT/DB` (or
+    /// `postgresql://`; several nodes may share it). Tables are created or
+    /// migrated at start.
     #[arg(long, env = "PETCHAT_DATABASE_URL", default_value = "sqlite://petchat.db")]
     pub database_url: String,
 

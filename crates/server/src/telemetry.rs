@@ -13,10 +13,11 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-/// Crates whose `trace` lines print frame payloads (chat text): capped at
-/// `debug` whatever `RUST_LOG` says, since message text never reaches a log
-/// (SPEC §5).
-const PAYLOAD_LOGGERS: [&str; 2] = ["tungstenite=debug", "tokio_tungstenite=debug"];
+/// Crates whose lines print payloads (chat text), capped whatever `RUST_LOG`
+/// says, since message text never reaches a log (SPEC §5): tungstenite's
+/// `trace` lines print frames, tokio-postgres's `debug` lines every
+/// statement's parameters.
+const PAYLOAD_LOGGERS: [&str; 3] = ["tungstenite=debug", "tokio_tungstenite=debug", "tokio_postgres=info"];
 
 /// Installs the global log subscriber (`RUST_LOG` filters; default `info`).
 pub fn init_logging(format: LogFormat) {

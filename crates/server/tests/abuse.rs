@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::process::ServerProcess;
 use common::raw::{self, frame};
-use common::{SECRET, TestServer, WAIT, chat};
+use common::{SECRET, TestDatabase, TestServer, WAIT, chat};
 use petchat_protocol::Role;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
@@ -17,15 +17,11 @@ use tokio::io::AsyncWriteExt;
 /// The log level at which the server process says where it listens.
 const LOGS: &str = "warn,petchat_server=info";
 
-fn database(dir: &tempfile::TempDir) -> String {
-    format!("sqlite://{}", dir.path().join("abuse.db").display())
-}
-
-/// A server process with `flags` on a throwaway database (the temp dir holds it).
-async fn server_process(flags: &[&str]) -> (tempfile::TempDir, ServerProcess) {
-    let dir = tempfile::tempdir().expect("dir");
-    let process = ServerProcess::start(&database(&dir), SECRET, flags, LOGS).await;
-    (dir, process)
+/// A server process with `flags` on a throwaway database (which lives as long as the first value).
+async fn server_process(flags: &[&str]) -> (TestDatabase, ServerProcess) {
+    let database = TestDatabase::new().await;
+    let process = ServerProcess::start(&database.url, SECRET, flags, LOGS).await;
+    (database, process)
 }
 
 /// A well-behaved client still gets its `pong`.
@@ -42,7 +38,7 @@ async fn still_serves(server: &TestServer, sub: &str) {
 #[tokio::test]
 async fn a_ping_flood_that_never_reads_keeps_server_memory_bounded() {
     let flags = ["--messages-per-second", "100000000", "--write-timeout-ms", "600000"];
-    let (_dir, process) = server_process(&flags).await;
+    let (_database, process) = server_process(&flags).await;
     let server = TestServer::at(process.addr);
     let before = process.rss_kib();
 
@@ -90,7 +86,7 @@ async fn a_ping_flood_is_closed_as_flooding() {
 #[tokio::test]
 async fn history_requests_that_never_read_keep_server_memory_bounded() {
     let flags = ["--messages-per-second", "100000", "--write-timeout-ms", "3000"];
-    let (_dir, process) = server_process(&flags).await;
+    let (_database, process) = server_process(&flags).await;
     let server = TestServer::at(process.addr);
     let (mut customer, _agent, conversation) = server.pair("cust-h", "agent-h").await;
     // 200 messages of 4,000 four-byte characters: 3.2 MB in one 500-message page.
@@ -166,7 +162,7 @@ async fn history_requests_that_never_read_keep_server_memory_bounded() {
 #[tokio::test]
 async fn silent_and_trickling_connections_are_dropped_after_the_handshake_timeout() {
     let flags = ["--handshake-timeout-ms", "1000"];
-    let (_dir, process) = server_process(&flags).await;
+    let (_database, process) = server_process(&flags).await;
     let server = TestServer::at(process.addr);
     let before = process.rss_kib();
     let started = Instant::now();
@@ -214,9 +210,9 @@ async fn silent_and_trickling_connections_are_dropped_after_the_handshake_timeou
 /// drops the silent ones a real client gets in.
 #[tokio::test]
 async fn the_accept_loop_survives_running_out_of_file_descriptors() {
-    let dir = tempfile::tempdir().expect("dir");
+    let database = TestDatabase::new().await;
     let flags = ["--handshake-timeout-ms", "1500"];
-    let process = ServerProcess::start_with_open_files(64, &database(&dir), SECRET, &flags, LOGS).await;
+    let process = ServerProcess::start_with_open_files(64, &database.url, SECRET, &flags, LOGS).await;
     let server = TestServer::at(process.addr);
     let mut silent = Vec::new();
     for _ in 0..100 {
@@ -251,7 +247,7 @@ async fn the_accept_loop_survives_running_out_of_file_descriptors() {
 #[tokio::test]
 async fn sigterm_exits_within_the_grace_time_whatever_the_clients_do() {
     let flags = ["--shutdown-grace-ms", "2000", "--handshake-timeout-ms", "60000"];
-    let (_dir, mut process) = server_process(&flags).await;
+    let (_database, mut process) = server_process(&flags).await;
     let server = TestServer::at(process.addr);
     // A partial request, a WebSocket that never reads, and a live chat.
     let mut partial = raw::tcp(process.addr, None).await;
@@ -274,7 +270,7 @@ async fn sigterm_exits_within_the_grace_time_whatever_the_clients_do() {
 /// memory stays bounded and a bystander is served throughout.
 #[tokio::test]
 async fn a_flood_of_every_frame_type_is_closed_with_its_code() {
-    let (_dir, process) = server_process(&[]).await;
+    let (_database, process) = server_process(&[]).await;
     let server = TestServer::at(process.addr);
     let before = process.rss_kib();
     let ping = br#"{"type":"ping","data":{}}"#;
@@ -307,7 +303,7 @@ async fn a_flood_of_every_frame_type_is_closed_with_its_code() {
 #[tokio::test]
 async fn a_websocket_that_stops_reading_is_dropped_after_the_write_timeout() {
     let flags = ["--messages-per-second", "100000", "--write-timeout-ms", "1500"];
-    let (_dir, process) = server_process(&flags).await;
+    let (_database, process) = server_process(&flags).await;
     let server = TestServer::at(process.addr);
     let mut deaf = raw::tcp(process.addr, Some(4096)).await;
     raw::upgrade(&mut deaf, process.addr, &server.token("agent-deaf", Role::Agent)).await;

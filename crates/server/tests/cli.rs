@@ -6,7 +6,7 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{TestServer, WAIT};
+use common::{TestDatabase, TestServer, WAIT};
 use petchat_protocol::Role;
 use petchat_server::Keys;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -42,9 +42,9 @@ async fn token_refuses_an_unknown_role() {
 
 #[tokio::test]
 async fn the_server_refuses_to_start_without_a_secret() {
-    let dir = tempfile::tempdir().expect("dir");
+    let database = TestDatabase::new().await;
     let output = Command::new(BIN)
-        .args(["--bind", "127.0.0.1:0", "--database-url", &format!("sqlite://{}/x.db", dir.path().display())])
+        .args(["--bind", "127.0.0.1:0", "--database-url", &database.url])
         .env_remove("PETCHAT_JWT_SECRET")
         .env_remove("PETCHAT_DEV")
         .output()
@@ -56,10 +56,10 @@ async fn the_server_refuses_to_start_without_a_secret() {
 
 #[tokio::test]
 async fn contradictory_limits_are_refused_at_start() {
-    let dir = tempfile::tempdir().expect("dir");
+    let database = TestDatabase::new().await;
     let output = Command::new(BIN)
         .args(["--jwt-secret", "s", "--bind", "127.0.0.1:0", "--outbound-queue", "10", "--max-replay", "20"])
-        .args(["--database-url", &format!("sqlite://{}/x.db", dir.path().display())])
+        .args(["--database-url", &database.url])
         .output()
         .await
         .expect("runs");
@@ -69,15 +69,9 @@ async fn contradictory_limits_are_refused_at_start() {
 
 #[tokio::test]
 async fn dev_mode_prints_tokens_that_work() {
-    let dir = tempfile::tempdir().expect("dir");
+    let database = TestDatabase::new().await;
     let mut child = Command::new(BIN)
-        .args([
-            "--dev",
-            "--bind",
-            "127.0.0.1:0",
-            "--database-url",
-            &format!("sqlite://{}/dev.db", dir.path().display()),
-        ])
+        .args(["--dev", "--bind", "127.0.0.1:0", "--database-url", &database.url])
         .env_remove("PETCHAT_JWT_SECRET")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

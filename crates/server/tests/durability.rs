@@ -4,7 +4,7 @@
 mod common;
 
 use common::process::ServerProcess;
-use common::{SECRET, TestServer, chat};
+use common::{SECRET, TestDatabase, TestServer, chat};
 use petchat_protocol::Role;
 use serde_json::json;
 
@@ -17,7 +17,7 @@ async fn acked_messages_survive_a_restart_on_the_same_database() {
         customer.send(chat(&id, &format!("m{n}"))).await;
         customer.recv_until("chat.ack").await;
     }
-    let dir = server.stop().await;
+    let database = server.stop().await;
     let again = TestServer::start_on(&url, |_| {}).await;
     let (mut customer, ready) = again.connect_ready("cust-1", Role::Customer).await;
     assert_eq!(ready["data"]["conversations"], json!([{"id": id, "status": "active", "lastSeq": 3}]));
@@ -26,7 +26,8 @@ async fn acked_messages_survive_a_restart_on_the_same_database() {
     for n in 1..=3 {
         assert_eq!(customer.recv_type("chat.message").await["data"]["text"], format!("m{n}"));
     }
-    drop(dir);
+    drop(again);
+    drop(database);
 }
 
 #[tokio::test]
@@ -41,11 +42,11 @@ async fn graceful_shutdown_closes_every_connection_with_1001() {
 }
 
 /// The real binary, killed with SIGKILL mid-conversation: every acked
-/// message is there after a restart on the same file.
+/// message is there after a restart on the same database.
 #[tokio::test]
 async fn every_acked_message_survives_sigkill() {
-    let dir = tempfile::tempdir().expect("dir");
-    let url = format!("sqlite://{}", dir.path().join("kill.db").display());
+    let database = TestDatabase::new().await;
+    let url = database.url.clone();
     let mut process =
         ServerProcess::start(&url, SECRET, &["--messages-per-second", "10000"], "warn,petchat_server=info").await;
     let server = TestServer::at(process.addr);
@@ -83,8 +84,8 @@ async fn every_acked_message_survives_sigkill() {
 /// SIGTERM: connections close with 1001 and the process exits cleanly.
 #[tokio::test]
 async fn sigterm_closes_connections_with_1001_and_exits_zero() {
-    let dir = tempfile::tempdir().expect("dir");
-    let url = format!("sqlite://{}", dir.path().join("term.db").display());
+    let database = TestDatabase::new().await;
+    let url = database.url.clone();
     let mut process = ServerProcess::start(&url, SECRET, &[], "warn,petchat_server=info").await;
     let server = TestServer::at(process.addr);
     let mut client = server.connect("cust-1", Role::Customer).await;
@@ -98,8 +99,8 @@ async fn sigterm_closes_connections_with_1001_and_exits_zero() {
 /// A token in the URL or the subprotocol never appears in a log line, even at trace level.
 #[tokio::test]
 async fn tokens_never_reach_the_logs() {
-    let dir = tempfile::tempdir().expect("dir");
-    let url = format!("sqlite://{}", dir.path().join("logs.db").display());
+    let database = TestDatabase::new().await;
+    let url = database.url.clone();
     let mut process = ServerProcess::start(&url, SECRET, &[], "trace").await;
     let server = TestServer::at(process.addr);
     let query_token = server.token("cust-1", Role::Customer);
@@ -124,8 +125,8 @@ async fn tokens_never_reach_the_logs() {
 /// tungstenite's trace lines print whole frames.
 #[tokio::test]
 async fn message_text_never_reaches_the_logs() {
-    let dir = tempfile::tempdir().expect("dir");
-    let url = format!("sqlite://{}", dir.path().join("text.db").display());
+    let database = TestDatabase::new().await;
+    let url = database.url.clone();
     let mut process = ServerProcess::start(&url, SECRET, &[], "trace").await;
     let server = TestServer::at(process.addr);
     let (mut customer, mut agent, id) = server.pair("cust-1", "agent-1").await;

@@ -3,9 +3,12 @@
 //! acknowledged before its commit returns, and a connection's requests are
 //! still answered in the order it sent them.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use common::TestDatabase;
 use petchat_protocol::{
     ClientMessage, ClientMessageId, ConversationId, JoinConversation, LastSeq, MessageText, OpenConversation, Role,
     SendChat, User, UserId,
@@ -13,16 +16,14 @@ use petchat_protocol::{
 use petchat_server::Config;
 use petchat_server::bus::{ConnSink, Kick, LocalBus};
 use petchat_server::hub::{Hub, HubConn};
-use petchat_server::store::{
-    Applied, ConversationRecord, MessageRecord, ReceiptRecord, SqliteStore, Store, StoreError, Write,
-};
+use petchat_server::store::{Applied, ConversationRecord, MessageRecord, ReceiptRecord, Store, StoreError, Write};
 use serde_json::Value;
 use tokio::sync::{Notify, mpsc};
 
-/// A SQLite store whose second commit waits at a gate, and which records the
-/// size of every committed batch.
+/// The run's store (SQLite or PostgreSQL) with its second commit waiting at
+/// a gate, recording the size of every committed batch.
 struct GatedStore {
-    inner: SqliteStore,
+    inner: Arc<dyn Store>,
     batches: Mutex<Vec<usize>>,
     entered: Notify,
     release: Notify,
@@ -44,9 +45,6 @@ impl Store for GatedStore {
     }
     async fn conversation(&self, id: &ConversationId) -> Result<Option<ConversationRecord>, StoreError> {
         self.inner.conversation(id).await
-    }
-    async fn member_conversations(&self, user: &User) -> Result<Vec<ConversationRecord>, StoreError> {
-        self.inner.member_conversations(user).await
     }
     async fn open_conversations(&self) -> Result<Vec<ConversationRecord>, StoreError> {
         self.inner.open_conversations().await
@@ -70,6 +68,9 @@ impl Store for GatedStore {
     async fn receipts(&self, id: &ConversationId) -> Result<Vec<ReceiptRecord>, StoreError> {
         self.inner.receipts(id).await
     }
+    async fn member_conversations(&self, user: &User) -> Result<Vec<ConversationRecord>, StoreError> {
+        self.inner.member_conversations(user).await
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }
@@ -78,19 +79,18 @@ impl Store for GatedStore {
     }
 }
 
-/// A hub over a fresh gated store; the temp dir holds its database.
-async fn gated_hub() -> (tempfile::TempDir, Arc<GatedStore>, Hub) {
-    let dir = tempfile::tempdir().expect("dir");
-    let url = format!("sqlite://{}", dir.path().join("gc.db").display());
+/// A hub over a fresh gated store on a database that lives as long as the first value.
+async fn gated_hub() -> (TestDatabase, Arc<GatedStore>, Hub) {
+    let database = TestDatabase::new().await;
     let store = Arc::new(GatedStore {
-        inner: SqliteStore::open(&url).await.expect("store"),
+        inner: database.open().await,
         batches: Mutex::new(Vec::new()),
         entered: Notify::new(),
         release: Notify::new(),
     });
-    let limits = Config::with_defaults(url, "s").limits;
+    let limits = Config::with_defaults(&database.url, "s").limits;
     let (hub, _task) = Hub::start(store.clone(), Arc::new(LocalBus::default()), limits).await.expect("hub");
-    (dir, store, hub)
+    (database, store, hub)
 }
 
 /// A connection of `user` to the hub, and the queue its frames arrive on.
@@ -124,7 +124,7 @@ fn send(conversation: &ConversationId, n: u8) -> ClientMessage {
 
 #[tokio::test]
 async fn messages_that_arrive_during_a_commit_share_the_next_one() {
-    let (_dir, store, hub) = gated_hub().await;
+    let (_database, store, hub) = gated_hub().await;
     let customer = User { id: UserId::new("c").expect("id"), role: Role::Customer, name: "C".into() };
     let (conn, mut rx) = attach(&hub, &customer).await;
 
@@ -156,7 +156,7 @@ async fn messages_that_arrive_during_a_commit_share_the_next_one() {
 /// got its own message again in the replay.
 #[tokio::test]
 async fn a_request_after_a_join_in_the_same_batch_is_answered_after_the_join() {
-    let (_dir, store, hub) = gated_hub().await;
+    let (_database, store, hub) = gated_hub().await;
     let customer = User { id: UserId::new("c").expect("id"), role: Role::Customer, name: "C".into() };
     let (phone, mut first) = attach(&hub, &customer).await;
     let (laptop, mut second) = attach(&hub, &customer).await;

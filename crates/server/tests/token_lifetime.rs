@@ -150,9 +150,8 @@ async fn a_token_in_the_query_and_another_in_the_subprotocol_are_refused_with_45
 
 #[tokio::test]
 async fn a_leeway_above_sixty_seconds_refuses_to_start_by_flag_and_by_variable() {
-    let dir = tempfile::tempdir().expect("dir");
-    let database = format!("sqlite://{}/x.db", dir.path().display());
-    let base = ["--jwt-secret", "s", "--bind", "127.0.0.1:0", "--database-url", database.as_str()];
+    let database = common::TestDatabase::new().await;
+    let base = ["--jwt-secret", "s", "--bind", "127.0.0.1:0", "--database-url", database.url.as_str()];
     let server = || {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_petchat-server"));
         // A server that does start is killed when the wait below gives up.

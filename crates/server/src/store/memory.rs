@@ -117,7 +117,7 @@ impl Data {
 impl Store for MemoryStore {
     async fn apply(&self, batch: &[Write]) -> Result<Vec<Applied>, StoreError> {
         if *self.failing.lock().unwrap_or_else(|e| e.into_inner()) {
-            return Err(StoreError::Corrupt("commits are failing (MemoryStore::fail_commits)".into()));
+            return Err(StoreError::Unavailable("commits are failing (MemoryStore::fail_commits)".into()));
         }
         let mut data = self.data();
         // All or nothing: work on a copy, keep it only when every write applied.

@@ -1,13 +1,20 @@
-//! Durable storage behind one trait, so that SQLite (here) and PostgreSQL
-//! (later) are interchangeable without touching the connection code.
+//! Durable storage behind one trait, so that SQLite (one node, zero setup)
+//! and PostgreSQL (several nodes, SPEC §10) are interchangeable without
+//! touching the connection code.
 //!
 //! Every write goes through [`Store::apply`], which commits a whole batch in
 //! one transaction: the server's writer task groups what arrives while the
 //! previous commit is in flight (group commit), and nothing is acknowledged
-//! before the commit returns.
+//! before the commit returns. Both stores give the same guarantees: `seq` is
+//! gapless per conversation and in commit order, an append is idempotent on
+//! (conversation, author, clientMessageId), and only a member may append.
+//! [`StoreError`] names no driver type, so the hub never learns which
+//! database it runs on.
 
 mod checkpoint;
+mod columns;
 mod memory;
+mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -17,6 +24,7 @@ use petchat_protocol::{
 };
 
 pub use memory::MemoryStore;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// A conversation as stored.
@@ -186,7 +194,8 @@ pub enum Applied {
     Closed,
     /// No such conversation: nothing written.
     NotFound,
-    /// The author is neither the conversation's customer nor its agent: nothing written.
+    /// The conversation is open but the author of an append is neither its
+    /// customer nor its assigned agent: nothing written.
     NotMember,
     /// A receipt: whether it moved forward.
     Receipt {
@@ -195,18 +204,52 @@ pub enum Applied {
     },
 }
 
+/// The error a driver reports, boxed so that no driver type is part of the trait.
+pub type DriverError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database failed.
-    #[error("database: {0}")]
-    Database(#[from] rusqlite::Error),
+    /// The database could not be reached, did not answer in time, or did not
+    /// commit the transaction (a lost connection, a conflict that outlasted
+    /// the retries): the same request may succeed later. A failed batch wrote
+    /// nothing, except when the connection was lost during COMMIT, where it
+    /// may have been written: retrying an append is safe (it is idempotent).
+    #[error("database unavailable: {}", chain(.0.as_ref()))]
+    Unavailable(#[source] DriverError),
+    /// The database refused the request (a broken constraint, a statement it
+    /// does not accept): sending the same request again fails the same way.
+    #[error("database refused the request: {}", chain(.0.as_ref()))]
+    Refused(#[source] DriverError),
     /// A stored value does not satisfy the protocol's rules.
     #[error("corrupt row: {0}")]
     Corrupt(String),
     /// The database URL names a store this build does not have.
-    #[error("unsupported database url {0:?}: this build stores in SQLite (sqlite://FILE)")]
+    #[error("unsupported database url {0:?}: use sqlite://FILE (one node) or postgres://USER[:PASS]@HOST:PORT/DB")]
     Unsupported(String),
+}
+
+impl StoreError {
+    /// Whether the same request may succeed if tried again later.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+/// An error and its sources, `: `-separated: drivers often say little at the
+/// top ("db error") and put the useful part in the source.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Where conversations and messages live.
@@ -217,10 +260,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// One conversation.
     async fn conversation(&self, id: &ConversationId) -> Result<Option<ConversationRecord>, StoreError>;
-
-    /// The conversations that are not closed where `user` is the customer (a
-    /// customer) or the assigned agent (an agent), oldest first.
-    async fn member_conversations(&self, user: &User) -> Result<Vec<ConversationRecord>, StoreError>;
 
     /// Every conversation that is not closed, queued ones in queue order first.
     async fn open_conversations(&self) -> Result<Vec<ConversationRecord>, StoreError>;
@@ -245,6 +284,10 @@ pub trait Store: Send + Sync + 'static {
     /// The members' latest receipts in a conversation.
     async fn receipts(&self, id: &ConversationId) -> Result<Vec<ReceiptRecord>, StoreError>;
 
+    /// The conversations that are not closed where `user` is the customer (a
+    /// customer) or the assigned agent (an agent), oldest first (for `session.ready`).
+    async fn member_conversations(&self, user: &User) -> Result<Vec<ConversationRecord>, StoreError>;
+
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
 
@@ -252,10 +295,12 @@ pub trait Store: Send + Sync + 'static {
     async fn close(&self);
 }
 
-/// Opens the store a database URL names.
+/// Opens the store a database URL names: `sqlite:…` or `postgres://…` / `postgresql://…`.
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
         Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
+    } else if postgres::is_postgres_url(url) {
+        Ok(std::sync::Arc::new(PostgresStore::open(url).await?))
     } else {
         Err(StoreError::Unsupported(url.to_owned()))
     }

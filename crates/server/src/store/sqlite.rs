@@ -14,13 +14,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use petchat_protocol::{
-    ClientMessageId, ConversationId, ConversationStatus, LastSeq, MessageId, MessageText, OrderId, Participant, PetId,
-    Role, Seq, Timestamp, Topic, User, UserId,
+    ClientMessageId, ConversationId, ConversationStatus, LastSeq, OrderId, PetId, Timestamp, Topic, User, UserId,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, params};
 
 use super::checkpoint::{self, Checkpointer};
-use super::{Applied, ConversationRecord, MessageRecord, ReceiptKind, ReceiptRecord, Store, StoreError, Write};
+use super::columns::{
+    CONVERSATION_COLUMNS, Columns, MESSAGE_COLUMNS, conversation, member_column, message, receipt, seq, status_name,
+};
+use super::{Applied, ConversationRecord, MessageRecord, ReceiptRecord, Store, StoreError, Write};
 
 /// Conversations and messages in one SQLite file.
 #[derive(Debug, Clone)]
@@ -33,13 +35,15 @@ pub struct SqliteStore {
     checkpointer: Option<Arc<Checkpointer>>,
 }
 
-const CONVERSATION_COLUMNS: &str = "id, customer_id, customer_name, agent_id, agent_name, status, last_seq, \
-     created_at, queued_at, topic, pet_id, order_id";
-const MESSAGE_COLUMNS: &str =
-    "conversation_id, id, seq, author_id, author_role, author_name, client_message_id, text, sent_at";
+/// Whether the user of the parameters (role, id) is a member: the customer
+/// as a customer, the assigned agent as an agent.
+const MEMBER: &str = "(CASE ? WHEN 'customer' THEN customer_id WHEN 'agent' THEN agent_id END) = ?";
 
 /// The schema migrations, applied in order; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_initial.sql"),
+    include_str!("../../migrations/sqlite/0002_conversations_by_agent.sql"),
+];
 
 impl SqliteStore {
     /// Opens (creating if missing) the database of a `sqlite://FILE` URL
@@ -53,8 +57,7 @@ impl SqliteStore {
             let writer = Arc::new(Mutex::new(writer));
             let (reader, checkpointer) = match path {
                 Some(path) => {
-                    let checkpointer = Checkpointer::start(&path)
-                        .map_err(|e| StoreError::Corrupt(format!("starting the checkpoint thread: {e}")))?;
+                    let checkpointer = Checkpointer::start(&path).map_err(|e| StoreError::Unavailable(Box::new(e)))?;
                     (Arc::new(Mutex::new(connect(Some(&path))?)), Some(Arc::new(checkpointer)))
                 }
                 // An in-memory database lives in its one connection.
@@ -63,7 +66,7 @@ impl SqliteStore {
             Ok(Self { writer, reader, checkpointer })
         })
         .await
-        .map_err(|e| StoreError::Corrupt(format!("opening the database: {e}")))?
+        .map_err(|e| StoreError::Unavailable(Box::new(e)))?
     }
 
     /// Runs `f` on a blocking thread with the writer or the reader.
@@ -73,12 +76,13 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         let connection = connection.clone();
         tokio::task::spawn_blocking(move || {
-            let mut connection =
-                connection.lock().map_err(|_| StoreError::Corrupt("a store thread panicked".into()))?;
+            // A thread that panicked holding the lock left no transaction
+            // open (rusqlite rolls back on drop), so the connection is usable.
+            let mut connection = connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             f(&mut connection)
         })
         .await
-        .map_err(|e| StoreError::Corrupt(format!("a store thread failed: {e}")))?
+        .map_err(|e| StoreError::Unavailable(Box::new(e)))?
     }
 }
 
@@ -161,28 +165,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn member_conversations(&self, user: &User) -> Result<Vec<ConversationRecord>, StoreError> {
-        let (id, role) = (user.id.clone(), user.role);
-        Self::on(&self.reader, move |connection| {
-            let member = match role {
-                Role::Customer => "customer_id",
-                Role::Agent => "agent_id",
-            };
-            let sql = format!(
-                "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE {member} = ? AND status != 'closed' \
-                 ORDER BY created_at, id"
-            );
-            let mut statement = connection.prepare_cached(&sql)?;
-            let mut rows = statement.query([id.as_str()])?;
-            let mut records = Vec::new();
-            while let Some(row) = rows.next()? {
-                records.push(conversation(row)?);
-            }
-            Ok(records)
-        })
-        .await
-    }
-
     async fn open_conversations(&self) -> Result<Vec<ConversationRecord>, StoreError> {
         Self::on(&self.reader, |connection| {
             let sql = format!(
@@ -241,17 +223,26 @@ impl Store for SqliteStore {
             let mut rows = statement.query([id.as_str()])?;
             let mut records = Vec::new();
             while let Some(row) = rows.next()? {
-                let kind = match row.get::<_, String>("kind")?.as_str() {
-                    "delivered" => ReceiptKind::Delivered,
-                    "read" => ReceiptKind::Read,
-                    other => return Err(StoreError::Corrupt(format!("receipt kind {other:?}"))),
-                };
-                records.push(ReceiptRecord {
-                    user_id: user_id(row.get("user_id")?)?,
-                    kind,
-                    up_to_seq: seq(row.get("up_to_seq")?)?,
-                    at: time(row.get("at")?)?,
-                });
+                records.push(receipt(row)?);
+            }
+            Ok(records)
+        })
+        .await
+    }
+
+    async fn member_conversations(&self, user: &User) -> Result<Vec<ConversationRecord>, StoreError> {
+        let id = user.id.clone();
+        let sql = format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE {} = ? AND status != 'closed' \
+             ORDER BY created_at, id",
+            member_column(user.role)
+        );
+        Self::on(&self.reader, move |connection| {
+            let mut statement = connection.prepare_cached(&sql)?;
+            let mut rows = statement.query([id.as_str()])?;
+            let mut records = Vec::new();
+            while let Some(row) = rows.next()? {
+                records.push(conversation(row)?);
             }
             Ok(records)
         })
@@ -319,28 +310,32 @@ fn apply_one(tx: &Transaction<'_>, write: &Write) -> Result<Applied, StoreError>
             Ok(if changed == 1 { Applied::Done } else { Applied::Closed })
         }
         Write::Append { conversation, id, author, client_message_id, text, sent_at } => {
-            // Two statements in the common case: take the next seq, insert. A
-            // repeated clientMessageId (a client's retry, rare) gives the seq back
-            // and returns the message stored the first time.
+            // Two statements in the common case: take the next seq (only for a
+            // member of an open conversation), insert. A repeated
+            // clientMessageId (a client's retry, rare) gives the seq back and
+            // returns the message stored the first time.
             let next: Option<i64> = tx
-                .prepare_cached(
-                    "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ?1 AND status != 'closed' \
-                     AND (customer_id = ?2 OR agent_id = ?2) RETURNING last_seq",
-                )?
-                .query_row(params![conversation.as_str(), author.id.as_str()], |row| row.get(0))
+                .prepare_cached(&format!(
+                    "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ? AND status != 'closed' \
+                     AND {MEMBER} RETURNING last_seq"
+                ))?
+                .query_row(params![conversation.as_str(), author.role.as_str(), author.id.as_str()], |row| row.get(0))
                 .optional()?;
             let Some(next) = next else {
-                // A retry of a message stored before the conversation closed still gets its ack.
+                // A retry of a message stored before the conversation closed
+                // (or before its agent changed) still gets its ack.
                 if let Some(existing) = stored_message(tx, conversation, &author.id, client_message_id)? {
                     return Ok(Applied::Duplicate(existing));
                 }
-                let status: Option<String> = tx
-                    .prepare_cached("SELECT status FROM conversations WHERE id = ?")?
-                    .query_row([conversation.as_str()], |row| row.get(0))
+                let state: Option<(String, bool)> = tx
+                    .prepare_cached(&format!("SELECT status, {MEMBER} FROM conversations WHERE id = ?"))?
+                    .query_row(params![author.role.as_str(), author.id.as_str(), conversation.as_str()], |row| {
+                        Ok((row.get(0)?, row.get::<_, Option<bool>>(1)?.unwrap_or(false)))
+                    })
                     .optional()?;
-                return Ok(match status.as_deref() {
+                return Ok(match state {
                     None => Applied::NotFound,
-                    Some("closed") => Applied::Closed,
+                    Some((status, _)) if status == "closed" => Applied::Closed,
                     Some(_) => Applied::NotMember,
                 });
             };
@@ -415,76 +410,45 @@ fn stored_message(
         .transpose()
 }
 
-fn status_name(status: ConversationStatus) -> &'static str {
-    match status {
-        ConversationStatus::Queued => "queued",
-        ConversationStatus::Active => "active",
-        ConversationStatus::Closed => "closed",
+impl From<rusqlite::Error> for StoreError {
+    /// Sorts SQLite's errors by what a caller can do: wait (busy, I/O, a full
+    /// disk), give up (a constraint, a bad statement), or distrust the data.
+    fn from(error: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode as Code;
+        match &error {
+            rusqlite::Error::SqliteFailure(failure, _) => match failure.code {
+                Code::DatabaseBusy
+                | Code::DatabaseLocked
+                | Code::SystemIoFailure
+                | Code::DiskFull
+                | Code::CannotOpen
+                | Code::OutOfMemory
+                | Code::FileLockingProtocolFailed
+                | Code::OperationInterrupted => Self::Unavailable(Box::new(error)),
+                Code::DatabaseCorrupt | Code::NotADatabase => Self::Corrupt(error.to_string()),
+                _ => Self::Refused(Box::new(error)),
+            },
+            rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::InvalidColumnType(..) => Self::Corrupt(error.to_string()),
+            _ => Self::Refused(Box::new(error)),
+        }
     }
 }
 
-fn conversation(row: &Row<'_>) -> Result<ConversationRecord, StoreError> {
-    let status = match row.get::<_, String>("status")?.as_str() {
-        "queued" => ConversationStatus::Queued,
-        "active" => ConversationStatus::Active,
-        "closed" => ConversationStatus::Closed,
-        other => return Err(StoreError::Corrupt(format!("conversation status {other:?}"))),
-    };
-    let agent = match (row.get::<_, Option<String>>("agent_id")?, row.get::<_, Option<String>>("agent_name")?) {
-        (Some(id), Some(name)) => Some(Participant { id: user_id(id)?, name }),
-        _ => None,
-    };
-    Ok(ConversationRecord {
-        id: ConversationId::new(row.get::<_, String>("id")?).map_err(corrupt("conversation id"))?,
-        customer: Participant { id: user_id(row.get("customer_id")?)?, name: row.get("customer_name")? },
-        agent,
-        status,
-        last_seq: LastSeq::new(row.get::<_, i64>("last_seq")?.max(0) as u64).map_err(corrupt("last_seq"))?,
-        created_at: time(row.get("created_at")?)?,
-        queued_at: row.get::<_, Option<i64>>("queued_at")?.map(time).transpose()?,
-        topic: row.get::<_, Option<String>>("topic")?.map(Topic::new).transpose().map_err(corrupt("topic"))?,
-        pet_id: row.get::<_, Option<String>>("pet_id")?.map(PetId::new).transpose().map_err(corrupt("pet_id"))?,
-        order_id: row
-            .get::<_, Option<String>>("order_id")?
-            .map(OrderId::new)
-            .transpose()
-            .map_err(corrupt("order_id"))?,
-    })
-}
-
-fn message(row: &Row<'_>) -> Result<MessageRecord, StoreError> {
-    let role = match row.get::<_, String>("author_role")?.as_str() {
-        "customer" => Role::Customer,
-        "agent" => Role::Agent,
-        other => return Err(StoreError::Corrupt(format!("author role {other:?}"))),
-    };
-    Ok(MessageRecord {
-        conversation_id: ConversationId::new(row.get::<_, String>("conversation_id")?)
-            .map_err(corrupt("conversation id"))?,
-        id: MessageId::new(row.get::<_, String>("id")?).map_err(corrupt("message id"))?,
-        seq: seq(row.get("seq")?)?,
-        author: User { id: user_id(row.get("author_id")?)?, role, name: row.get("author_name")? },
-        client_message_id: ClientMessageId::new(row.get::<_, String>("client_message_id")?)
-            .map_err(corrupt("client message id"))?,
-        text: MessageText::new(&row.get::<_, String>("text")?).map_err(corrupt("text"))?,
-        sent_at: time(row.get("sent_at")?)?,
-    })
-}
-
-fn user_id(id: String) -> Result<UserId, StoreError> {
-    UserId::new(id).map_err(corrupt("user id"))
-}
-
-fn seq(n: i64) -> Result<Seq, StoreError> {
-    Seq::new(n.max(0) as u64).map_err(corrupt("seq"))
-}
-
-fn time(ms: i64) -> Result<Timestamp, StoreError> {
-    Timestamp::from_unix_ms(ms).ok_or_else(|| StoreError::Corrupt(format!("time {ms}")))
-}
-
-fn corrupt<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> StoreError {
-    move |e| StoreError::Corrupt(format!("{what}: {e}"))
+impl Columns for Row<'_> {
+    fn text(&self, name: &str) -> Result<String, StoreError> {
+        Ok(self.get(name)?)
+    }
+    fn optional_text(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.get(name)?)
+    }
+    fn int(&self, name: &str) -> Result<i64, StoreError> {
+        Ok(self.get(name)?)
+    }
+    fn optional_int(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self.get(name)?)
+    }
 }
 
 #[cfg(test)]

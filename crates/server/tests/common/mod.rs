@@ -1,14 +1,19 @@
-//! Test harness: a real server on 127.0.0.1:0 with a throwaway SQLite file,
-//! and a WebSocket client that checks every server frame against the
-//! generated JSON Schema; `redis` starts a real redis-server for the cluster tests,
-//! `nginx` a real nginx in front of server processes.
+//! Test harness: a real server on 127.0.0.1:0 with a throwaway database (a
+//! SQLite file, or a PostgreSQL database with `PETCHAT_TEST_STORE=postgres`:
+//! `database.rs`), and a WebSocket client that checks every server frame
+//! against the generated JSON Schema; `redis` starts a real redis-server for
+//! the cluster tests, `nginx` a real nginx in front of server processes.
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod database;
 pub mod nginx;
 pub mod process;
 pub mod raw;
 pub mod redis;
+
+#[allow(unused_imports)] // each test file uses what it needs
+pub use database::{TestDatabase, TestStore, store};
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -38,7 +43,8 @@ pub struct TestServer {
     pub database_url: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
-    dir: Option<tempfile::TempDir>,
+    /// The database it started on, when it made one (dropped after the server stops).
+    database: Option<TestDatabase>,
 }
 
 impl TestServer {
@@ -49,10 +55,9 @@ impl TestServer {
 
     /// A server whose configuration `tune` adjusts.
     pub async fn start_with(tune: impl FnOnce(&mut Config)) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}", dir.path().join("petchat.db").display());
-        let mut server = Self::start_on(&url, tune).await;
-        server.dir = Some(dir);
+        let database = TestDatabase::new().await;
+        let mut server = Self::start_on(&database.url, tune).await;
+        server.database = Some(database);
         server
     }
 
@@ -79,19 +84,19 @@ impl TestServer {
             database_url: database_url.to_owned(),
             stop: Some(stop),
             task: Some(task),
-            dir: None,
+            database: None,
         }
     }
 
-    /// Stops the server gracefully and waits for it; returns the temp dir to reuse the database.
-    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
+    /// Stops the server gracefully and waits for it; returns its database, to start another on it.
+    pub async fn stop(mut self) -> Option<TestDatabase> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
             tokio::time::timeout(WAIT, task).await.expect("server stops in time").expect("server task");
         }
-        self.dir.take()
+        self.database.take()
     }
 
     pub fn token(&self, sub: &str, role: Role) -> String {
@@ -110,7 +115,7 @@ impl TestServer {
             database_url: String::new(),
             stop: None,
             task: None,
-            dir: None,
+            database: None,
         }
     }
 

@@ -1,0 +1,128 @@
+//! The rows both stores read, decoded once: a stored value that breaks the
+//! protocol's rules is [`StoreError::Corrupt`], never a panic. Each driver
+//! only says how to read one column ([`Columns`]).
+
+use petchat_protocol::{
+    ClientMessageId, ConversationId, ConversationStatus, LastSeq, MessageId, MessageText, OrderId, Participant, PetId,
+    Role, Seq, Timestamp, Topic, User, UserId,
+};
+
+use super::{ConversationRecord, MessageRecord, ReceiptKind, ReceiptRecord, StoreError};
+
+/// The columns of a conversation row, in the order both schemas name them.
+pub(super) const CONVERSATION_COLUMNS: &str = "id, customer_id, customer_name, agent_id, agent_name, status, \
+     last_seq, created_at, queued_at, topic, pet_id, order_id";
+/// The columns of a message row.
+pub(super) const MESSAGE_COLUMNS: &str =
+    "conversation_id, id, seq, author_id, author_role, author_name, client_message_id, text, sent_at";
+
+/// One row of a query, read by column name.
+pub(super) trait Columns {
+    /// A TEXT column that may not be NULL.
+    fn text(&self, name: &str) -> Result<String, StoreError>;
+    /// A TEXT column that may be NULL.
+    fn optional_text(&self, name: &str) -> Result<Option<String>, StoreError>;
+    /// An integer column that may not be NULL.
+    fn int(&self, name: &str) -> Result<i64, StoreError>;
+    /// An integer column that may be NULL.
+    fn optional_int(&self, name: &str) -> Result<Option<i64>, StoreError>;
+}
+
+/// The column that names a member of this role.
+pub(super) fn member_column(role: Role) -> &'static str {
+    match role {
+        Role::Customer => "customer_id",
+        Role::Agent => "agent_id",
+    }
+}
+
+/// The name a status is stored under.
+pub(super) fn status_name(status: ConversationStatus) -> &'static str {
+    match status {
+        ConversationStatus::Queued => "queued",
+        ConversationStatus::Active => "active",
+        ConversationStatus::Closed => "closed",
+    }
+}
+
+/// A conversation row ([`CONVERSATION_COLUMNS`]).
+pub(super) fn conversation(row: &impl Columns) -> Result<ConversationRecord, StoreError> {
+    let status = status(&row.text("status")?)?;
+    let agent = match (row.optional_text("agent_id")?, row.optional_text("agent_name")?) {
+        (Some(id), Some(name)) => Some(Participant { id: user_id(id)?, name }),
+        _ => None,
+    };
+    Ok(ConversationRecord {
+        id: ConversationId::new(row.text("id")?).map_err(corrupt("conversation id"))?,
+        customer: Participant { id: user_id(row.text("customer_id")?)?, name: row.text("customer_name")? },
+        agent,
+        status,
+        last_seq: LastSeq::new(row.int("last_seq")?.max(0) as u64).map_err(corrupt("last_seq"))?,
+        created_at: time(row.int("created_at")?)?,
+        queued_at: row.optional_int("queued_at")?.map(time).transpose()?,
+        topic: row.optional_text("topic")?.map(Topic::new).transpose().map_err(corrupt("topic"))?,
+        pet_id: row.optional_text("pet_id")?.map(PetId::new).transpose().map_err(corrupt("pet_id"))?,
+        order_id: row.optional_text("order_id")?.map(OrderId::new).transpose().map_err(corrupt("order_id"))?,
+    })
+}
+
+/// A message row ([`MESSAGE_COLUMNS`]).
+pub(super) fn message(row: &impl Columns) -> Result<MessageRecord, StoreError> {
+    let role = match row.text("author_role")?.as_str() {
+        "customer" => Role::Customer,
+        "agent" => Role::Agent,
+        other => return Err(StoreError::Corrupt(format!("author role {other:?}"))),
+    };
+    Ok(MessageRecord {
+        conversation_id: ConversationId::new(row.text("conversation_id")?).map_err(corrupt("conversation id"))?,
+        id: MessageId::new(row.text("id")?).map_err(corrupt("message id"))?,
+        seq: seq(row.int("seq")?)?,
+        author: User { id: user_id(row.text("author_id")?)?, role, name: row.text("author_name")? },
+        client_message_id: ClientMessageId::new(row.text("client_message_id")?)
+            .map_err(corrupt("client message id"))?,
+        text: MessageText::new(&row.text("text")?).map_err(corrupt("text"))?,
+        sent_at: time(row.int("sent_at")?)?,
+    })
+}
+
+/// A receipt row (`user_id, kind, up_to_seq, at`).
+pub(super) fn receipt(row: &impl Columns) -> Result<ReceiptRecord, StoreError> {
+    let kind = match row.text("kind")?.as_str() {
+        "delivered" => ReceiptKind::Delivered,
+        "read" => ReceiptKind::Read,
+        other => return Err(StoreError::Corrupt(format!("receipt kind {other:?}"))),
+    };
+    Ok(ReceiptRecord {
+        user_id: user_id(row.text("user_id")?)?,
+        kind,
+        up_to_seq: seq(row.int("up_to_seq")?)?,
+        at: time(row.int("at")?)?,
+    })
+}
+
+/// A stored status name.
+pub(super) fn status(name: &str) -> Result<ConversationStatus, StoreError> {
+    match name {
+        "queued" => Ok(ConversationStatus::Queued),
+        "active" => Ok(ConversationStatus::Active),
+        "closed" => Ok(ConversationStatus::Closed),
+        other => Err(StoreError::Corrupt(format!("conversation status {other:?}"))),
+    }
+}
+
+/// A stored seq.
+pub(super) fn seq(n: i64) -> Result<Seq, StoreError> {
+    Seq::new(n.max(0) as u64).map_err(corrupt("seq"))
+}
+
+fn user_id(id: String) -> Result<UserId, StoreError> {
+    UserId::new(id).map_err(corrupt("user id"))
+}
+
+fn time(ms: i64) -> Result<Timestamp, StoreError> {
+    Timestamp::from_unix_ms(ms).ok_or_else(|| StoreError::Corrupt(format!("time {ms}")))
+}
+
+fn corrupt<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> StoreError {
+    move |e| StoreError::Corrupt(format!("{what}: {e}"))
+}

@@ -1,0 +1,281 @@
+//! The write path of the PostgreSQL store: one batch, one transaction,
+//! every statement of it pipelined (sent at once, answered at once).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use deadpool_postgres::Object;
+use petchat_protocol::{ConversationStatus, Timestamp};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, Statement};
+
+use super::super::columns::{Columns, message, seq, status, status_name};
+use super::super::{Applied, MessageRecord, StoreError, Write};
+use super::{Pg, classify, corrupt};
+
+/// Locks the conversation rows a batch touches, in id order, before any
+/// write: every batch takes its locks in the same order, so none waits for
+/// another that waits for it.
+const LOCK: &str = "SELECT id FROM conversations WHERE id = ANY($1) ORDER BY id FOR UPDATE";
+
+const CREATE: &str = "INSERT INTO conversations (id, customer_id, customer_name, agent_id, agent_name, status, \
+     last_seq, created_at, queued_at, topic, pet_id, order_id) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+
+const ASSIGN: &str = "UPDATE conversations SET agent_id = $1, agent_name = $2, status = $3, \
+     queued_at = COALESCE($4, queued_at) WHERE id = $5 AND status <> 'closed' RETURNING 1";
+
+const CLOSE: &str = "UPDATE conversations SET status = 'closed', closed_at = $1, closed_by = $2 \
+     WHERE id = $3 AND status <> 'closed' RETURNING 1";
+
+/// An append in one statement, so that a batch's appends pipeline: take the
+/// next seq (`next`: only for a member of an open conversation, only when
+/// the key is new) and insert the message with it (`inserted`). The outer
+/// SELECT reads the statement's snapshot, from before both: the
+/// conversation's status and whether the author is a member, and the message
+/// already stored under the key, if any. That snapshot is taken after the
+/// batch locked the conversation, so it holds every append committed before.
+const APPEND: &str = "WITH next AS ( \
+         UPDATE conversations SET last_seq = last_seq + 1 \
+         WHERE id = $1 AND status <> 'closed' \
+           AND (CASE $4::text WHEN 'customer' THEN customer_id WHEN 'agent' THEN agent_id END) = $3 \
+           AND NOT EXISTS (SELECT 1 FROM messages \
+                           WHERE conversation_id = $1 AND author_id = $3 AND client_message_id = $6) \
+         RETURNING last_seq \
+     ), inserted AS ( \
+         INSERT INTO messages (conversation_id, seq, id, author_id, author_role, author_name, \
+                               client_message_id, text, sent_at) \
+         SELECT $1::text, last_seq, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8::bigint \
+         FROM next \
+         RETURNING seq \
+     ) \
+     SELECT (SELECT seq FROM inserted) AS appended, c.status AS conversation_status, \
+            (CASE $4::text WHEN 'customer' THEN c.customer_id WHEN 'agent' THEN c.agent_id END) = $3 AS member, \
+            m.conversation_id, m.id, m.seq, m.author_id, m.author_role, m.author_name, m.client_message_id, \
+            m.text, m.sent_at \
+     FROM (SELECT 1) AS one \
+     LEFT JOIN conversations c ON c.id = $1 \
+     LEFT JOIN messages m ON m.conversation_id = $1 AND m.author_id = $3 AND m.client_message_id = $6";
+
+const RECEIPT: &str = "INSERT INTO receipts (conversation_id, user_id, kind, up_to_seq, at) \
+     VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (conversation_id, user_id, kind) DO UPDATE SET up_to_seq = excluded.up_to_seq, \
+     at = excluded.at WHERE excluded.up_to_seq > receipts.up_to_seq RETURNING 1";
+
+/// Why one attempt at a batch failed, sorted by whether to try again.
+#[derive(Debug)]
+pub(super) enum Failure {
+    /// A serialization failure or a deadlock: rolled back, worth retrying.
+    Conflict(tokio_postgres::Error),
+    /// The connection was lost before COMMIT was sent: rolled back.
+    Connection(tokio_postgres::Error),
+    /// Anything else, COMMIT's own failures among them.
+    Other(StoreError),
+}
+
+impl From<Failure> for StoreError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Conflict(e) | Failure::Connection(e) => classify(e),
+            Failure::Other(e) => e,
+        }
+    }
+}
+
+impl Failure {
+    /// Sorts an error of a statement sent before COMMIT.
+    fn before_commit(e: tokio_postgres::Error) -> Self {
+        match e.code() {
+            Some(&SqlState::T_R_SERIALIZATION_FAILURE | &SqlState::T_R_DEADLOCK_DETECTED) => Self::Conflict(e),
+            None if e.is_closed() => Self::Connection(e),
+            _ => Self::Other(classify(e)),
+        }
+    }
+}
+
+/// One attempt at a batch: BEGIN; the lock and every write, pipelined;
+/// COMMIT. The results are decoded before COMMIT, so a batch whose answer
+/// cannot be given is not committed either.
+pub(super) async fn apply_once(client: &mut Object, batch: &[Write]) -> Result<Vec<Applied>, Failure> {
+    let tx = client.transaction().await.map_err(Failure::before_commit)?;
+    let kinds: Vec<&'static str> = batch.iter().map(statement_of).collect();
+    let mut distinct: Vec<&'static str> = std::iter::once(LOCK).chain(kinds.iter().copied()).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let prepared: Vec<Statement> =
+        futures_util::future::try_join_all(distinct.iter().map(|sql| tx.prepare_cached(sql)))
+            .await
+            .map_err(Failure::before_commit)?;
+    let statement = |sql: &str| -> &Statement {
+        let index = distinct.binary_search(&sql).expect("every statement of the batch was prepared");
+        &prepared[index]
+    };
+
+    let mut ids: Vec<&str> = batch.iter().filter_map(conversation_locked_by).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let lock_params: Vec<Param<'_>> = vec![Box::new(ids)];
+    let write_params: Vec<Vec<Param<'_>>> = batch.iter().map(params_of).collect();
+    let lock = (statement(LOCK), lock_params.as_slice());
+    let steps = std::iter::once(lock).chain(kinds.iter().zip(&write_params).map(|(sql, p)| (statement(sql), &p[..])));
+    let borrowed: Vec<(&Statement, Vec<&(dyn ToSql + Sync)>)> =
+        steps.map(|(statement, params)| (statement, params.iter().map(|p| &**p as _).collect())).collect();
+    // Each query is written to the connection when first polled: polled in
+    // order, they reach the server in order, one round trip for them all.
+    let mut rows = in_order(borrowed.iter().map(|(statement, params)| tx.query(*statement, params)).collect())
+        .await
+        .map_err(Failure::before_commit)?;
+    rows.remove(0); // the lock's
+    let applied = batch
+        .iter()
+        .zip(&rows)
+        .map(|(write, rows)| applied(write, rows))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Failure::Other)?;
+    tx.commit().await.map_err(|e| Failure::Other(classify(e)))?;
+    Ok(applied)
+}
+
+/// A statement parameter, borrowed from the batch where it can be.
+type Param<'a> = Box<dyn ToSql + Sync + Send + 'a>;
+
+fn statement_of(write: &Write) -> &'static str {
+    match write {
+        Write::CreateConversation(_) => CREATE,
+        Write::Assign { .. } => ASSIGN,
+        Write::Close { .. } => CLOSE,
+        Write::Append { .. } => APPEND,
+        Write::Receipt { .. } => RECEIPT,
+    }
+}
+
+/// The existing conversation a write changes or depends on (a new one is
+/// invisible to other transactions until COMMIT, so needs no lock).
+fn conversation_locked_by(write: &Write) -> Option<&str> {
+    match write {
+        Write::CreateConversation(_) => None,
+        Write::Assign { conversation, .. }
+        | Write::Close { conversation, .. }
+        | Write::Append { conversation, .. }
+        | Write::Receipt { conversation, .. } => Some(conversation.as_str()),
+    }
+}
+
+fn params_of(write: &Write) -> Vec<Param<'_>> {
+    match write {
+        Write::CreateConversation(c) => vec![
+            Box::new(c.id.as_str()),
+            Box::new(c.customer.id.as_str()),
+            Box::new(c.customer.name.as_str()),
+            Box::new(c.agent.as_ref().map(|a| a.id.as_str())),
+            Box::new(c.agent.as_ref().map(|a| a.name.as_str())),
+            Box::new(status_name(c.status)),
+            Box::new(c.last_seq.get() as i64),
+            Box::new(c.created_at.as_unix_ms()),
+            Box::new(c.queued_at.map(Timestamp::as_unix_ms)),
+            Box::new(c.topic.as_ref().map(|t| t.as_str())),
+            Box::new(c.pet_id.as_ref().map(|p| p.as_str())),
+            Box::new(c.order_id.as_ref().map(|o| o.as_str())),
+        ],
+        Write::Assign { conversation, agent, status, at } => vec![
+            Box::new(agent.as_ref().map(|a| a.id.as_str())),
+            Box::new(agent.as_ref().map(|a| a.name.as_str())),
+            Box::new(status_name(*status)),
+            Box::new((*status == ConversationStatus::Queued).then(|| at.as_unix_ms())),
+            Box::new(conversation.as_str()),
+        ],
+        Write::Close { conversation, by, at } => {
+            vec![Box::new(at.as_unix_ms()), Box::new(by.as_str()), Box::new(conversation.as_str())]
+        }
+        Write::Append { conversation, id, author, client_message_id, text, sent_at } => vec![
+            Box::new(conversation.as_str()),
+            Box::new(id.as_str()),
+            Box::new(author.id.as_str()),
+            Box::new(author.role.as_str()),
+            Box::new(author.name.as_str()),
+            Box::new(client_message_id.as_str()),
+            Box::new(text.as_str()),
+            Box::new(sent_at.as_unix_ms()),
+        ],
+        Write::Receipt { conversation, user, kind, up_to_seq, at } => vec![
+            Box::new(conversation.as_str()),
+            Box::new(user.as_str()),
+            Box::new(kind.as_str()),
+            Box::new(up_to_seq.get() as i64),
+            Box::new(at.as_unix_ms()),
+        ],
+    }
+}
+
+/// What a write did, from the rows its statement returned.
+fn applied(write: &Write, rows: &[Row]) -> Result<Applied, StoreError> {
+    Ok(match write {
+        Write::CreateConversation(_) => Applied::Done,
+        Write::Assign { .. } | Write::Close { .. } => {
+            if rows.is_empty() {
+                Applied::Closed
+            } else {
+                Applied::Done
+            }
+        }
+        Write::Receipt { .. } => Applied::Receipt { advanced: !rows.is_empty() },
+        Write::Append { conversation, id, author, client_message_id, text, sent_at } => {
+            let row = Pg(rows.first().ok_or_else(|| StoreError::Corrupt("an append returned no row".into()))?);
+            if let Some(appended) = row.optional_int("appended")? {
+                return Ok(Applied::Appended(MessageRecord {
+                    conversation_id: conversation.clone(),
+                    id: id.clone(),
+                    seq: seq(appended)?,
+                    author: author.clone(),
+                    client_message_id: client_message_id.clone(),
+                    text: text.clone(),
+                    sent_at: *sent_at,
+                }));
+            }
+            // Checked in SQLite's order: a retry of a stored message gets
+            // it whatever became of the conversation since.
+            if row.optional_text("id")?.is_some() {
+                return Ok(Applied::Duplicate(message(&row)?));
+            }
+            match row.optional_text("conversation_status")? {
+                None => Applied::NotFound,
+                Some(name) if status(&name)? == ConversationStatus::Closed => Applied::Closed,
+                Some(_) if !row.0.try_get::<_, Option<bool>>("member").map_err(corrupt)?.unwrap_or(false) => {
+                    Applied::NotMember
+                }
+                Some(_) => return Err(StoreError::Corrupt("an append to an open conversation took no seq".into())),
+            }
+        }
+    })
+}
+
+/// Polls every future in order until all are ready (or one fails), and
+/// returns their outputs in that order. Unlike `try_join_all`, whose large
+/// form polls through a queue, it keeps the order of first polls, which is
+/// the order tokio-postgres sends the queries in.
+fn in_order<F, T, E>(futures: Vec<F>) -> impl Future<Output = Result<Vec<T>, E>>
+where
+    F: Future<Output = Result<T, E>>,
+{
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<T>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(move |cx: &mut Context<'_>| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_some() {
+                continue;
+            }
+            match future.as_mut().poll(cx) {
+                Poll::Ready(Ok(value)) => *output = Some(value),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => pending = true,
+            }
+        }
+        if pending {
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(outputs.iter_mut().map(|o| o.take().expect("every future is done")).collect()))
+    })
+}

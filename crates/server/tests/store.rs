@@ -1,0 +1,216 @@
+//! The `Store` contract, on the run's store (SQLite, or PostgreSQL with
+//! `PETCHAT_TEST_STORE=postgres`): idempotent appends keep `seq` gap-free,
+//! only members append, and a member's open conversations are found.
+
+mod common;
+
+use common::TestDatabase;
+use petchat_protocol::{
+    ClientMessageId, ConversationId, ConversationStatus, LastSeq, MessageId, MessageText, Participant, Role, Seq,
+    Timestamp, User, UserId,
+};
+use petchat_server::store::{Applied, ConversationRecord, ReceiptKind, Write};
+
+fn at(ms: i64) -> Timestamp {
+    Timestamp::from_unix_ms(1_800_000_000_000 + ms).expect("a time")
+}
+
+fn user(id: &str, role: Role) -> User {
+    User { id: UserId::new(id).expect("id"), role, name: format!("{id} name") }
+}
+
+fn participant(user: &User) -> Participant {
+    Participant { id: user.id.clone(), name: user.name.clone() }
+}
+
+fn conversation_id(id: &str) -> ConversationId {
+    ConversationId::new(id).expect("id")
+}
+
+/// A new conversation of `customer`, opened at `at(created)`, assigned to `agent` if any.
+fn create(id: &str, customer: &User, agent: Option<&User>, created: i64) -> Write {
+    Write::CreateConversation(ConversationRecord {
+        id: conversation_id(id),
+        customer: participant(customer),
+        agent: agent.map(participant),
+        status: if agent.is_some() { ConversationStatus::Active } else { ConversationStatus::Queued },
+        last_seq: LastSeq::default(),
+        created_at: at(created),
+        queued_at: agent.is_none().then(|| at(created)),
+        topic: None,
+        pet_id: None,
+        order_id: None,
+    })
+}
+
+fn append(conversation: &str, author: &User, key: u8, text: &str) -> Write {
+    Write::Append {
+        conversation: conversation_id(conversation),
+        id: MessageId::new(uuid::Uuid::now_v7().to_string()).expect("id"),
+        author: author.clone(),
+        client_message_id: ClientMessageId::from_random_bytes([key; 16]),
+        text: MessageText::new(text).expect("text"),
+        sent_at: at(0),
+    }
+}
+
+fn close(conversation: &str, by: &User) -> Write {
+    Write::Close { conversation: conversation_id(conversation), by: by.id.clone(), at: at(1) }
+}
+
+fn outcome(applied: &Applied) -> (&'static str, u64) {
+    match applied {
+        Applied::Appended(m) => ("appended", m.seq.get()),
+        Applied::Duplicate(m) => ("duplicate", m.seq.get()),
+        Applied::Done => ("done", 0),
+        Applied::Closed => ("closed", 0),
+        Applied::NotFound => ("not found", 0),
+        Applied::NotMember => ("not member", 0),
+        Applied::Receipt { advanced } => (if *advanced { "advanced" } else { "not advanced" }, 0),
+    }
+}
+
+#[tokio::test]
+async fn a_resent_client_message_id_gets_the_first_message_even_once_closed_and_seq_has_no_gap() {
+    let database = TestDatabase::new().await;
+    let store = database.open().await;
+    let ana = user("customer-1", Role::Customer);
+    store.apply(&[create("conv-1", &ana, None, 0)]).await.expect("created");
+
+    // A retry in the same transaction and in a later one.
+    let first = store.apply(&[append("conv-1", &ana, 1, "hello"), append("conv-1", &ana, 1, "again")]).await;
+    let later = store.apply(&[append("conv-1", &ana, 1, "hello"), append("conv-1", &ana, 2, "next")]).await;
+    let (first, later) = (first.expect("applied"), later.expect("applied"));
+    let outcomes: Vec<_> = first.iter().chain(&later).map(outcome).collect();
+    assert_eq!(outcomes, [("appended", 1), ("duplicate", 1), ("duplicate", 1), ("appended", 2)]);
+    let Applied::Duplicate(original) = &later[0] else { unreachable!("checked above") };
+    assert_eq!(original.text.as_str(), "hello", "the duplicate returns the stored message");
+    assert_eq!(original, {
+        let Applied::Appended(stored) = &first[0] else { unreachable!("checked above") };
+        stored
+    });
+    let stored = store.messages_after(&conversation_id("conv-1"), LastSeq::default(), 10).await.expect("read");
+    assert_eq!(stored.iter().map(|m| m.seq.get()).collect::<Vec<_>>(), [1, 2]);
+    let conversation = store.conversation(&conversation_id("conv-1")).await.expect("read").expect("there");
+    assert_eq!(conversation.last_seq.get(), 2);
+
+    // Closed since: a retry of a stored message still gets it; a new one is refused.
+    store.apply(&[close("conv-1", &ana)]).await.expect("closed");
+    let after_close = store.apply(&[append("conv-1", &ana, 2, "next"), append("conv-1", &ana, 3, "late")]).await;
+    let outcomes: Vec<_> = after_close.expect("applied").iter().map(outcome).collect();
+    assert_eq!(outcomes, [("duplicate", 2), ("closed", 0)]);
+}
+
+#[tokio::test]
+async fn only_the_customer_and_the_assigned_agent_may_append() {
+    let database = TestDatabase::new().await;
+    let store = database.open().await;
+    let (ana, bob) = (user("ana", Role::Customer), user("bob", Role::Customer));
+    let (agent, other_agent) = (user("agent-1", Role::Agent), user("agent-2", Role::Agent));
+    // An agent with the customer's id is not the customer.
+    let ana_as_agent = user("ana", Role::Agent);
+    store.apply(&[create("conv-1", &ana, Some(&agent), 0)]).await.expect("created");
+
+    let batch = [
+        append("conv-1", &ana, 1, "from the customer"),
+        append("conv-1", &bob, 2, "from another customer"),
+        append("conv-1", &other_agent, 3, "from another agent"),
+        append("conv-1", &ana_as_agent, 4, "from the customer's id as an agent"),
+        append("conv-1", &agent, 5, "from the agent"),
+        append("conv-nope", &ana, 6, "to nowhere"),
+    ];
+    let outcomes: Vec<_> = store.apply(&batch).await.expect("applied").iter().map(outcome).collect();
+    assert_eq!(
+        outcomes,
+        [("appended", 1), ("not member", 0), ("not member", 0), ("not member", 0), ("appended", 2), ("not found", 0)],
+        "a refused append takes no seq"
+    );
+
+    // Re-assigned: the former agent's retry of a stored message still gets
+    // it, a new message from it is refused, the new agent's is stored.
+    let reassign = Write::Assign {
+        conversation: conversation_id("conv-1"),
+        agent: Some(participant(&other_agent)),
+        status: ConversationStatus::Active,
+        at: at(2),
+    };
+    let batch = [
+        reassign,
+        append("conv-1", &agent, 5, "from the agent"),
+        append("conv-1", &agent, 7, "after being replaced"),
+        append("conv-1", &other_agent, 8, "from the new agent"),
+    ];
+    let outcomes: Vec<_> = store.apply(&batch).await.expect("applied").iter().map(outcome).collect();
+    assert_eq!(outcomes, [("done", 0), ("duplicate", 2), ("not member", 0), ("appended", 3)]);
+
+    // Closed: Closed, not NotMember, for a member and a stranger alike.
+    let batch = [close("conv-1", &ana), append("conv-1", &ana, 9, "late"), append("conv-1", &bob, 10, "late")];
+    let outcomes: Vec<_> = store.apply(&batch).await.expect("applied").iter().map(outcome).collect();
+    assert_eq!(outcomes, [("done", 0), ("closed", 0), ("closed", 0)]);
+    let conversation = store.conversation(&conversation_id("conv-1")).await.expect("read").expect("there");
+    assert_eq!(conversation.last_seq.get(), 3);
+}
+
+#[tokio::test]
+async fn member_conversations_are_the_open_ones_of_the_customer_or_the_assigned_agent_oldest_first() {
+    let database = TestDatabase::new().await;
+    let store = database.open().await;
+    let (ana, bob) = (user("ana", Role::Customer), user("bob", Role::Customer));
+    let (agent, other_agent) = (user("agent-1", Role::Agent), user("agent-2", Role::Agent));
+    store
+        .apply(&[
+            create("c-newer", &ana, Some(&agent), 30),
+            create("c-older", &ana, None, 10),
+            create("c-closed", &ana, Some(&agent), 5),
+            create("c-bob", &bob, Some(&agent), 20),
+            create("c-other-agent", &bob, Some(&other_agent), 1),
+        ])
+        .await
+        .expect("created");
+    store.apply(&[close("c-closed", &ana)]).await.expect("closed");
+
+    let ids = |records: Vec<ConversationRecord>| records.into_iter().map(|c| c.id.to_string()).collect::<Vec<_>>();
+    let of = |user: User| {
+        let store = store.clone();
+        async move { ids(store.member_conversations(&user).await.expect("read")) }
+    };
+    assert_eq!(of(ana.clone()).await, ["c-older", "c-newer"]);
+    assert_eq!(of(bob).await, ["c-other-agent", "c-bob"]);
+    assert_eq!(of(agent.clone()).await, ["c-bob", "c-newer"]);
+    assert_eq!(of(other_agent).await, ["c-other-agent"]);
+    // Roles do not mix: the customer's id as an agent has no conversation.
+    assert!(of(user("ana", Role::Agent)).await.is_empty());
+    assert!(of(user("agent-1", Role::Customer)).await.is_empty());
+}
+
+#[tokio::test]
+async fn receipts_only_move_forward_and_writes_to_a_closed_conversation_say_so() {
+    let database = TestDatabase::new().await;
+    let store = database.open().await;
+    let (ana, agent) = (user("ana", Role::Customer), user("agent-1", Role::Agent));
+    store.apply(&[create("conv-1", &ana, Some(&agent), 0)]).await.expect("created");
+    let receipt = |up_to: u64| Write::Receipt {
+        conversation: conversation_id("conv-1"),
+        user: agent.id.clone(),
+        kind: ReceiptKind::Read,
+        up_to_seq: Seq::new(up_to).expect("seq"),
+        at: at(up_to as i64),
+    };
+    let batch = [receipt(2), receipt(2), receipt(1), receipt(3)];
+    let outcomes: Vec<_> = store.apply(&batch).await.expect("applied").iter().map(outcome).collect();
+    assert_eq!(outcomes, [("advanced", 0), ("not advanced", 0), ("not advanced", 0), ("advanced", 0)]);
+    let receipts = store.receipts(&conversation_id("conv-1")).await.expect("read");
+    assert_eq!(receipts.len(), 1);
+    assert_eq!((receipts[0].kind, receipts[0].up_to_seq.get()), (ReceiptKind::Read, 3));
+
+    let requeue = Write::Assign {
+        conversation: conversation_id("conv-1"),
+        agent: None,
+        status: ConversationStatus::Queued,
+        at: at(5),
+    };
+    let batch = [close("conv-1", &agent), close("conv-1", &agent), requeue];
+    let outcomes: Vec<_> = store.apply(&batch).await.expect("applied").iter().map(outcome).collect();
+    assert_eq!(outcomes, [("done", 0), ("closed", 0), ("closed", 0)]);
+    assert!(store.open_conversations().await.expect("read").is_empty());
+}
