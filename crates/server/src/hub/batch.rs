@@ -4,9 +4,34 @@
 
 use std::time::Instant;
 
+use tokio::sync::mpsc;
 use tracing::error;
 
 use crate::store::{Applied, Store, Write};
+
+/// The commands of one round: waits for the first (internal ones before
+/// requests), then takes whatever else is already waiting, `most` in all;
+/// `None` once both channels are closed and empty.
+pub(super) async fn next_round<C>(
+    internal: &mut mpsc::UnboundedReceiver<C>,
+    requests: &mut mpsc::Receiver<C>,
+    most: usize,
+) -> Option<Vec<C>> {
+    let first = tokio::select! {
+        biased;
+        Some(command) = internal.recv() => command,
+        Some(command) = requests.recv() => command,
+        else => return None,
+    };
+    let mut commands = vec![first];
+    while commands.len() < most {
+        match internal.try_recv().or_else(|_| requests.try_recv()) {
+            Ok(command) => commands.push(command),
+            Err(_) => break,
+        }
+    }
+    Some(commands)
+}
 
 /// What a write's commit did, for the effect that waited on it.
 pub(super) enum Outcome<'a> {

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, error, info};
 
-use super::batch::{Batch, Outcome};
+use super::batch::{Batch, Outcome, next_round};
 use super::frames::now;
 use super::out::{Out, is_member};
 use super::rules::{Agent, pick_agent};
@@ -133,20 +133,7 @@ impl Pool {
         mut internal: mpsc::UnboundedReceiver<PoolCommand>,
     ) {
         let most = self.limits.commit_batch.max(1);
-        loop {
-            let first = tokio::select! {
-                biased;
-                Some(command) = internal.recv() => command,
-                Some(command) = requests.recv() => command,
-                else => break,
-            };
-            let mut commands = vec![first];
-            while commands.len() < most {
-                match internal.try_recv().or_else(|_| requests.try_recv()) {
-                    Ok(command) => commands.push(command),
-                    Err(_) => break,
-                }
-            }
+        while let Some(commands) = next_round(&mut internal, &mut requests, most).await {
             let mut batch = Batch::default();
             let mut reload = false;
             for command in commands {

@@ -16,7 +16,7 @@ use petchat_protocol::{
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error};
 
-use super::batch::Batch;
+use super::batch::{Batch, next_round};
 use super::conversations::JoinRead;
 use super::out::Out;
 use super::pool::PoolCommand;
@@ -151,20 +151,7 @@ impl Shard {
         mut internal: mpsc::UnboundedReceiver<ShardCommand>,
     ) {
         let most = self.limits.commit_batch.max(1);
-        loop {
-            let first = tokio::select! {
-                biased;
-                Some(command) = internal.recv() => command,
-                Some(command) = requests.recv() => command,
-                else => break,
-            };
-            let mut commands = vec![first];
-            while commands.len() < most {
-                match internal.try_recv().or_else(|_| requests.try_recv()) {
-                    Ok(command) => commands.push(command),
-                    Err(_) => break,
-                }
-            }
+        while let Some(commands) = next_round(&mut internal, &mut requests, most).await {
             let mut batch = Batch::default();
             for command in commands {
                 self.route(command, &mut batch);
