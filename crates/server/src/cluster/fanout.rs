@@ -25,7 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -54,6 +54,19 @@ impl RedisLink {
     pub fn unsubscribe(&self, channel: &str) {
         self.inner.fanout.unsubscribe(channel);
     }
+
+    /// Resolves once Redis has confirmed every `subscribe` made before the
+    /// call, so that whatever is published from then on arrives; also when
+    /// the subscription was lost meanwhile (then `Restored` follows, once
+    /// everything is subscribed again).
+    pub fn subscribed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let (done, confirmed) = oneshot::channel();
+        // A send fails only once the link stopped: nothing is coming then.
+        let _ = self.inner.fanout.changes.send(Change::Barrier(done));
+        async move {
+            let _ = confirmed.await;
+        }
+    }
 }
 
 /// The handle's side of fan-out.
@@ -77,6 +90,8 @@ pub(super) struct Fanout {
 enum Change {
     Subscribe(String),
     Unsubscribe(String),
+    /// Answered once every change before it is confirmed.
+    Barrier(oneshot::Sender<()>),
 }
 
 impl Fanout {
@@ -199,6 +214,10 @@ impl Subscriber {
                     let result = match change? {
                         Change::Subscribe(channel) => within(self.timeout, sink.subscribe(&channel)).await,
                         Change::Unsubscribe(channel) => within(self.timeout, sink.unsubscribe(&channel)).await,
+                        Change::Barrier(done) => {
+                            let _ = done.send(());
+                            Ok(())
+                        }
                     };
                     if let Err(err) = result {
                         return Some(err.to_string());

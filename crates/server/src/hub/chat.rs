@@ -4,8 +4,9 @@
 use petchat_protocol::{ErrorCode, MessageId, Receipt, ReceiptUpTo, RequestId, SendChat, ServerMessage, User};
 
 use super::batch::{Batch, Outcome};
-use super::frames::now;
+use super::frames::{frame, now};
 use super::out::ack;
+use super::sequence::Ready;
 use super::shard::Shard;
 use crate::bus::{ConnId, Skip};
 use crate::store::{Applied, ReceiptKind, Write};
@@ -35,12 +36,17 @@ impl Shard {
         };
         batch.write_then(write, move |shard, outcome| match outcome {
             Outcome::Applied(Applied::Appended(record)) => {
-                if let Some(conv) = shard.conversations.get_mut(&conversation) {
-                    conv.rec.last_seq = record.seq.into();
+                let message = frame(ServerMessage::ChatMessage(record.clone().into()), None);
+                if let Some(remote) = &shard.remote {
+                    remote.message(&conversation, record.seq.get(), &message);
                 }
-                shard.out.send_to(conn, ServerMessage::ChatAck(ack(record)), id);
-                let message = ServerMessage::ChatMessage(record.clone().into());
-                shard.out.to_conversation(&conversation, message, Skip::Conn(conn));
+                let ack = frame(ServerMessage::ChatAck(ack(record)), id);
+                // The ack and the message go out once every earlier message did.
+                shard.deliver_in_order(
+                    &conversation,
+                    record.seq.get(),
+                    Ready { frame: message, sender: Some((conn, ack)) },
+                );
                 metrics::counter!("petchat_chat_messages_stored_total").increment(1);
             }
             Outcome::Applied(Applied::Duplicate(record)) => {

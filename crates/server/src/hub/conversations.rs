@@ -1,7 +1,6 @@
 //! A shard's conversations: adoption of new ones, joins and their replay,
 //! assignment announcements, presence, and closes.
 
-use std::collections::HashMap;
 use std::num::NonZeroU32;
 
 use petchat_protocol::{
@@ -11,12 +10,14 @@ use petchat_protocol::{
 };
 use tracing::error;
 
-use super::batch::Batch;
+use super::batch::{Batch, Outcome};
 use super::frames::now;
+use super::out::Out;
 use super::out::{is_member, other_members, snapshot};
 use super::pool::PoolCommand;
+use super::remote::What;
 use super::shard::{Conv, Shard, ShardCommand};
-use crate::bus::{ConnId, Skip};
+use crate::bus::{ConnId, Skip, Topic};
 use crate::store::{ConversationRecord, MessageRecord, ReceiptKind, ReceiptRecord, Write};
 
 /// A join's reads, done off the shard's loop and handed back to it.
@@ -114,15 +115,22 @@ impl Shard {
                 return true;
             }
         };
+        let mut messages = messages;
         let read_to = messages.last().map_or(after, |m| m.seq.into());
-        let held = self.conversations.get(&conversation).map(|c| c.rec.clone());
-        if let Some(current) = &held
+        let held = self.conversations.get(&conversation).map(|c| (c.rec.clone(), c.seq.delivered()));
+        if let Some((_, delivered)) = &held
             && !has_more
-            && current.last_seq.get() > read_to.get()
+            && delivered.get() > read_to.get()
         {
             self.read_for_join(conn, user, id, conversation, after, messages);
             return false;
         }
+        // Read beyond what was delivered here (stored by another node, on its
+        // way): the subscription delivers those, in order.
+        if let Some((_, delivered)) = &held {
+            messages.retain(|m| m.seq.get() <= delivered.get());
+        }
+        let held = held.map(|(rec, _)| rec);
         // The shard's record is the fresher one while the conversation is open.
         let rec = held.unwrap_or(rec);
         let open = rec.status != ConversationStatus::Closed;
@@ -145,7 +153,7 @@ impl Shard {
         }
         if open {
             for other in other_members(&rec, &user.id) {
-                self.send_presence_of(conn, &conversation, &other);
+                self.send_presence_of(vec![conn], &conversation, &other);
             }
             if rec.status == ConversationStatus::Queued {
                 self.tell_pool(PoolCommand::Position { conn, conversation });
@@ -163,12 +171,20 @@ impl Shard {
         position: Option<NonZeroU32>,
     ) {
         let conversation = rec.id.clone();
-        let assigned = rec.agent.is_some();
-        self.conversations.insert(conversation.clone(), Conv { rec, typing: HashMap::new() });
+        let agent = rec.agent.clone();
+        self.conversations.insert(conversation.clone(), Conv::new(rec));
+        if let Some(remote) = &self.remote {
+            remote.hold_conversation(&conversation);
+        }
         // A new assignment tells presence itself, after `agent.assigned`.
-        self.send_opened(conn, id, &conversation, !assigned, position);
-        if assigned {
+        self.send_opened(conn, id, &conversation, agent.is_none(), position);
+        if let Some(agent) = agent {
             self.announce_assignment(&conversation);
+            self.tell_others(
+                &conversation,
+                What::Assigned { conversation: conversation.clone(), agent: agent.clone() },
+                &[agent.id],
+            );
         }
     }
 
@@ -191,7 +207,7 @@ impl Shard {
         self.out.bus.subscribe(conn, conversation);
         self.out.send_to(conn, ServerMessage::ConversationOpened(snapshot), id);
         match (agent, position) {
-            (Some(agent), _) if with_presence => self.send_presence_of(conn, conversation, &agent.id),
+            (Some(agent), _) if with_presence => self.send_presence_of(vec![conn], conversation, &agent.id),
             (Some(_), _) | (None, None) => {}
             (None, Some(position)) => {
                 let queued = Queued { conversation_id: conversation.clone(), position };
@@ -200,23 +216,41 @@ impl Shard {
         }
     }
 
-    /// The pool stored an assignment: the agent's connections hear the conversation from now on.
-    pub(super) fn assigned(&mut self, conversation: &ConversationId, agent: Participant) {
+    /// An assignment was stored (by this node's pool: `here`): the agent's
+    /// connections hear the conversation from now on.
+    pub(super) fn assigned(&mut self, conversation: &ConversationId, agent: Participant, here: bool) {
         let Some(conv) = self.conversations.get_mut(conversation) else { return };
-        conv.rec.agent = Some(agent);
+        conv.rec.agent = Some(agent.clone());
         conv.rec.status = ConversationStatus::Active;
         conv.rec.queued_at = None;
         self.announce_assignment(conversation);
+        if here {
+            let agent_id = agent.id.clone();
+            self.tell_others(conversation, What::Assigned { conversation: conversation.clone(), agent }, &[agent_id]);
+        }
     }
 
-    /// The pool re-queued the conversation: its former agent no longer hears it.
-    pub(super) fn requeued(&mut self, conversation: &ConversationId, agent: &UserId) {
+    /// The conversation was re-queued (by this node's pool: `here`): its
+    /// former agent no longer hears it.
+    pub(super) fn requeued(&mut self, conversation: &ConversationId, agent: &UserId, here: bool) {
         let Some(conv) = self.conversations.get_mut(conversation) else { return };
         conv.rec.agent = None;
         conv.rec.status = ConversationStatus::Queued;
         conv.rec.queued_at = Some(now());
         for conn in self.registry.conns_of(agent) {
             self.out.bus.unsubscribe(conn, conversation);
+        }
+        if here {
+            let what = What::Requeued { conversation: conversation.clone(), agent: agent.clone() };
+            self.tell_others(conversation, what, std::slice::from_ref(agent));
+        }
+    }
+
+    /// A stored fact, for the other nodes that hold the conversation or
+    /// have a connection of one of `users`.
+    fn tell_others(&self, conversation: &ConversationId, what: What, users: &[UserId]) {
+        if let Some(remote) = &self.remote {
+            remote.fact(conversation, what, users);
         }
     }
 
@@ -232,22 +266,28 @@ impl Shard {
         }
         let assigned =
             ServerMessage::AgentAssigned(AgentAssigned { conversation_id: conversation.clone(), agent: agent.clone() });
-        self.out.to_conversation(conversation, assigned, Skip::Nobody);
-        for conn in agent_conns {
-            self.send_presence_of(conn, conversation, &customer);
+        // Every node that holds it says this to its own connections.
+        let topic = Topic::Conversation(conversation.clone());
+        self.out.publish_local(&topic, assigned, Skip::Nobody);
+        if !agent_conns.is_empty() {
+            self.send_presence_of(agent_conns, conversation, &customer);
         }
-        let status = if self.registry.online(&agent.id) { PresenceStatus::Online } else { PresenceStatus::Offline };
-        let presence = ServerMessage::Presence(Presence {
-            conversation_id: conversation.clone(),
-            user_id: agent.id.clone(),
-            status,
-        });
-        self.out.to_conversation(conversation, presence, Skip::User(&agent.id));
+        let subscribers = self.subscribers_except(conversation, &agent.id);
+        if !subscribers.is_empty() {
+            self.send_presence_of(subscribers, conversation, &agent.id);
+        }
     }
 
-    /// A member's first connection opened or its last closed: the others hear it.
+    /// This node's connections subscribed to the conversation, less `user`'s.
+    fn subscribers_except(&self, conversation: &ConversationId, user: &UserId) -> Vec<ConnId> {
+        let Some(conv) = self.conversations.get(conversation) else { return Vec::new() };
+        other_members(&conv.rec, user).iter().flat_map(|member| self.registry.conns_of(member)).collect()
+    }
+
+    /// A member's first connection opened or its last closed: the others
+    /// hear it (on every node: in a cluster this shard need not hold it).
     pub(super) fn presence(&mut self, conversation: &ConversationId, user: &UserId, status: PresenceStatus) {
-        if !self.conversations.contains_key(conversation) {
+        if !self.conversations.contains_key(conversation) && self.remote.is_none() {
             return;
         }
         if status == PresenceStatus::Offline {
@@ -258,13 +298,27 @@ impl Shard {
         self.out.to_conversation(conversation, presence, Skip::User(user));
     }
 
-    pub(super) fn send_presence_of(&self, conn: ConnId, conversation: &ConversationId, user: &UserId) {
-        let status = if self.registry.online(user) { PresenceStatus::Online } else { PresenceStatus::Offline };
-        let presence = Presence { conversation_id: conversation.clone(), user_id: user.clone(), status };
-        self.out.send_to(conn, ServerMessage::Presence(presence), None);
+    /// Whether `user` is online, to `conns`: asked of this node, or in a
+    /// cluster of Redis (off the loop; it follows what was queued before).
+    pub(super) fn send_presence_of(&self, conns: Vec<ConnId>, conversation: &ConversationId, user: &UserId) {
+        match &self.remote {
+            _ if self.registry.online(user) => tell_presence(&self.out, &conns, conversation, user, true),
+            None => tell_presence(&self.out, &conns, conversation, user, false),
+            Some(remote) => {
+                let (remote, out, conversation, user) =
+                    (remote.clone(), self.out.clone(), conversation.clone(), user.clone());
+                tokio::spawn(async move {
+                    // Unknown (Redis down) reads as offline, as a node that cannot tell.
+                    let online = remote.link().online(&[user.as_str()]).await.is_ok_and(|o| o.first() == Some(&true));
+                    tell_presence(&out, &conns, &conversation, &user, online);
+                });
+            }
+        }
     }
 
-    /// Stores a close the pool decided, then tells every connection of both members.
+    /// Stores a close the pool decided (unless the pool stored it:
+    /// `stored`), then tells every connection of both members, on every node.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn close(
         &mut self,
         conn: ConnId,
@@ -272,6 +326,7 @@ impl Shard {
         conversation: &ConversationId,
         by: UserId,
         members: Vec<UserId>,
+        stored: bool,
         batch: &mut Batch<Self>,
     ) {
         if let Some(conv) = self.conversations.remove(conversation) {
@@ -282,28 +337,47 @@ impl Shard {
                 });
                 self.out.to_conversation(conversation, stop, Skip::User(typist));
             }
+            if let Some(remote) = &self.remote {
+                remote.drop_conversation(conversation);
+            }
         }
         let conversation = conversation.clone();
-        batch.write_then(
-            Write::Close { conversation: conversation.clone(), by: by.clone(), at: now() },
-            move |shard, outcome| {
-                if outcome.failed() {
-                    return shard.out.error(
-                        conn,
-                        id,
-                        ErrorCode::Internal,
-                        "the conversation could not be closed; try again",
-                    );
-                }
-                let closed =
-                    ServerMessage::ConversationClosed(ConversationClosed { conversation_id: conversation.clone(), by });
-                // Every connection of both members hears it, subscribed or not.
-                shard.out.send_to(conn, closed.clone(), id);
-                for member in members {
-                    shard.out.to_user(&member, closed.clone(), Skip::Conn(conn));
-                }
-                shard.out.bus.unsubscribe_all(&conversation);
-            },
-        );
+        let write = Write::Close { conversation: conversation.clone(), by: by.clone(), at: now() };
+        let tell = move |shard: &mut Self, outcome: Outcome<'_>| {
+            if outcome.failed() {
+                return shard.out.error(
+                    conn,
+                    id,
+                    ErrorCode::Internal,
+                    "the conversation could not be closed; try again",
+                );
+            }
+            let closed = ServerMessage::ConversationClosed(ConversationClosed {
+                conversation_id: conversation.clone(),
+                by: by.clone(),
+            });
+            // Every connection of both members hears it, subscribed or not.
+            shard.out.send_to(conn, closed.clone(), id);
+            for member in &members {
+                shard.out.publish_local(&Topic::User(member.clone()), closed.clone(), Skip::Conn(conn));
+            }
+            shard.out.bus.unsubscribe_all(&conversation);
+            let fact = What::Closed { conversation: conversation.clone(), by, members: members.clone() };
+            shard.tell_others(&conversation, fact, &members);
+        };
+        if stored {
+            batch.then(tell);
+        } else {
+            batch.write_then(write, tell);
+        }
+    }
+}
+
+/// `presence` of `user` to each of `conns`.
+fn tell_presence(out: &Out, conns: &[ConnId], conversation: &ConversationId, user: &UserId, online: bool) {
+    let status = if online { PresenceStatus::Online } else { PresenceStatus::Offline };
+    for conn in conns {
+        let presence = Presence { conversation_id: conversation.clone(), user_id: user.clone(), status };
+        out.send_to(*conn, ServerMessage::Presence(presence), None);
     }
 }

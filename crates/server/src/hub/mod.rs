@@ -28,8 +28,11 @@ pub(crate) mod frames;
 mod out;
 mod pool;
 mod registry;
+pub(crate) mod remote;
 mod rules;
+mod sequence;
 mod shard;
+mod shared;
 mod typing;
 
 #[cfg(test)]
@@ -40,16 +43,20 @@ pub(crate) use out::{count_error, error_frame};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use petchat_protocol::{ClientMessage, CloseCode, ConversationId, RequestId, ServerMessage, Timestamp, User};
+use petchat_protocol::{
+    ClientMessage, CloseCode, ConversationId, PresenceStatus, RequestId, ServerMessage, Timestamp, User, UserId,
+};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::bus::{Bus, ConnId, ConnSink};
+use crate::cluster::{Attached, Detached, LinkEvent, RedisLink};
 use crate::config::Limits;
 use crate::store::{Store, StoreError};
 
 use pool::PoolCommand;
 use registry::Registry;
+use remote::Remote;
 use shard::ShardCommand;
 
 /// A connection registered with the hub: its id and whose it is.
@@ -59,6 +66,17 @@ pub struct HubConn {
     pub id: ConnId,
     /// The authenticated user.
     pub user: User,
+    /// Counted in Redis (several nodes): its close is counted off again.
+    counted: bool,
+}
+
+/// This node's place in a cluster (SPEC §10): the Redis link and its events.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The link to the other nodes.
+    pub link: RedisLink,
+    /// What the link hears.
+    pub events: mpsc::Receiver<LinkEvent>,
 }
 
 /// The handle connections use to reach the hub; clones share it.
@@ -77,6 +95,8 @@ struct Handles {
     store: Arc<dyn Store>,
     limits: Limits,
     next_conn: AtomicU64,
+    /// The other nodes, in a cluster.
+    remote: Option<Arc<Remote>>,
 }
 
 impl std::fmt::Debug for Handles {
@@ -105,13 +125,30 @@ impl Hub {
         bus: Arc<dyn Bus>,
         limits: Limits,
     ) -> Result<(Self, JoinHandle<()>), StoreError> {
+        Self::start_in(store, bus, limits, None).await
+    }
+
+    /// Starts the hub as [`Hub::start`] does, as a node of `cluster` when
+    /// given: then shards hold only the conversations used here, and the
+    /// pool's state is shared through the store.
+    pub async fn start_in(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        limits: Limits,
+        cluster: Option<Cluster>,
+    ) -> Result<(Self, JoinHandle<()>), StoreError> {
         let shards = limits.hub_shards();
-        let open = store.open_conversations().await?;
+        let (remote, events) = match cluster {
+            Some(Cluster { link, events }) => (Some(Arc::new(Remote::new(link))), Some(events)),
+            None => (None, None),
+        };
+        // A node of a cluster reads conversations as they are used.
+        let open = if remote.is_some() { Vec::new() } else { store.open_conversations().await? };
         let depth = 4 * limits.commit_batch.max(64);
 
         let (pool_tx, pool_rx) = mpsc::channel(depth);
         let (pool_internal, pool_internal_rx) = mpsc::unbounded_channel();
-        let registry = Arc::new(Registry::new(bus.clone(), pool_internal.downgrade(), &limits));
+        let registry = Arc::new(Registry::new(bus.clone(), pool_internal.downgrade(), &limits, remote.clone()));
 
         let (shard_txs, shard_rxs): (Vec<_>, Vec<_>) = (0..shards).map(|_| mpsc::channel(depth)).unzip();
         let (shard_internals, shard_internal_rxs): (Vec<_>, Vec<_>) =
@@ -131,8 +168,19 @@ impl Hub {
                 internal: peers[index].clone(),
                 peers: peers.clone(),
                 open: mine.collect(),
+                remote: remote.clone(),
             });
             tasks.push(tokio::spawn(shard.run(rx, internal_rx)));
+        }
+        if let Some(events) = events {
+            let router = remote::Router {
+                node: remote.as_ref().expect("a cluster has a link").node().clone(),
+                bus: bus.clone(),
+                store: store.clone(),
+                shards: peers.to_vec(),
+                pool: pool_internal.downgrade(),
+            };
+            tokio::spawn(router.run(events));
         }
         let pool = pool::Pool::new(pool::Parts {
             store: store.clone(),
@@ -141,6 +189,7 @@ impl Hub {
             shards: shard_internals.clone(),
             internal: pool_internal.downgrade(),
             open,
+            remote: remote.clone(),
         });
         // The pool goes first: when it stops it drops the shards' internal
         // senders, so the shards drain after it.
@@ -158,6 +207,7 @@ impl Hub {
             store,
             limits,
             next_conn: AtomicU64::new(1),
+            remote,
         };
         Ok((Self(Arc::new(handles)), task))
     }
@@ -173,11 +223,13 @@ impl Hub {
         let hub = &self.0;
         let id = hub.next_conn.fetch_add(1, Ordering::Relaxed);
         hub.registry.reserve(&user)?;
+        let (counted, first) = self.count_in_cluster(&user).await?;
         // Read before the connection is attached: `session.ready` is its first frame.
         let conversations = match hub.store.member_conversations(&user).await {
             Ok(conversations) => conversations,
             Err(e) => {
                 hub.registry.unreserve(&user);
+                self.uncount_in_cluster(&user, counted);
                 tracing::error!(error = %e, "reading a user's conversations failed");
                 let reason = petchat_protocol::close::reason_with_retry_hint("storage unavailable", 2_000);
                 return Err((CloseCode::INTERNAL_ERROR, reason));
@@ -187,8 +239,75 @@ impl Hub {
         sink.deliver(&frames::frame(ServerMessage::SessionReady(ready), None));
         out::count_out("session.ready", 1);
         hub.registry.attach(id, &user, sink);
+        if first {
+            // The user's first connection anywhere: its conversations hear it.
+            let ids = conversations.into_iter().map(|rec| rec.id);
+            self.tell_presence(ids, &user.id, PresenceStatus::Online);
+        }
         tracing::debug!(conn = id, user = %user.id, role = user.role.as_str(), "connected");
-        Ok(HubConn { id, user })
+        Ok(HubConn { id, user, counted })
+    }
+
+    /// Counts a connection of `user` across the cluster: whether it was
+    /// counted, and whether it is the user's first anywhere. Refused with
+    /// 1013 at the per-user cap. While Redis does not answer, the node
+    /// serves its own connections: counted here only, announced online.
+    async fn count_in_cluster(&self, user: &User) -> Result<(bool, bool), (CloseCode, String)> {
+        let hub = &self.0;
+        let Some(remote) = &hub.remote else { return Ok((false, false)) };
+        match remote.link().attach(user.id.as_str(), hub.limits.max_connections_per_user).await {
+            Ok(Attached::Counted { first_anywhere }) => Ok((true, first_anywhere)),
+            Ok(Attached::Refused { .. }) => {
+                hub.registry.unreserve(user);
+                let reason =
+                    petchat_protocol::close::reason_with_retry_hint("too many connections for this user", 10_000);
+                Err((CloseCode::TRY_AGAIN_LATER, reason))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, user = %user.id, "counting a connection in redis failed: counted on this node only");
+                Ok((false, true))
+            }
+        }
+    }
+
+    /// Counts a connection off again; the user's last anywhere goes offline
+    /// for the members of its conversations.
+    fn uncount_in_cluster(&self, user: &User, counted: bool) {
+        let hub = &self.0;
+        let Some(remote) = hub.remote.clone().filter(|_| counted) else { return };
+        let (hub_handle, user) = (self.clone(), user.clone());
+        tokio::spawn(async move {
+            match remote.link().detach(user.id.as_str()).await {
+                Ok(Detached::LastAnywhere) => {}
+                Ok(Detached::StillOnline) => return,
+                Err(e) => {
+                    return tracing::warn!(error = %e, user = %user.id, "counting a connection off in redis failed");
+                }
+            }
+            match hub_handle.0.store.member_conversations(&user).await {
+                Ok(conversations) => {
+                    let ids = conversations.into_iter().map(|rec| rec.id);
+                    hub_handle.tell_presence(ids, &user.id, PresenceStatus::Offline);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, user = %user.id, "presence: reading the user's conversations failed")
+                }
+            }
+        });
+    }
+
+    /// Presence of `user` to the members of each conversation, through its shard.
+    fn tell_presence(
+        &self,
+        conversations: impl Iterator<Item = ConversationId>,
+        user: &UserId,
+        status: PresenceStatus,
+    ) {
+        let internal = &self.0._internal.1;
+        for conversation in conversations {
+            let shard = shard_of(&conversation, internal.len());
+            let _ = internal[shard].send(ShardCommand::Presence { conversation, user: user.clone(), status });
+        }
     }
 
     /// Hands a client message to the part of the hub that answers it;
@@ -224,5 +343,12 @@ impl Hub {
     /// Forgets a connection.
     pub fn disconnect(&self, conn: &HubConn) {
         self.0.registry.detach(conn.id, &conn.user);
+        self.uncount_in_cluster(&conn.user, conn.counted);
+    }
+
+    /// Whether the cluster's Redis answers (`None` on one node), for `/readyz`.
+    pub async fn cluster_ready(&self) -> Option<Result<(), crate::cluster::ClusterError>> {
+        let remote = self.0.remote.as_ref()?;
+        Some(remote.link().ping().await)
     }
 }

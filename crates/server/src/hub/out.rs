@@ -10,22 +10,55 @@ use petchat_protocol::{
 use tracing::warn;
 
 use super::frames::frame;
+use super::remote::Remote;
 use crate::bus::{Bus, ConnId, Skip, Topic};
 use crate::config::Limits;
 use crate::store::{ConversationRecord, MessageRecord, Store};
 
-/// Sends and publishes through the bus, counting what goes out.
+/// Sends and publishes through the bus (and, in a cluster, to the other
+/// nodes), counting what goes out.
 #[derive(Clone)]
 pub(super) struct Out {
     pub(super) bus: Arc<dyn Bus>,
+    /// The other nodes, in a cluster.
+    pub(super) remote: Option<Arc<Remote>>,
 }
 
 impl Out {
-    /// One frame to every connection of a topic, less `skip`.
+    /// One frame to every connection of a topic on every node, less `skip`.
     pub(super) fn publish(&self, topic: &Topic, message: ServerMessage, skip: Skip<'_>) {
+        let kind = message.wire_type();
+        let frame = frame(message, None);
+        let delivered = self.bus.publish(topic, &frame, skip);
+        count_out(kind, delivered);
+        if let Some(remote) = &self.remote {
+            remote.frame(topic, &frame, skip);
+        }
+    }
+
+    /// One frame to every connection of a topic on this node only: what each
+    /// node says for itself of a fact all of them hear.
+    pub(super) fn publish_local(&self, topic: &Topic, message: ServerMessage, skip: Skip<'_>) {
         let kind = message.wire_type();
         let delivered = self.bus.publish(topic, &frame(message, None), skip);
         count_out(kind, delivered);
+    }
+
+    /// A serialized frame of type `kind` to the conversation's connections on this node.
+    pub(super) fn publish_frame_local(
+        &self,
+        conversation: &ConversationId,
+        frame: &axum::extract::ws::Utf8Bytes,
+        kind: &'static str,
+        skip: Skip<'_>,
+    ) {
+        let delivered = self.bus.publish(&Topic::Conversation(conversation.clone()), frame, skip);
+        count_out(kind, delivered);
+    }
+
+    /// One frame to the user's connections on this node only.
+    pub(super) fn to_user_local(&self, user: &UserId, message: ServerMessage) {
+        self.publish_local(&Topic::User(user.clone()), message, Skip::Nobody);
     }
 
     /// One frame to every connection of the conversation, less `skip`.

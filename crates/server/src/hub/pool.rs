@@ -18,6 +18,7 @@ use tracing::{debug, error, info};
 use super::batch::{Batch, Outcome, next_round};
 use super::frames::now;
 use super::out::{Out, is_member};
+use super::remote::Remote;
 use super::rules::{Agent, pick_agent};
 use super::shard::{Chain, ShardCommand};
 use super::shard_of;
@@ -40,6 +41,8 @@ pub(super) enum PoolCommand {
     Position { conn: ConnId, conversation: ConversationId },
     /// A shard's commit failed: rebuild the pool from the store.
     Reload,
+    /// Another node is gone (several nodes): its agents' connections with it.
+    NodeGone { node: String },
 }
 
 /// What the pool starts from.
@@ -53,6 +56,8 @@ pub(super) struct Parts {
     pub(super) internal: mpsc::WeakUnboundedSender<PoolCommand>,
     /// The open conversations, queued ones in queue order first.
     pub(super) open: Vec<ConversationRecord>,
+    /// The other nodes, in a cluster: then the pool's state is the store's.
+    pub(super) remote: Option<Arc<Remote>>,
 }
 
 /// The pool's state.
@@ -77,7 +82,7 @@ impl Pool {
     pub(super) fn new(parts: Parts) -> Self {
         let mut pool = Self {
             store: parts.store,
-            out: Out { bus: parts.bus },
+            out: Out { bus: parts.bus, remote: parts.remote.clone() },
             limits: parts.limits,
             shards: parts.shards,
             internal: parts.internal,
@@ -169,7 +174,7 @@ impl Pool {
                     self.out.send_to(conn, ServerMessage::ConversationQueued(queued), None);
                 }
             }
-            PoolCommand::Reload => {}
+            PoolCommand::Reload | PoolCommand::NodeGone { .. } => {}
         }
     }
 
@@ -397,7 +402,7 @@ impl Pool {
             let members = [Some(rec.customer.id), rec.agent.map(|a| a.id)].into_iter().flatten().collect();
             pool.tell_shard(
                 &conversation,
-                ShardCommand::Close { conn, id, conversation: conversation.clone(), by, members },
+                ShardCommand::Close { conn, id, conversation: conversation.clone(), by, members, stored: false },
             );
         });
         self.serve_queue(batch);

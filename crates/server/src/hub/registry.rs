@@ -12,6 +12,7 @@ use petchat_protocol::{CloseCode, User, UserId};
 use tokio::sync::mpsc;
 
 use super::pool::PoolCommand;
+use super::remote::Remote;
 use crate::bus::{Bus, ConnId, ConnSink};
 use crate::config::Limits;
 
@@ -23,6 +24,8 @@ pub(super) struct Registry {
     pool: mpsc::WeakUnboundedSender<PoolCommand>,
     max_connections: usize,
     max_per_user: usize,
+    /// The other nodes, in a cluster: a user's channel is heard while it has a connection here.
+    remote: Option<Arc<Remote>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -47,13 +50,19 @@ struct Conns {
 }
 
 impl Registry {
-    pub(super) fn new(bus: Arc<dyn Bus>, pool: mpsc::WeakUnboundedSender<PoolCommand>, limits: &Limits) -> Self {
+    pub(super) fn new(
+        bus: Arc<dyn Bus>,
+        pool: mpsc::WeakUnboundedSender<PoolCommand>,
+        limits: &Limits,
+        remote: Option<Arc<Remote>>,
+    ) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
             bus,
             pool,
             max_connections: limits.max_connections,
             max_per_user: limits.max_connections_per_user,
+            remote,
         }
     }
 
@@ -97,7 +106,10 @@ impl Registry {
         conns.connecting = conns.connecting.saturating_sub(1);
         conns.attached.push(conn);
         if conns.attached.len() == 1 {
-            // Under the lock, so the pool hears firsts and lasts in their order.
+            // Under the lock, so the pool (and Redis) hear firsts and lasts in their order.
+            if let Some(remote) = &self.remote {
+                remote.hold_user(&user.id);
+            }
             self.tell_pool(PoolCommand::Online { user: user.clone() });
         }
     }
@@ -114,6 +126,9 @@ impl Registry {
         if conns.attached.is_empty() {
             if conns.connecting == 0 {
                 inner.users.remove(&user.id);
+            }
+            if let Some(remote) = &self.remote {
+                remote.drop_user(&user.id);
             }
             self.tell_pool(PoolCommand::Offline { user: user.clone() });
         }

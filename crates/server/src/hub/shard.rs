@@ -21,10 +21,13 @@ use super::conversations::JoinRead;
 use super::out::Out;
 use super::pool::PoolCommand;
 use super::registry::Registry;
+use super::remote::{Envelope, Remote, Seen};
+use super::sequence::Sequence;
 use super::shard_of;
+use super::shared::Loading;
 use crate::bus::{Bus, ConnId};
 use crate::config::Limits;
-use crate::store::{ConversationRecord, Store, StoreError};
+use crate::store::{ConversationRecord, MessageRecord, Store, StoreError};
 
 /// What a shard is asked.
 #[derive(Debug)]
@@ -39,8 +42,16 @@ pub(super) enum ShardCommand {
     Assigned { conversation: ConversationId, agent: Participant },
     /// The pool stored a re-queueing: `agent` no longer holds the conversation.
     Requeued { conversation: ConversationId, agent: UserId },
-    /// The pool decided a close; the shard stores it and tells the members.
-    Close { conn: ConnId, id: Option<RequestId>, conversation: ConversationId, by: UserId, members: Vec<UserId> },
+    /// The pool decided a close; the shard stores it (unless the pool did:
+    /// `stored`) and tells the members.
+    Close {
+        conn: ConnId,
+        id: Option<RequestId>,
+        conversation: ConversationId,
+        by: UserId,
+        members: Vec<UserId>,
+        stored: bool,
+    },
     /// A member's first connection opened or last one closed.
     Presence { conversation: ConversationId, user: UserId, status: PresenceStatus },
     /// A `typing.start` expired without a stop.
@@ -51,6 +62,16 @@ pub(super) enum ShardCommand {
     Say { conn: ConnId, message: ServerMessage, id: Option<RequestId> },
     /// What the pool decided in one round, for one shard after the other.
     Chain(Chain),
+    /// Another node's message or fact about one of this shard's conversations.
+    Remote(Box<Envelope>),
+    /// A conversation first used here was read (several nodes).
+    Loaded { conversation: ConversationId, found: Result<Option<ConversationRecord>, ()> },
+    /// Messages may still be missing behind a gap: read them if so.
+    GapCheck { conversation: ConversationId },
+    /// Messages read from the store after a gap (and the conversation, after an outage).
+    Filled { conversation: ConversationId, messages: Vec<MessageRecord>, rec: Option<ConversationRecord> },
+    /// The link to the other nodes is back: read whatever was missed meanwhile.
+    CatchUp,
 }
 
 /// The pool's tells of one round, in order, each for its shard. A shard
@@ -68,6 +89,18 @@ pub(super) struct Conv {
     pub(super) rec: ConversationRecord,
     /// Members typing now, with the generation of their last `typing.start`.
     pub(super) typing: HashMap<UserId, u64>,
+    /// Which of its messages this node delivered.
+    pub(super) seq: Sequence,
+    /// A read of missing messages is under way (several nodes).
+    pub(super) filling: bool,
+}
+
+impl Conv {
+    /// A conversation as stored, every message up to its last seq delivered.
+    pub(super) fn new(rec: ConversationRecord) -> Self {
+        let seq = Sequence::new(rec.last_seq);
+        Self { rec, typing: HashMap::new(), seq, filling: false }
+    }
 }
 
 /// What a shard starts from.
@@ -84,6 +117,8 @@ pub(super) struct Parts {
     pub(super) peers: Arc<[mpsc::WeakUnboundedSender<ShardCommand>]>,
     /// This shard's open conversations.
     pub(super) open: Vec<ConversationRecord>,
+    /// The other nodes, in a cluster.
+    pub(super) remote: Option<Arc<Remote>>,
 }
 
 /// Requests of a connection held behind its joins.
@@ -110,6 +145,12 @@ pub(super) struct Shard {
     pub(super) conversations: HashMap<ConversationId, Conv>,
     pub(super) typing_generation: u64,
     held: HashMap<ConnId, Held>,
+    /// The other nodes, in a cluster.
+    pub(super) remote: Option<Arc<Remote>>,
+    /// Conversations first used here, being read (several nodes).
+    pub(super) loading: HashMap<ConversationId, Loading>,
+    /// Facts from other nodes already acted on.
+    pub(super) seen: Seen,
 }
 
 impl Shard {
@@ -118,7 +159,7 @@ impl Shard {
             index: parts.index,
             shards: parts.shards,
             store: parts.store,
-            out: Out { bus: parts.bus },
+            out: Out { bus: parts.bus, remote: parts.remote.clone() },
             registry: parts.registry,
             limits: parts.limits,
             pool: parts.pool,
@@ -127,21 +168,35 @@ impl Shard {
             conversations: HashMap::new(),
             typing_generation: 0,
             held: HashMap::new(),
+            remote: parts.remote,
+            loading: HashMap::new(),
+            seen: Seen::default(),
         };
         shard.hold(parts.open);
         shard
     }
 
     fn hold(&mut self, open: Vec<ConversationRecord>) {
-        self.conversations =
-            open.into_iter().map(|rec| (rec.id.clone(), Conv { rec, typing: HashMap::new() })).collect();
+        self.conversations = open.into_iter().map(|rec| (rec.id.clone(), Conv::new(rec))).collect();
     }
 
     /// Rebuilds this shard's conversations from the store (after a failed commit).
     async fn reload(&mut self) -> Result<(), StoreError> {
         let (index, shards) = (self.index, self.shards);
         let open = self.store.open_conversations().await?;
-        self.hold(open.into_iter().filter(|rec| shard_of(&rec.id, shards) == index).collect());
+        let clustered = self.remote.is_some();
+        // In a cluster a shard holds only the conversations used here.
+        let mine: Vec<ConversationRecord> = open
+            .into_iter()
+            .filter(|rec| shard_of(&rec.id, shards) == index)
+            .filter(|rec| !clustered || self.conversations.contains_key(&rec.id))
+            .collect();
+        if let Some(remote) = &self.remote {
+            for gone in self.conversations.keys().filter(|id| !mine_has(&mine, id)) {
+                remote.drop_conversation(gone);
+            }
+        }
+        self.hold(mine);
         Ok(())
     }
 
@@ -170,8 +225,12 @@ impl Shard {
         debug!(shard = self.index, "hub shard stopped");
     }
 
-    /// Decides a command now, or holds a request behind its connection's joins.
+    /// Decides a command now, or holds a request behind its connection's
+    /// joins, or (several nodes) behind the read of a conversation first used here.
     fn route(&mut self, command: ShardCommand, batch: &mut Batch<Self>) {
+        if let Some(conversation) = self.to_load(&command) {
+            return self.load(conversation, command, false);
+        }
         match command {
             ShardCommand::Request { conn, .. } if self.held.contains_key(&conn) => {
                 let held = self.held.get_mut(&conn).expect("checked above");
@@ -192,17 +251,29 @@ impl Shard {
         self.held.entry(conn).or_default().joins += 1;
     }
 
-    fn decide(&mut self, command: ShardCommand, batch: &mut Batch<Self>) {
+    /// Holds a connection behind a read with `command` first in line
+    /// (`front`: ahead of what already waits, being next in order).
+    pub(super) fn hold_with(&mut self, conn: ConnId, command: ShardCommand, front: bool) {
+        let held = self.held.entry(conn).or_default();
+        held.joins += 1;
+        if front {
+            held.waiting.push_front(command);
+        } else {
+            held.waiting.push_back(command);
+        }
+    }
+
+    pub(super) fn decide(&mut self, command: ShardCommand, batch: &mut Batch<Self>) {
         match command {
             ShardCommand::Request { conn, user, id, message } => self.request(conn, &user, id, message, batch),
             ShardCommand::Adopt { rec, conn, id, position } => self.adopt(rec, conn, id, position),
             ShardCommand::Opened { conn, id, conversation, position } => {
                 self.send_opened(conn, id, &conversation, true, position);
             }
-            ShardCommand::Assigned { conversation, agent } => self.assigned(&conversation, agent),
-            ShardCommand::Requeued { conversation, agent } => self.requeued(&conversation, &agent),
-            ShardCommand::Close { conn, id, conversation, by, members } => {
-                self.close(conn, id, &conversation, by, members, batch);
+            ShardCommand::Assigned { conversation, agent } => self.assigned(&conversation, agent, true),
+            ShardCommand::Requeued { conversation, agent } => self.requeued(&conversation, &agent, true),
+            ShardCommand::Close { conn, id, conversation, by, members, stored } => {
+                self.close(conn, id, &conversation, by, members, stored, batch);
             }
             ShardCommand::Presence { conversation, user, status } => self.presence(&conversation, &user, status),
             ShardCommand::TypingExpired { conversation, user, generation } => {
@@ -211,9 +282,14 @@ impl Shard {
             ShardCommand::Joined(read) => {
                 let conn = read.conn;
                 if self.finish_join(*read) {
-                    self.release(conn, batch);
+                    self.release(conn, batch, None);
                 }
             }
+            ShardCommand::Remote(envelope) => self.remote(*envelope, batch),
+            ShardCommand::Loaded { conversation, found } => self.loaded(conversation, found, batch),
+            ShardCommand::GapCheck { conversation } => self.gap_check(&conversation),
+            ShardCommand::Filled { conversation, messages, rec } => self.filled(&conversation, messages, rec, batch),
+            ShardCommand::CatchUp => self.catch_up(),
             ShardCommand::Say { conn, message, id } => self.out.send_to(conn, message, id),
             ShardCommand::Chain(mut chain) => {
                 while chain.steps.front().is_some_and(|(shard, _)| *shard == self.index) {
@@ -243,9 +319,10 @@ impl Shard {
         }
     }
 
-    /// One join of `conn` is done: decides what waited behind it, in order,
-    /// until another join holds the connection again.
-    fn release(&mut self, conn: ConnId, batch: &mut Batch<Self>) {
+    /// One join (or load) of `conn` is done: decides what waited behind it,
+    /// in order, until another join holds the connection again. `loaded`: a
+    /// conversation just read, not to be read again if it was not open.
+    pub(super) fn release(&mut self, conn: ConnId, batch: &mut Batch<Self>, loaded: Option<&ConversationId>) {
         if let Some(held) = self.held.get_mut(&conn) {
             held.joins = held.joins.saturating_sub(1);
         }
@@ -263,7 +340,10 @@ impl Shard {
                     }
                 }
             };
-            self.decide(next, batch);
+            match self.to_load(&next) {
+                Some(conversation) if Some(&conversation) != loaded => self.load(conversation, next, true),
+                _ => self.decide(next, batch),
+            }
         }
     }
 
@@ -327,4 +407,8 @@ impl Shard {
             }
         }
     }
+}
+
+fn mine_has(mine: &[ConversationRecord], id: &ConversationId) -> bool {
+    mine.iter().any(|rec| rec.id == *id)
 }

@@ -288,6 +288,15 @@ pub trait Store: Send + Sync + 'static {
     /// customer) or the assigned agent (an agent), oldest first (for `session.ready`).
     async fn member_conversations(&self, user: &User) -> Result<Vec<ConversationRecord>, StoreError>;
 
+    /// The conversations that are not closed where `user` is the customer or the assigned agent, whatever its role (for presence when a node dies, which knows only user ids).
+    async fn user_conversations(&self, user: &UserId) -> Result<Vec<ConversationRecord>, StoreError> {
+        let open = self.open_conversations().await?;
+        Ok(open
+            .into_iter()
+            .filter(|rec| rec.customer.id == *user || rec.agent.as_ref().is_some_and(|a| a.id == *user))
+            .collect())
+    }
+
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
 
