@@ -30,9 +30,16 @@ pub struct Config {
     #[arg(long, env = "PETCHAT_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
-    /// Redis for fan-out between several nodes (not supported by this build yet).
+    /// Redis shared by the nodes of a cluster (`redis://HOST:PORT/`): with it
+    /// this node joins the cluster of every node on the same Redis and the
+    /// same PostgreSQL `--database-url` (SQLite is refused: one node only).
     #[arg(long, env = "PETCHAT_REDIS_URL")]
     pub redis_url: Option<String>,
+
+    /// This node's name in a cluster, in logs and metrics (`node` label);
+    /// unique among live nodes. Default: the host name and the bind port.
+    #[arg(long, env = "PETCHAT_NODE_ID")]
+    pub node_id: Option<String>,
 
     /// Development mode: a random secret, ready-made tokens printed, any origin.
     #[arg(long, env = "PETCHAT_DEV")]

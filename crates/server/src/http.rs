@@ -26,17 +26,36 @@ pub(crate) async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// `GET /readyz`: the store answers and the server is not shutting down.
+/// `GET /readyz`: the store (and in a cluster Redis) answers and the server
+/// is not shutting down; the body names each.
 pub(crate) async fn readyz(State(app): State<AppState>) -> Response {
     if app.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
-    match app.store.ping().await {
-        Ok(()) => "ready\n".into_response(),
+    let (store, cluster) = tokio::join!(app.store.ping(), app.hub.cluster_ready());
+    let mut report = String::new();
+    let mut ready = true;
+    match store {
+        Ok(()) => report.push_str("store: ok\n"),
         Err(e) => {
             error!(error = %e, "readiness: the store does not answer");
-            (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response()
+            report.push_str("store: unavailable\n");
+            ready = false;
         }
+    }
+    match cluster {
+        None => {}
+        Some(Ok(())) => report.push_str("redis: ok\n"),
+        Some(Err(e)) => {
+            error!(error = %e, "readiness: redis does not answer");
+            report.push_str("redis: unavailable\n");
+            ready = false;
+        }
+    }
+    if ready {
+        format!("ready\n{report}").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready\n{report}")).into_response()
     }
 }
 

@@ -1,4 +1,5 @@
-//! The petchat chat server: `/v1/ws/chat` over axum + tokio, durable on SQLite.
+//! The petchat chat server: `/v1/ws/chat` over axum + tokio, durable on SQLite
+//! (one node) or PostgreSQL (one node or a cluster of them sharing a Redis).
 //!
 //! [`run`] serves on a listener until a shutdown future resolves; tests bind
 //! `127.0.0.1:0` and decide when it stops. The pieces: [`ws`] handshakes and
@@ -44,9 +45,14 @@ pub enum ServerError {
     /// No `--jwt-secret` and no `--dev`.
     #[error("no JWT secret: set --jwt-secret or PETCHAT_JWT_SECRET (or run with --dev)")]
     MissingSecret,
-    /// `--redis-url` was given, but this build runs on one node.
-    #[error("--redis-url: several nodes (Redis fan-out) are not supported by this build yet")]
-    RedisUnsupported,
+    /// `--redis-url` with a store that cannot be shared.
+    #[error(
+        "--redis-url needs a PostgreSQL --database-url (postgres://…): SQLite serves one node only, and every node of a cluster must share one database"
+    )]
+    ClusterNeedsPostgres,
+    /// The cluster's Redis could not be joined.
+    #[error("cluster: {0}")]
+    Cluster(#[from] cluster::ClusterError),
     /// Settings that contradict each other.
     #[error("configuration: {0}")]
     Config(String),
@@ -112,12 +118,27 @@ pub async fn run(
             config.limits.outbound_queue, config.limits.max_replay
         )));
     }
-    if config.redis_url.is_some() {
-        return Err(ServerError::RedisUnsupported);
+    if config.redis_url.is_some() && !store::is_shared_url(&config.database_url) {
+        return Err(ServerError::ClusterNeedsPostgres);
     }
     let store = store::open(&config.database_url).await?;
     let bus = Arc::new(LocalBus::default());
-    let (hub, hub_task) = Hub::start(store.clone(), bus, config.limits.clone()).await?;
+    let link = match &config.redis_url {
+        Some(url) => {
+            let node = cluster::NodeId::new(config.node_id.clone().unwrap_or_else(|| default_node_id(&config)))?;
+            let settings = cluster::LinkSettings {
+                heartbeat: config.limits.heartbeat_interval(),
+                ..cluster::LinkSettings::default()
+            };
+            telemetry::label_metrics_with_node(node.as_str());
+            let (link, events) = cluster::RedisLink::connect(url, node, settings).await?;
+            Some((link, events))
+        }
+        None => None,
+    };
+    let node_link = link.as_ref().map(|(link, _)| link.clone());
+    let cluster = link.map(|(link, events)| hub::Cluster { link, events });
+    let (hub, hub_task) = Hub::start_in(store.clone(), bus, config.limits.clone(), cluster).await?;
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let state = AppState(Arc::new(Shared {
@@ -174,8 +195,23 @@ pub async fn run(
     if tokio::time::timeout_at(deadline, hub_task).await.is_err() {
         warn!("the hub did not finish within the shutdown grace");
     }
+    // Leaving the cluster now lets another node take this one's counts at once.
+    if let Some(link) = node_link {
+        let _ = tokio::time::timeout_at(deadline, link.shutdown()).await;
+    }
     // A clean stop checkpoints the WAL, if there is time left for it.
     let _ = tokio::time::timeout_at(deadline, store.close()).await;
     info!("stopped");
     Ok(())
+}
+
+/// A node id when `--node-id` is not given: the host name and the port.
+fn default_node_id(config: &Config) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "petchat".to_owned());
+    format!("{host}:{}", config.bind.port())
 }

@@ -32,13 +32,26 @@ pub fn init_logging(format: LogFormat) {
     };
 }
 
+/// The `node` label every metric carries in a cluster (`--node-id`).
+static NODE_LABEL: OnceLock<String> = OnceLock::new();
+
+/// Labels every metric of this process with the node's id; only before the
+/// recorder is installed (the first server of a process wins).
+pub(crate) fn label_metrics_with_node(node: &str) {
+    let _ = NODE_LABEL.set(node.to_owned());
+}
+
 /// The process's Prometheus recorder, installed on first use.
 pub(crate) fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
+            let mut builder = PrometheusBuilder::new();
+            if let Some(node) = NODE_LABEL.get() {
+                builder = builder.add_global_label("node", node);
+            }
             // Histograms are durations in seconds, except the batch sizes.
-            let recorder = PrometheusBuilder::new()
+            let recorder = builder
                 .set_buckets(&[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5])
                 .and_then(|b| {
                     b.set_buckets_for_metric(

@@ -7,7 +7,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tracing::error;
 
-use crate::store::{Applied, Store, Write};
+use crate::store::{Applied, PoolRound, Store, StoreError, Write};
 
 /// The commands of one round: waits for the first (internal ones before
 /// requests), then takes whatever else is already waiting, `most` in all;
@@ -84,16 +84,30 @@ impl<A> Batch<A> {
     /// Commits the writes in one transaction, then runs the effects in order
     /// on `actor`; returns false when the transaction failed.
     pub(super) async fn commit(self, actor: &mut A, store: &dyn Store) -> bool {
-        let Self { writes, effects } = self;
-        let results = if writes.is_empty() {
+        let results = if self.writes.is_empty() {
             Ok(Vec::new())
         } else {
             let started = Instant::now();
-            let result = store.apply(&writes).await;
+            let result = store.apply(&self.writes).await;
             metrics::histogram!("petchat_store_commit_seconds").record(started.elapsed().as_secs_f64());
-            metrics::histogram!("petchat_store_commit_writes").record(writes.len() as f64);
+            metrics::histogram!("petchat_store_commit_writes").record(self.writes.len() as f64);
             result
         };
+        self.finish(actor, results)
+    }
+
+    /// Commits the writes in the locked transaction of a shared pool's
+    /// round (freeing its lock, even with no writes), then runs the effects
+    /// as [`Batch::commit`] does.
+    pub(super) async fn commit_round(self, actor: &mut A, round: Box<dyn PoolRound>) -> bool {
+        let started = Instant::now();
+        let results = round.commit(&self.writes).await;
+        metrics::histogram!("petchat_pool_round_commit_seconds").record(started.elapsed().as_secs_f64());
+        self.finish(actor, results)
+    }
+
+    fn finish(self, actor: &mut A, results: Result<Vec<Applied>, StoreError>) -> bool {
+        let Self { writes, effects } = self;
         if let Err(e) = &results {
             error!(error = %e, writes = writes.len(), "store commit failed");
         }

@@ -233,16 +233,17 @@ impl Shard {
     /// The conversation was re-queued (by this node's pool: `here`): its
     /// former agent no longer hears it.
     pub(super) fn requeued(&mut self, conversation: &ConversationId, agent: &UserId, here: bool) {
+        if here {
+            // Told whether this node holds it or not: the nodes that do must hear.
+            let what = What::Requeued { conversation: conversation.clone(), agent: agent.clone() };
+            self.tell_others(conversation, what, std::slice::from_ref(agent));
+        }
         let Some(conv) = self.conversations.get_mut(conversation) else { return };
         conv.rec.agent = None;
         conv.rec.status = ConversationStatus::Queued;
         conv.rec.queued_at = Some(now());
         for conn in self.registry.conns_of(agent) {
             self.out.bus.unsubscribe(conn, conversation);
-        }
-        if here {
-            let what = What::Requeued { conversation: conversation.clone(), agent: agent.clone() };
-            self.tell_others(conversation, what, std::slice::from_ref(agent));
         }
     }
 

@@ -12,22 +12,23 @@ use petchat_protocol::{
     Participant, PresenceStatus, Queued, RequestId, Role, ServerMessage, User, UserId,
 };
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
 use tracing::{debug, error, info};
 
 use super::batch::{Batch, Outcome, next_round};
 use super::frames::now;
 use super::out::{Out, is_member};
 use super::remote::Remote;
-use super::rules::{Agent, pick_agent};
+use super::rules::{Agent, IdleClock, pick_agent};
 use super::shard::{Chain, ShardCommand};
 use super::shard_of;
 use crate::bus::{Bus, ConnId, Skip};
 use crate::config::Limits;
 use crate::store::{Applied, ConversationRecord, Store, StoreError, Write};
 
+mod shared;
+
 /// What the pool is asked.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) enum PoolCommand {
     /// `conversation.open`, `conversation.close` or `agent.status`.
     Request { conn: ConnId, user: User, id: Option<RequestId>, message: ClientMessage },
@@ -43,6 +44,8 @@ pub(super) enum PoolCommand {
     Reload,
     /// Another node is gone (several nodes): its agents' connections with it.
     NodeGone { node: String },
+    /// Several nodes: re-queue the conversations of agents whose grace period is over.
+    Sweep,
 }
 
 /// What the pool starts from.
@@ -76,6 +79,10 @@ pub(super) struct Pool {
     queue: VecDeque<ConversationId>,
     /// What this round tells the shards, in order; sent as one [`Chain`] after the commit.
     tells: VecDeque<(usize, ShardCommand)>,
+    /// Orders agents by how long they have been idle.
+    idle: IdleClock,
+    /// Several nodes: this node's id, and the state is the store's (`shared.rs`).
+    pub(super) node: Option<String>,
 }
 
 impl Pool {
@@ -91,7 +98,13 @@ impl Pool {
             agents: HashMap::new(),
             queue: VecDeque::new(),
             tells: VecDeque::new(),
+            idle: if parts.remote.is_some() { IdleClock::shared() } else { IdleClock::default() },
+            node: parts.remote.as_ref().map(|remote| remote.node().to_string()),
         };
+        if pool.node.is_some() {
+            // Shared: every round reads the state from the store.
+            return pool;
+        }
         pool.rebuild(parts.open);
         // Agents holding conversations from before a restart are offline until
         // they reconnect: their grace period starts now.
@@ -114,9 +127,10 @@ impl Pool {
             self.customer_open.insert(rec.customer.id.clone(), rec.id.clone());
             match (&rec.agent, rec.status) {
                 (Some(agent), ConversationStatus::Active) => {
+                    let idle = self.idle.mark();
                     self.agents
                         .entry(agent.id.clone())
-                        .or_insert_with(|| Agent::new(&agent.name))
+                        .or_insert_with(|| Agent::new(&agent.name, idle))
                         .active
                         .insert(rec.id.clone());
                 }
@@ -137,6 +151,9 @@ impl Pool {
         mut requests: mpsc::Receiver<PoolCommand>,
         mut internal: mpsc::UnboundedReceiver<PoolCommand>,
     ) {
+        if self.node.is_some() {
+            return self.run_shared(requests, internal).await;
+        }
         let most = self.limits.commit_batch.max(1);
         while let Some(commands) = next_round(&mut internal, &mut requests, most).await {
             let mut batch = Batch::default();
@@ -166,20 +183,22 @@ impl Pool {
                 _ => {}
             },
             PoolCommand::Online { user } => self.online(&user, batch),
-            PoolCommand::Offline { user } => self.offline(&user),
+            PoolCommand::Offline { user } => self.offline(&user, batch),
             PoolCommand::GraceExpired { agent, generation } => self.grace_expired(&agent, generation, batch),
+            PoolCommand::NodeGone { node } => self.node_gone(node, batch),
+            PoolCommand::Sweep => self.sweep(batch),
             PoolCommand::Position { conn, conversation } => {
                 if let Some(position) = self.queue_position(&conversation) {
                     let queued = Queued { conversation_id: conversation, position };
                     self.out.send_to(conn, ServerMessage::ConversationQueued(queued), None);
                 }
             }
-            PoolCommand::Reload | PoolCommand::NodeGone { .. } => {}
+            PoolCommand::Reload => {}
         }
     }
 
     /// Queues `command` for the conversation's shard, behind what this round told before.
-    fn tell_shard(&mut self, conversation: &ConversationId, command: ShardCommand) {
+    pub(super) fn tell_shard(&mut self, conversation: &ConversationId, command: ShardCommand) {
         self.tells.push_back((shard_of(conversation, self.shards.len()), command));
     }
 
@@ -194,7 +213,7 @@ impl Pool {
     /// connection in the order it was decided, across shards and rounds (an
     /// `agent.assigned` never overtakes the `conversation.closed` that freed
     /// the agent, nor `agent.status` the assignments it caused).
-    async fn tell_shards(&mut self) {
+    pub(super) async fn tell_shards(&mut self) {
         if self.tells.is_empty() {
             return;
         }
@@ -211,12 +230,18 @@ impl Pool {
 
     fn online(&mut self, user: &User, batch: &mut Batch<Self>) {
         if user.role == Role::Agent {
-            let agent = self.agents.entry(user.id.clone()).or_insert_with(|| Agent::new(&user.name));
+            let idle = self.idle.mark();
+            let agent = self.agents.entry(user.id.clone()).or_insert_with(|| Agent::new(&user.name, idle));
             agent.online = true;
+            agent.offline_since = None;
             agent.name.clone_from(&user.name);
             agent.grace_generation += 1;
+            self.write_connection(user, true, batch);
         }
-        self.tell_members(user, PresenceStatus::Online);
+        // Several nodes: presence goes by the user's first connection anywhere (`Hub::connect`).
+        if self.node.is_none() {
+            self.tell_members(user, PresenceStatus::Online);
+        }
         if user.role == Role::Agent {
             // Back within its grace period and still available: it can take more.
             self.serve_queue(batch);
@@ -224,12 +249,16 @@ impl Pool {
         }
     }
 
-    fn offline(&mut self, user: &User) {
-        self.tell_members(user, PresenceStatus::Offline);
+    fn offline(&mut self, user: &User, batch: &mut Batch<Self>) {
+        if self.node.is_none() {
+            self.tell_members(user, PresenceStatus::Offline);
+        }
         if user.role == Role::Agent {
             if let Some(agent) = self.agents.get_mut(&user.id) {
+                // Several nodes: it may still be online elsewhere; the store knows.
                 agent.online = false;
             }
+            self.write_connection(user, false, batch);
             self.start_grace(&user.id);
         }
         debug!(user = %user.id, "last connection of the user closed");
@@ -251,6 +280,9 @@ impl Pool {
     }
 
     fn start_grace(&mut self, agent_id: &UserId) {
+        if self.node.is_some() {
+            return self.sweep_after_grace();
+        }
         let Some(agent) = self.agents.get_mut(agent_id) else { return };
         agent.grace_generation += 1;
         let generation = agent.grace_generation;
@@ -266,10 +298,20 @@ impl Pool {
     }
 
     fn grace_expired(&mut self, agent_id: &UserId, generation: u64, batch: &mut Batch<Self>) {
+        if self.node.is_some() {
+            return self.sweep(batch);
+        }
         let Some(agent) = self.agents.get_mut(agent_id) else { return };
         if agent.online || agent.grace_generation != generation {
             return;
         }
+        self.requeue_agent(agent_id, batch);
+    }
+
+    /// The agent's grace period is over: its conversations go to the front
+    /// of the queue, and it leaves the pool until it says it is available.
+    pub(super) fn requeue_agent(&mut self, agent_id: &UserId, batch: &mut Batch<Self>) {
+        let Some(agent) = self.agents.get_mut(agent_id) else { return };
         agent.available = false;
         let held: Vec<ConversationId> = std::mem::take(&mut agent.active).into_iter().collect();
         if held.is_empty() {
@@ -277,13 +319,14 @@ impl Pool {
             return;
         }
         info!(agent = %agent_id, conversations = held.len(), "agent grace period over: re-queueing");
-        let at = now();
-        // They have waited longest: they go to the front, in their order.
+        // They have waited longest: they go to the front, in their order, and
+        // are queued as of their opening, so that the stored queue agrees.
         for id in held.iter().rev() {
             self.queue.push_front(id.clone());
         }
         for id in held {
             let Some(rec) = self.open.get_mut(&id) else { continue };
+            let at = rec.created_at;
             rec.agent = None;
             rec.status = ConversationStatus::Queued;
             rec.queued_at = Some(at);
@@ -345,9 +388,11 @@ impl Pool {
         };
         let assigned = pick_agent(&self.agents, self.max_conversations());
         if let Some(agent_id) = &assigned {
+            let idle = self.idle.mark();
+            self.write_idle(agent_id, idle, batch);
             let agent = self.agents.get_mut(agent_id).expect("picked from the pool");
             agent.active.insert(rec.id.clone());
-            agent.idle_since = Instant::now();
+            agent.idle_since = idle;
             rec.agent = Some(Participant { id: agent_id.clone(), name: agent.name.clone() });
             rec.status = ConversationStatus::Active;
             rec.queued_at = None;
@@ -388,23 +433,32 @@ impl Pool {
         let rec = self.open.remove(conversation).expect("checked above");
         self.customer_open.remove(&rec.customer.id);
         self.queue.retain(|c| c != conversation);
-        if let Some(agent) = &rec.agent
-            && let Some(state) = self.agents.get_mut(&agent.id)
-        {
-            state.active.remove(conversation);
-            state.idle_since = Instant::now();
+        if let Some(agent) = &rec.agent {
+            let idle = self.idle.mark();
+            self.write_idle(&agent.id, idle, batch);
+            if let Some(state) = self.agents.get_mut(&agent.id) {
+                state.active.remove(conversation);
+                state.idle_since = idle;
+            }
         }
         info!(conversation = %conversation, by = %user.id, "conversation closed");
         let (conversation, by) = (conversation.clone(), user.id.clone());
         // After this round's commit, so the shard hears of the conversation
-        // (its adoption, its assignment) before it hears of the close.
-        batch.then(move |pool, _| {
+        // (its adoption, its assignment) before it hears of the close. Several
+        // nodes: the close is stored in the round that frees the agent's slot.
+        let stored = self.node.is_some();
+        let tell = move |pool: &mut Self, outcome: Outcome<'_>| {
+            if outcome.failed() {
+                return pool.out.error(conn, id, ErrorCode::Internal, "the conversation could not be closed; try again");
+            }
             let members = [Some(rec.customer.id), rec.agent.map(|a| a.id)].into_iter().flatten().collect();
-            pool.tell_shard(
-                &conversation,
-                ShardCommand::Close { conn, id, conversation: conversation.clone(), by, members, stored: false },
-            );
-        });
+            pool.tell_shard(&conversation, ShardCommand::Close { conn, id, conversation: conversation.clone(), by, members, stored });
+        };
+        if stored {
+            batch.write_then(Write::Close { conversation: conversation.clone(), by: by.clone(), at: now() }, tell);
+        } else {
+            batch.then(tell);
+        }
         self.serve_queue(batch);
         self.announce_queue_positions(batch);
     }
@@ -420,11 +474,18 @@ impl Pool {
         if user.role != Role::Agent {
             return self.out.error(conn, id, ErrorCode::Forbidden, "only agents set an availability");
         }
-        let agent = self.agents.entry(user.id.clone()).or_insert_with(|| Agent::new(&user.name));
+        let idle = self.idle.mark();
+        let agent = self.agents.entry(user.id.clone()).or_insert_with(|| Agent::new(&user.name, idle));
         if available && !agent.available {
-            agent.idle_since = Instant::now();
+            agent.idle_since = idle;
         }
         agent.available = available;
+        // Connected here, whatever the store said before this round.
+        agent.online = true;
+        if self.node.is_some() {
+            let write = Write::AgentAvailability { agent: user.id.clone(), name: user.name.clone(), available, at: now() };
+            batch.write_then(write, |_, _| {});
+        }
         info!(agent = %user.id, available, "agent status");
         self.serve_queue(batch);
         self.announce_queue_positions(batch);
@@ -447,10 +508,12 @@ impl Pool {
         while let Some(conversation) = self.queue.front().cloned() {
             let Some(agent_id) = pick_agent(&self.agents, self.max_conversations()) else { break };
             self.queue.pop_front();
+            let idle = self.idle.mark();
+            self.write_idle(&agent_id, idle, batch);
             let Some(rec) = self.open.get_mut(&conversation) else { continue };
             let agent = self.agents.get_mut(&agent_id).expect("picked from the pool");
             agent.active.insert(conversation.clone());
-            agent.idle_since = Instant::now();
+            agent.idle_since = idle;
             let participant = Participant { id: agent_id.clone(), name: agent.name.clone() };
             rec.agent = Some(participant.clone());
             rec.status = ConversationStatus::Active;

@@ -2,8 +2,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use petchat_protocol::{ConversationId, UserId};
-use tokio::time::Instant;
+use petchat_protocol::{ConversationId, Timestamp, UserId};
 
 /// An agent the pool knows: connected, or holding conversations.
 #[derive(Debug, Clone)]
@@ -16,28 +15,60 @@ pub(super) struct Agent {
     pub(super) online: bool,
     /// Open conversations assigned to it.
     pub(super) active: BTreeSet<ConversationId>,
-    /// Ties of least-loaded assignment go to the longest idle.
-    pub(super) idle_since: Instant,
+    /// Ties of least-loaded assignment go to the smallest: the longest idle.
+    /// A mark of the pool's idle clock ([`IdleClock`]).
+    pub(super) idle_since: i64,
     /// Bumped on every connect and disconnect, so a stale grace timer does nothing.
     pub(super) grace_generation: u64,
+    /// Several nodes: when its last connection anywhere closed.
+    pub(super) offline_since: Option<Timestamp>,
 }
 
 impl Agent {
-    /// A new agent, offline and unavailable.
-    pub(super) fn new(name: &str) -> Self {
+    /// A new agent, offline and unavailable, idle since `idle_since`.
+    pub(super) fn new(name: &str, idle_since: i64) -> Self {
         Self {
             name: name.to_owned(),
             available: false,
             online: false,
             active: BTreeSet::new(),
-            idle_since: Instant::now(),
+            idle_since,
             grace_generation: 0,
+            offline_since: None,
         }
     }
 
     /// Whether it may be offered one more conversation.
     pub(super) fn can_take(&self, max_conversations: usize) -> bool {
         self.available && self.online && self.active.len() < max_conversations
+    }
+}
+
+/// The order in which agents became idle: on one node a counter (so ties
+/// never depend on the clock's resolution), across nodes the Unix
+/// milliseconds every node's pool agrees on (stored as `idle_since`).
+#[derive(Debug, Default)]
+pub(super) struct IdleClock {
+    /// One node: the last mark given.
+    last: i64,
+    /// Several nodes: marks are wall-clock milliseconds.
+    shared: bool,
+}
+
+impl IdleClock {
+    /// The clock of a pool shared by several nodes.
+    pub(super) fn shared() -> Self {
+        Self { last: 0, shared: true }
+    }
+
+    /// A mark after every earlier one of this pool.
+    pub(super) fn mark(&mut self) -> i64 {
+        if self.shared {
+            super::frames::now().as_unix_ms()
+        } else {
+            self.last += 1;
+            self.last
+        }
     }
 }
 
@@ -54,13 +85,11 @@ pub(super) fn pick_agent(agents: &HashMap<UserId, Agent>, max_conversations: usi
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
-    fn agent(available: bool, online: bool, active: usize, idle_since: Instant) -> Agent {
+    fn agent(available: bool, online: bool, active: usize, idle_since: i64) -> Agent {
         let active = (0..active).map(|n| ConversationId::new(format!("c-{n}")).expect("id")).collect();
-        Agent { available, online, active, idle_since, ..Agent::new("A") }
+        Agent { available, online, active, idle_since, ..Agent::new("A", 0) }
     }
 
     fn pool(agents: Vec<(&str, Agent)>) -> HashMap<UserId, Agent> {
@@ -69,8 +98,8 @@ mod tests {
 
     #[test]
     fn the_fewest_open_conversations_win_then_the_longest_idle_then_the_id() {
-        let t = Instant::now();
-        let later = t + Duration::from_secs(1);
+        let mut clock = IdleClock::default();
+        let (t, later) = (clock.mark(), clock.mark());
         let agents = pool(vec![("a", agent(true, true, 2, t)), ("b", agent(true, true, 1, later))]);
         assert_eq!(pick_agent(&agents, 5).map(|id| id.to_string()).as_deref(), Some("b"), "fewest open first");
 
@@ -83,7 +112,7 @@ mod tests {
 
     #[test]
     fn unavailable_offline_and_full_agents_are_offered_nothing() {
-        let t = Instant::now();
+        let t = IdleClock::default().mark();
         let agents = pool(vec![
             ("away", agent(false, true, 0, t)),
             ("gone", agent(true, false, 0, t)),

@@ -295,8 +295,12 @@ impl Shard {
                 while chain.steps.front().is_some_and(|(shard, _)| *shard == self.index) {
                     let (_, step) = chain.steps.pop_front().expect("checked above");
                     // A close speaks after its commit: what follows waits for it.
-                    let writes = matches!(step, ShardCommand::Close { .. });
-                    self.decide(step, batch);
+                    let writes = matches!(step, ShardCommand::Close { stored: false, .. });
+                    match self.to_load(&step) {
+                        // Several nodes: first used here; it speaks once read.
+                        Some(conversation) => self.load(conversation, step, false),
+                        None => self.decide(step, batch),
+                    }
                     if writes {
                         break;
                     }

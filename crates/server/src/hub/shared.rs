@@ -57,7 +57,7 @@ impl Shard {
                 ClientMessage::TypingStart(m) | ClientMessage::TypingStop(m) => &m.conversation_id,
                 _ => return None,
             },
-            ShardCommand::Opened { conversation, .. } => conversation,
+            ShardCommand::Opened { conversation, .. } | ShardCommand::Assigned { conversation, .. } => conversation,
             ShardCommand::Remote(envelope) => match &envelope.what {
                 What::Assigned { conversation, .. } => conversation,
                 _ => return None,

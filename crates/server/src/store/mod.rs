@@ -304,6 +304,11 @@ pub trait Store: Send + Sync + 'static {
     async fn close(&self);
 }
 
+/// Whether the URL names a store several nodes can share (PostgreSQL).
+pub fn is_shared_url(url: &str) -> bool {
+    postgres::is_postgres_url(url)
+}
+
 /// Opens the store a database URL names: `sqlite:…` or `postgres://…` / `postgresql://…`.
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
