@@ -71,6 +71,9 @@ impl Store for GatedStore {
     async fn member_conversations(&self, user: &User) -> Result<Vec<ConversationRecord>, StoreError> {
         self.inner.member_conversations(user).await
     }
+    async fn user_conversations(&self, user: &UserId) -> Result<Vec<ConversationRecord>, StoreError> {
+        self.inner.user_conversations(user).await
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }

@@ -183,6 +183,19 @@ impl Store for MemoryStore {
         Ok(records)
     }
 
+    async fn user_conversations(&self, user: &UserId) -> Result<Vec<ConversationRecord>, StoreError> {
+        let mut records: Vec<ConversationRecord> = self
+            .data()
+            .conversations
+            .values()
+            .filter(|rec| rec.status != ConversationStatus::Closed)
+            .filter(|rec| rec.customer.id == *user || rec.agent.as_ref().is_some_and(|a| a.id == *user))
+            .cloned()
+            .collect();
+        records.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(records)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }

@@ -288,6 +288,11 @@ pub trait Store: Send + Sync + 'static {
     /// customer) or the assigned agent (an agent), oldest first (for `session.ready`).
     async fn member_conversations(&self, user: &User) -> Result<Vec<ConversationRecord>, StoreError>;
 
+    /// The conversations that are not closed where `user` is the customer or the assigned agent, whatever its role (for presence when a node dies, which knows only user ids).
+    ///
+    /// Oldest first, as [`Store::member_conversations`] orders them.
+    async fn user_conversations(&self, user: &UserId) -> Result<Vec<ConversationRecord>, StoreError>;
+
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
 

@@ -290,6 +290,15 @@ impl Store for PostgresStore {
         rows.iter().map(|row| conversation(&Pg(row))).collect()
     }
 
+    async fn user_conversations(&self, user: &UserId) -> Result<Vec<ConversationRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations \
+             WHERE (customer_id = $1 OR agent_id = $1) AND status <> 'closed' ORDER BY created_at, id COLLATE \"C\""
+        );
+        let rows = self.read(&sql, &[&user.as_str()], ATTEMPT_TIMEOUT).await?;
+        rows.iter().map(|row| conversation(&Pg(row))).collect()
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         match tokio::time::timeout(PING_TIMEOUT, self.read("SELECT 1", &[], PING_TIMEOUT)).await {
             Ok(rows) => rows.map(drop),

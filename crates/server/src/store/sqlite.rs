@@ -249,6 +249,25 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn user_conversations(&self, user: &UserId) -> Result<Vec<ConversationRecord>, StoreError> {
+        let id = user.clone();
+        Self::on(&self.reader, move |connection| {
+            // SQLite's OR optimization serves it from the two indexes (by customer, by agent).
+            let sql = format!(
+                "SELECT {CONVERSATION_COLUMNS} FROM conversations \
+                 WHERE (customer_id = ?1 OR agent_id = ?1) AND status != 'closed' ORDER BY created_at, id"
+            );
+            let mut statement = connection.prepare_cached(&sql)?;
+            let mut rows = statement.query([id.as_str()])?;
+            let mut records = Vec::new();
+            while let Some(row) = rows.next()? {
+                records.push(conversation(row)?);
+            }
+            Ok(records)
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         Self::on(&self.reader, |connection| Ok(connection.query_row("SELECT 1", [], |_| Ok(()))?)).await
     }
