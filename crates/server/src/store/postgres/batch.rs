@@ -1,11 +1,12 @@
 //! The write path of the PostgreSQL store: one batch, one transaction,
-//! every statement of it pipelined (sent at once, answered at once).
+//! every statement of it pipelined (sent at once, answered at once); the
+//! same statements serve `apply` and a pool round's commit.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use deadpool_postgres::Object;
+use deadpool_postgres::{GenericClient, Object};
 use petchat_protocol::{ConversationStatus, Timestamp};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -95,17 +96,32 @@ impl Failure {
     }
 }
 
-/// One attempt at a batch: BEGIN; the lock and every write, pipelined;
+/// One attempt at a batch: BEGIN; the locks and every write, pipelined;
 /// COMMIT. The results are decoded before COMMIT, so a batch whose answer
 /// cannot be given is not committed either.
 pub(super) async fn apply_once(client: &mut Object, batch: &[Write]) -> Result<Vec<Applied>, Failure> {
     let tx = client.transaction().await.map_err(Failure::before_commit)?;
+    let applied = run(&tx, batch).await?;
+    tx.commit().await.map_err(|e| Failure::Other(classify(e)))?;
+    Ok(applied)
+}
+
+/// The writes of a batch on `client`, inside a transaction the caller began
+/// and commits: first every conversation row the batch touches locked in id
+/// order, then the writes, all pipelined in one round trip; the results,
+/// decoded.
+pub(super) async fn run(client: &impl GenericClient, batch: &[Write]) -> Result<Vec<Applied>, Failure> {
+    let mut ids: Vec<&str> = batch.iter().filter_map(conversation_locked_by).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let locks: Vec<(&'static str, Vec<Param<'_>>)> = vec![(LOCK, vec![Box::new(ids)])];
+
     let kinds: Vec<&'static str> = batch.iter().map(statement_of).collect();
-    let mut distinct: Vec<&'static str> = std::iter::once(LOCK).chain(kinds.iter().copied()).collect();
+    let mut distinct: Vec<&'static str> = locks.iter().map(|(sql, _)| *sql).chain(kinds.iter().copied()).collect();
     distinct.sort_unstable();
     distinct.dedup();
     let prepared: Vec<Statement> =
-        futures_util::future::try_join_all(distinct.iter().map(|sql| tx.prepare_cached(sql)))
+        futures_util::future::try_join_all(distinct.iter().map(|sql| client.prepare_cached(sql)))
             .await
             .map_err(Failure::before_commit)?;
     let statement = |sql: &str| -> &Statement {
@@ -113,29 +129,25 @@ pub(super) async fn apply_once(client: &mut Object, batch: &[Write]) -> Result<V
         &prepared[index]
     };
 
-    let mut ids: Vec<&str> = batch.iter().filter_map(conversation_locked_by).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let lock_params: Vec<Param<'_>> = vec![Box::new(ids)];
     let write_params: Vec<Vec<Param<'_>>> = batch.iter().map(params_of).collect();
-    let lock = (statement(LOCK), lock_params.as_slice());
-    let steps = std::iter::once(lock).chain(kinds.iter().zip(&write_params).map(|(sql, p)| (statement(sql), &p[..])));
+    let steps = locks
+        .iter()
+        .map(|(sql, p)| (statement(sql), &p[..]))
+        .chain(kinds.iter().zip(&write_params).map(|(sql, p)| (statement(sql), &p[..])));
     let borrowed: Vec<(&Statement, Vec<&(dyn ToSql + Sync)>)> =
         steps.map(|(statement, params)| (statement, params.iter().map(|p| &**p as _).collect())).collect();
     // Each query is written to the connection when first polled: polled in
     // order, they reach the server in order, one round trip for them all.
-    let mut rows = in_order(borrowed.iter().map(|(statement, params)| tx.query(*statement, params)).collect())
+    let mut rows = in_order(borrowed.iter().map(|(statement, params)| client.query(*statement, params)).collect())
         .await
         .map_err(Failure::before_commit)?;
-    rows.remove(0); // the lock's
-    let applied = batch
+    rows.drain(..locks.len());
+    batch
         .iter()
         .zip(&rows)
         .map(|(write, rows)| applied(write, rows))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(Failure::Other)?;
-    tx.commit().await.map_err(|e| Failure::Other(classify(e)))?;
-    Ok(applied)
+        .map_err(Failure::Other)
 }
 
 /// A statement parameter, borrowed from the batch where it can be.
