@@ -16,7 +16,9 @@ use petchat_protocol::{
 use petchat_server::Config;
 use petchat_server::bus::{ConnSink, Kick, LocalBus};
 use petchat_server::hub::{Hub, HubConn};
-use petchat_server::store::{Applied, ConversationRecord, MessageRecord, ReceiptRecord, Store, StoreError, Write};
+use petchat_server::store::{
+    Applied, ConversationRecord, MessageRecord, PoolRound, ReceiptRecord, Store, StoreError, Write,
+};
 use serde_json::Value;
 use tokio::sync::{Notify, mpsc};
 
@@ -70,6 +72,12 @@ impl Store for GatedStore {
     }
     async fn member_conversations(&self, user: &User) -> Result<Vec<ConversationRecord>, StoreError> {
         self.inner.member_conversations(user).await
+    }
+    async fn user_conversations(&self, user: &UserId) -> Result<Vec<ConversationRecord>, StoreError> {
+        self.inner.user_conversations(user).await
+    }
+    async fn lock_pool(&self) -> Result<Box<dyn PoolRound>, StoreError> {
+        self.inner.lock_pool().await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await

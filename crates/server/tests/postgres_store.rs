@@ -1,6 +1,7 @@
 //! The PostgreSQL store as several nodes use it: three stores (three
 //! nodes' pools) on one database write to the same conversations at once,
-//! and PostgreSQL itself stops and comes back.
+//! share one agent pool (`postgres_store/pool.rs`), and PostgreSQL itself
+//! stops and comes back.
 //!
 //! These tests need a PostgreSQL server, so the file is built only with the
 //! `postgres-tests` feature (Cargo.toml): a plain `cargo test` does not have
@@ -10,6 +11,8 @@
 //! fail at once and say how to get one.
 
 mod common;
+#[path = "postgres_store/pool.rs"]
+mod pool;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -147,7 +150,7 @@ async fn migrations_run_by_several_nodes_at_once_and_again_are_applied_once() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, [1], "each migration recorded once");
+    assert_eq!(versions, [1, 2], "each migration recorded once");
 }
 
 /// PostgreSQL stopped hard and started again: while it is down, readiness

@@ -1,15 +1,16 @@
 //! The `Store` contract, on the run's store (SQLite, or PostgreSQL with
 //! `PETCHAT_TEST_STORE=postgres`): idempotent appends keep `seq` gap-free,
-//! only members append, and a member's open conversations are found.
+//! only members append, a member's (or a user id's) open conversations are
+//! found, and SQLite, one node's store, has no shared agent pool.
 
 mod common;
 
-use common::TestDatabase;
+use common::{TestDatabase, TestStore};
 use petchat_protocol::{
     ClientMessageId, ConversationId, ConversationStatus, LastSeq, MessageId, MessageText, Participant, Role, Seq,
     Timestamp, User, UserId,
 };
-use petchat_server::store::{Applied, ConversationRecord, ReceiptKind, Write};
+use petchat_server::store::{Applied, ConversationRecord, ReceiptKind, StoreError, Write};
 
 fn at(ms: i64) -> Timestamp {
     Timestamp::from_unix_ms(1_800_000_000_000 + ms).expect("a time")
@@ -212,5 +213,56 @@ async fn receipts_only_move_forward_and_writes_to_a_closed_conversation_say_so()
     let batch = [close("conv-1", &agent), close("conv-1", &agent), requeue];
     let outcomes: Vec<_> = store.apply(&batch).await.expect("applied").iter().map(outcome).collect();
     assert_eq!(outcomes, [("done", 0), ("closed", 0), ("closed", 0)]);
+    assert!(store.open_conversations().await.expect("read").is_empty());
+}
+
+#[tokio::test]
+async fn user_conversations_are_the_open_ones_where_the_id_is_the_customer_or_the_agent_whatever_its_role() {
+    let database = TestDatabase::new().await;
+    let store = database.open().await;
+    let (ana, bob, agent) = (user("ana", Role::Customer), user("bob", Role::Customer), user("agent-1", Role::Agent));
+    store
+        .apply(&[
+            create("c-newer", &ana, Some(&agent), 30),
+            create("c-older", &ana, None, 10),
+            create("c-closed", &ana, Some(&agent), 5),
+            create("c-bob", &bob, Some(&agent), 20),
+            create("c-bob-queued", &bob, None, 1),
+        ])
+        .await
+        .expect("created");
+    store.apply(&[close("c-closed", &ana)]).await.expect("closed");
+
+    let of = |id: &str| {
+        let (store, id) = (store.clone(), UserId::new(id).expect("id"));
+        async move {
+            let records = store.user_conversations(&id).await.expect("read");
+            records.into_iter().map(|c| c.id.to_string()).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(of("ana").await, ["c-older", "c-newer"], "a customer's, oldest first");
+    assert_eq!(of("agent-1").await, ["c-bob", "c-newer"], "an agent's");
+    assert_eq!(of("bob").await, ["c-bob-queued", "c-bob"]);
+    assert!(of("nobody").await.is_empty());
+}
+
+#[tokio::test]
+async fn sqlite_serves_one_node_and_refuses_the_shared_agent_pool() {
+    if common::store() != TestStore::Sqlite {
+        return; // PostgreSQL's pool: tests/postgres_store/pool.rs.
+    }
+    let database = TestDatabase::new().await;
+    let store = database.open().await;
+    match store.lock_pool().await {
+        Err(StoreError::Refused(e)) => assert!(e.to_string().contains("needs PostgreSQL"), "says why: {e}"),
+        Err(other) => panic!("expected Refused, got {other}"),
+        Ok(_) => panic!("SQLite locked a shared pool"),
+    }
+
+    // A batch holding a pool write is refused whole: its other writes are not stored.
+    let ana = user("ana", Role::Customer);
+    let idle = Write::AgentIdle { agent: UserId::new("agent-1").expect("id"), at: at(1) };
+    let refused = store.apply(&[create("conv-1", &ana, None, 0), idle]).await;
+    assert!(matches!(refused, Err(StoreError::Refused(_))), "{refused:?}");
     assert!(store.open_conversations().await.expect("read").is_empty());
 }

@@ -447,15 +447,24 @@ impl Pool {
         // (its adoption, its assignment) before it hears of the close. Several
         // nodes: the close is stored in the round that frees the agent's slot.
         let stored = self.node.is_some();
+        let write = Write::Close { conversation: conversation.clone(), by: by.clone(), at: now() };
         let tell = move |pool: &mut Self, outcome: Outcome<'_>| {
             if outcome.failed() {
-                return pool.out.error(conn, id, ErrorCode::Internal, "the conversation could not be closed; try again");
+                return pool.out.error(
+                    conn,
+                    id,
+                    ErrorCode::Internal,
+                    "the conversation could not be closed; try again",
+                );
             }
             let members = [Some(rec.customer.id), rec.agent.map(|a| a.id)].into_iter().flatten().collect();
-            pool.tell_shard(&conversation, ShardCommand::Close { conn, id, conversation: conversation.clone(), by, members, stored });
+            pool.tell_shard(
+                &conversation,
+                ShardCommand::Close { conn, id, conversation: conversation.clone(), by, members, stored },
+            );
         };
         if stored {
-            batch.write_then(Write::Close { conversation: conversation.clone(), by: by.clone(), at: now() }, tell);
+            batch.write_then(write, tell);
         } else {
             batch.then(tell);
         }
@@ -483,7 +492,8 @@ impl Pool {
         // Connected here, whatever the store said before this round.
         agent.online = true;
         if self.node.is_some() {
-            let write = Write::AgentAvailability { agent: user.id.clone(), name: user.name.clone(), available, at: now() };
+            let write =
+                Write::AgentAvailability { agent: user.id.clone(), name: user.name.clone(), available, at: now() };
             batch.write_then(write, |_, _| {});
         }
         info!(agent = %user.id, available, "agent status");

@@ -7,7 +7,7 @@ use petchat_protocol::{
     Role, Seq, Timestamp, Topic, User, UserId,
 };
 
-use super::{ConversationRecord, MessageRecord, ReceiptKind, ReceiptRecord, StoreError};
+use super::{AgentRecord, ConversationRecord, MessageRecord, ReceiptKind, ReceiptRecord, StoreError};
 
 /// The columns of a conversation row, in the order both schemas name them.
 pub(super) const CONVERSATION_COLUMNS: &str = "id, customer_id, customer_name, agent_id, agent_name, status, \
@@ -15,6 +15,10 @@ pub(super) const CONVERSATION_COLUMNS: &str = "id, customer_id, customer_name, a
 /// The columns of a message row.
 pub(super) const MESSAGE_COLUMNS: &str =
     "conversation_id, id, seq, author_id, author_role, author_name, client_message_id, text, sent_at";
+
+/// The columns of an agent row of the shared pool (PostgreSQL), `online` derived from its connections.
+pub(super) const AGENT_COLUMNS: &str = "id, name, available, idle_since, offline_since, \
+     EXISTS (SELECT 1 FROM agent_connections c WHERE c.agent_id = agents.id) AS online";
 
 /// One row of a query, read by column name.
 pub(super) trait Columns {
@@ -26,6 +30,8 @@ pub(super) trait Columns {
     fn int(&self, name: &str) -> Result<i64, StoreError>;
     /// An integer column that may be NULL.
     fn optional_int(&self, name: &str) -> Result<Option<i64>, StoreError>;
+    /// A boolean column that may not be NULL.
+    fn flag(&self, name: &str) -> Result<bool, StoreError>;
 }
 
 /// The column that names a member of this role.
@@ -97,6 +103,18 @@ pub(super) fn receipt(row: &impl Columns) -> Result<ReceiptRecord, StoreError> {
         kind,
         up_to_seq: seq(row.int("up_to_seq")?)?,
         at: time(row.int("at")?)?,
+    })
+}
+
+/// An agent row ([`AGENT_COLUMNS`]).
+pub(super) fn agent(row: &impl Columns) -> Result<AgentRecord, StoreError> {
+    Ok(AgentRecord {
+        id: user_id(row.text("id")?)?,
+        name: row.text("name")?,
+        available: row.flag("available")?,
+        online: row.flag("online")?,
+        idle_since: time(row.int("idle_since")?)?,
+        offline_since: row.optional_int("offline_since")?.map(time).transpose()?,
     })
 }
 

@@ -1,20 +1,33 @@
 //! A store in memory, with the SQLite and PostgreSQL stores' rules (all or
-//! nothing per batch, gapless seq, the idempotency key, members only), for
-//! the hub's deterministic tests: it answers at once, on the caller's task.
+//! nothing per batch, gapless seq, the idempotency key, members only, the
+//! shared agent pool's round and its rules), for the hub's deterministic
+//! tests: it answers at once, on the caller's task.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, MutexGuard};
+mod pool;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use petchat_protocol::{ClientMessageId, ConversationId, ConversationStatus, LastSeq, Seq, User, UserId};
 
-use super::{Applied, ConversationRecord, MessageRecord, ReceiptRecord, Store, StoreError, Write};
+use super::{Applied, ConversationRecord, MessageRecord, PoolRound, ReceiptRecord, Store, StoreError, Write};
 
-/// Conversations, messages and receipts in maps; lost when dropped.
+/// Conversations, messages, receipts and agents in maps; lost when dropped.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
+    /// What the store holds, shared with the pool round that commits into it.
+    shared: Arc<Shared>,
+    /// The shared agent pool's lock: a round holds it until it commits or is
+    /// dropped, and pool writes sent through `apply` wait for it.
+    pool: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The part of the store a pool round writes to after the call that made it returned.
+#[derive(Debug, Default)]
+struct Shared {
     data: Mutex<Data>,
-    /// While set, every `apply` fails (to test what a failed commit does).
+    /// While set, every `apply` and every round's commit fails (to test what a failed commit does).
     failing: Mutex<bool>,
 }
 
@@ -23,6 +36,10 @@ struct Data {
     conversations: BTreeMap<ConversationId, ConversationRecord>,
     messages: HashMap<ConversationId, Vec<MessageRecord>>,
     receipts: BTreeMap<(ConversationId, UserId, &'static str), ReceiptRecord>,
+    /// Every agent the pool knows, by id (`online` is derived from `connections`).
+    agents: BTreeMap<UserId, pool::Agent>,
+    /// The nodes where each agent has connections; an agent with none has no entry.
+    connections: BTreeMap<UserId, BTreeSet<String>>,
 }
 
 impl MemoryStore {
@@ -33,7 +50,7 @@ impl MemoryStore {
 
     /// Makes every following commit fail (`true`) or succeed again (`false`).
     pub fn fail_commits(&self, failing: bool) {
-        *self.failing.lock().unwrap_or_else(|e| e.into_inner()) = failing;
+        *self.shared.failing.lock().unwrap_or_else(|e| e.into_inner()) = failing;
     }
 
     /// The seqs stored in a conversation, in order (for tests).
@@ -42,7 +59,26 @@ impl MemoryStore {
     }
 
     fn data(&self) -> MutexGuard<'_, Data> {
+        self.shared.data()
+    }
+}
+
+impl Shared {
+    fn data(&self) -> MutexGuard<'_, Data> {
         self.data.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies a batch all or nothing, as one transaction would.
+    fn apply(&self, batch: &[Write]) -> Result<Vec<Applied>, StoreError> {
+        if *self.failing.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Err(StoreError::Unavailable("commits are failing (MemoryStore::fail_commits)".into()));
+        }
+        let mut data = self.data();
+        // All or nothing: work on a copy, keep it only when every write applied.
+        let mut next = data.clone();
+        let results = batch.iter().map(|write| next.apply_one(write)).collect();
+        *data = next;
+        Ok(results)
     }
 }
 
@@ -105,7 +141,32 @@ impl Data {
                 }
                 Applied::Receipt { advanced }
             }
+            Write::AgentConnection { agent, name, node, online, at } => {
+                self.agent_connection(agent, name, node, *online, *at);
+                Applied::Done
+            }
+            Write::AgentAvailability { agent, name, available, at } => {
+                self.agent_availability(agent, name, *available, *at);
+                Applied::Done
+            }
+            Write::AgentIdle { agent, at } => {
+                self.agent_idle(agent, *at);
+                Applied::Done
+            }
+            Write::NodeGone { node, at } => {
+                self.node_gone(node, *at);
+                Applied::Done
+            }
         }
+    }
+
+    /// Every conversation that is not closed, queued ones in queue order first (ties: by id).
+    fn open_conversations(&self) -> Vec<ConversationRecord> {
+        let mut records: Vec<ConversationRecord> =
+            self.conversations.values().filter(|rec| rec.status != ConversationStatus::Closed).cloned().collect();
+        // A stable sort of the id-ordered map: ties stay in id order.
+        records.sort_by_key(|rec| (rec.status == ConversationStatus::Active, rec.queued_at, rec.created_at));
+        records
     }
 
     fn stored(&self, conversation: &ConversationId, author: &UserId, key: &ClientMessageId) -> Option<MessageRecord> {
@@ -116,15 +177,13 @@ impl Data {
 #[async_trait]
 impl Store for MemoryStore {
     async fn apply(&self, batch: &[Write]) -> Result<Vec<Applied>, StoreError> {
-        if *self.failing.lock().unwrap_or_else(|e| e.into_inner()) {
-            return Err(StoreError::Unavailable("commits are failing (MemoryStore::fail_commits)".into()));
-        }
-        let mut data = self.data();
-        // All or nothing: work on a copy, keep it only when every write applied.
-        let mut next = data.clone();
-        let results = batch.iter().map(|write| next.apply_one(write)).collect();
-        *data = next;
-        Ok(results)
+        // Pool writes wait for the round in progress, as on PostgreSQL.
+        let _lock = if batch.iter().any(Write::is_agent_pool_write) {
+            Some(pool::wait_for_lock(&self.pool).await?)
+        } else {
+            None
+        };
+        self.shared.apply(batch)
     }
 
     async fn conversation(&self, id: &ConversationId) -> Result<Option<ConversationRecord>, StoreError> {
@@ -144,15 +203,7 @@ impl Store for MemoryStore {
     }
 
     async fn open_conversations(&self) -> Result<Vec<ConversationRecord>, StoreError> {
-        let mut records: Vec<ConversationRecord> = self
-            .data()
-            .conversations
-            .values()
-            .filter(|rec| rec.status != ConversationStatus::Closed)
-            .cloned()
-            .collect();
-        records.sort_by_key(|rec| (rec.status == ConversationStatus::Active, rec.queued_at, rec.created_at));
-        Ok(records)
+        Ok(self.data().open_conversations())
     }
 
     async fn messages_after(
@@ -181,6 +232,23 @@ impl Store for MemoryStore {
             data.receipts.iter().filter(|((c, _, _), _)| c == id).map(|(_, r)| r.clone()).collect();
         records.sort_by(|a, b| (a.kind.as_str(), &a.user_id).cmp(&(b.kind.as_str(), &b.user_id)));
         Ok(records)
+    }
+
+    async fn user_conversations(&self, user: &UserId) -> Result<Vec<ConversationRecord>, StoreError> {
+        let mut records: Vec<ConversationRecord> = self
+            .data()
+            .conversations
+            .values()
+            .filter(|rec| rec.status != ConversationStatus::Closed)
+            .filter(|rec| rec.customer.id == *user || rec.agent.as_ref().is_some_and(|a| a.id == *user))
+            .cloned()
+            .collect();
+        records.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(records)
+    }
+
+    async fn lock_pool(&self) -> Result<Box<dyn PoolRound>, StoreError> {
+        pool::lock(&self.shared, &self.pool).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -10,6 +10,20 @@
 //! (conversation, author, clientMessageId), and only a member may append.
 //! [`StoreError`] names no driver type, so the hub never learns which
 //! database it runs on.
+//!
+//! With several nodes the agent pool (SPEC §6) is shared: one queue and one
+//! set of agents, whatever node each customer and agent is on. Each node's
+//! pool decides in rounds, and [`Store::lock_pool`] makes a round exclusive:
+//! it takes the pool's global lock, reads the shared state (the open
+//! conversations and every agent, [`PoolSnapshot`]), lets the caller decide
+//! with the same rules as on one node, and [`PoolRound::commit`] writes the
+//! decisions and frees the lock in one transaction; so no two nodes decide
+//! from the same state, and a conversation is never given to two agents.
+//! Agents' connections are recorded per node ([`Write::AgentConnection`],
+//! [`Write::NodeGone`]), so that an agent stays online while any node holds
+//! a connection of it. Only PostgreSQL shares a pool between nodes; the
+//! memory store has the same rules for the hub's tests, and SQLite (one
+//! node only) refuses the round and its writes.
 
 mod checkpoint;
 mod columns;
@@ -126,6 +140,44 @@ pub struct ReceiptRecord {
     pub at: Timestamp,
 }
 
+/// An agent as the shared pool stores it (several nodes, SPEC §10).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRecord {
+    /// Its user id.
+    pub id: UserId,
+    /// Its display name, as its latest connection or status gave it.
+    pub name: String,
+    /// It asked to be in the pool (`agent.status`).
+    pub available: bool,
+    /// It has a connection on at least one node.
+    pub online: bool,
+    /// Ties of least-loaded assignment go to the smallest (longest idle).
+    pub idle_since: Timestamp,
+    /// When its last connection on any node closed; `None` while online. An
+    /// agent first known while offline (by [`Write::AgentAvailability`]) is
+    /// offline since then, so this is `None` exactly when `online` is true.
+    pub offline_since: Option<Timestamp>,
+}
+
+/// The shared pool's state as one round reads it under the lock.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolSnapshot {
+    /// Every conversation that is not closed, exactly as `open_conversations` orders them (queued ones in queue order first).
+    pub open: Vec<ConversationRecord>,
+    /// Every agent the pool knows (seen online, or set available, ever), by id.
+    pub agents: Vec<AgentRecord>,
+}
+
+/// One round of the shared pool: holds the pool's lock from `Store::lock_pool` until `commit` (or drop, which rolls back and frees it).
+#[async_trait]
+pub trait PoolRound: Send {
+    /// What the round read after taking the lock.
+    fn snapshot(&self) -> &PoolSnapshot;
+
+    /// Applies `writes` (any `Write` variants, same semantics and results as `Store::apply`) in the locked transaction, commits and frees the lock.
+    async fn commit(self: Box<Self>, writes: &[Write]) -> Result<Vec<Applied>, StoreError>;
+}
+
 /// One write of a batch.
 #[derive(Debug, Clone)]
 pub enum Write {
@@ -179,6 +231,64 @@ pub enum Write {
         /// When.
         at: Timestamp,
     },
+    /// An agent's connections on `node` went from none to some (`online: true`) or from some to none.
+    ///
+    /// The agent is online while it has a connection on some node; its last
+    /// one going sets `offline_since = at`, a first one clears it. Both
+    /// record the agent if it is new (unavailable, idle since `at`) and keep
+    /// its latest name; going offline on a node where it was not online does
+    /// nothing.
+    AgentConnection {
+        /// The agent.
+        agent: UserId,
+        /// Its display name.
+        name: String,
+        /// The node, as the cluster names it.
+        node: String,
+        /// Whether the agent now has connections on `node`.
+        online: bool,
+        /// When.
+        at: Timestamp,
+    },
+    /// `agent.status`: becoming available (from unavailable) sets `idle_since = at`.
+    AgentAvailability {
+        /// The agent (recorded if new, offline since `at` unless connected).
+        agent: UserId,
+        /// Its display name.
+        name: String,
+        /// Whether it is now in the pool.
+        available: bool,
+        /// When.
+        at: Timestamp,
+    },
+    /// The agent was given a conversation or freed one: `idle_since = at`
+    /// (an agent the pool does not know: nothing).
+    AgentIdle {
+        /// The agent.
+        agent: UserId,
+        /// When.
+        at: Timestamp,
+    },
+    /// Every connection of `node` is gone (it died or left, or restarted): its agent connections are forgotten; agents left with none go offline at `at`.
+    NodeGone {
+        /// The node.
+        node: String,
+        /// When (the agents' `offline_since`).
+        at: Timestamp,
+    },
+}
+
+impl Write {
+    /// Whether it is a write of the shared agent pool (which SQLite refuses).
+    fn is_agent_pool_write(&self) -> bool {
+        matches!(
+            self,
+            Self::AgentConnection { .. }
+                | Self::AgentAvailability { .. }
+                | Self::AgentIdle { .. }
+                | Self::NodeGone { .. }
+        )
+    }
 }
 
 /// What one write did.
@@ -256,12 +366,17 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Applies a batch of writes in one transaction, in order; all or nothing.
+    ///
+    /// A batch that holds a write of the shared agent pool (`Agent*`,
+    /// `NodeGone`) first waits for the round in progress, if any, so that it
+    /// never lands between a round's snapshot and its commit. SQLite refuses
+    /// such a batch whole: it serves one node only.
     async fn apply(&self, batch: &[Write]) -> Result<Vec<Applied>, StoreError>;
 
     /// One conversation.
     async fn conversation(&self, id: &ConversationId) -> Result<Option<ConversationRecord>, StoreError>;
 
-    /// Every conversation that is not closed, queued ones in queue order first.
+    /// Every conversation that is not closed, queued ones in queue order first (ties: by id).
     async fn open_conversations(&self) -> Result<Vec<ConversationRecord>, StoreError>;
 
     /// Messages with `seq > after`, in order, at most `limit`.
@@ -289,13 +404,14 @@ pub trait Store: Send + Sync + 'static {
     async fn member_conversations(&self, user: &User) -> Result<Vec<ConversationRecord>, StoreError>;
 
     /// The conversations that are not closed where `user` is the customer or the assigned agent, whatever its role (for presence when a node dies, which knows only user ids).
-    async fn user_conversations(&self, user: &UserId) -> Result<Vec<ConversationRecord>, StoreError> {
-        let open = self.open_conversations().await?;
-        Ok(open
-            .into_iter()
-            .filter(|rec| rec.customer.id == *user || rec.agent.as_ref().is_some_and(|a| a.id == *user))
-            .collect())
-    }
+    ///
+    /// Oldest first, as [`Store::member_conversations`] orders them.
+    async fn user_conversations(&self, user: &UserId) -> Result<Vec<ConversationRecord>, StoreError>;
+
+    /// Locks the shared agent pool for one round (several nodes): waits for the lock (bounded: StoreError::Unavailable after a timeout of a few seconds), then reads the snapshot in the same transaction.
+    ///
+    /// SQLite serves one node only and refuses it ([`StoreError::Refused`]).
+    async fn lock_pool(&self) -> Result<Box<dyn PoolRound>, StoreError>;
 
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;

@@ -21,12 +21,19 @@
 //!   and an append inserts only when no row holds its key: a resend through
 //!   another node finds the original, because the original's transaction
 //!   held the conversation's lock and committed before the resend got it.
+//! - The shared agent pool: a round takes a transaction-scoped advisory
+//!   lock ([`POOL_LOCK`]) and reads the agents and the open conversations
+//!   after it, so it sees every earlier round's commit (READ COMMITTED takes
+//!   a snapshot per statement); its writes then lock conversation rows like
+//!   any batch (`postgres/round.rs`). Pool writes sent through `apply` take
+//!   the same lock first, so they never interleave with a round.
 //! - Nothing hangs: the pool waits, connects and every statement run have
 //!   timeouts, so an unreachable database gives an error in a few seconds;
 //!   closed connections are dropped from the pool, which opens new ones when
 //!   the database is back.
 
 mod batch;
+mod round;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -39,13 +46,15 @@ use tokio_postgres::{NoTls, Row};
 use tracing::{debug, warn};
 
 use super::columns::{CONVERSATION_COLUMNS, Columns, MESSAGE_COLUMNS, conversation, member_column, message, receipt};
-use super::{Applied, ConversationRecord, MessageRecord, ReceiptRecord, Store, StoreError, Write};
+use super::{Applied, ConversationRecord, MessageRecord, PoolRound, ReceiptRecord, Store, StoreError, Write};
 
 /// Conversations and messages in a PostgreSQL database that several nodes may share.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     /// Connections for writes and reads alike; each caches its prepared statements.
     pool: Pool,
+    /// How long `lock_pool` waits for another node's round to end.
+    pool_lock_timeout: Duration,
 }
 
 /// Connections the pool keeps at most: one writer plus readers (joins, history, readiness).
@@ -67,11 +76,24 @@ const CONFLICT_ATTEMPTS: u32 = 5;
 /// The `pg_advisory_xact_lock` key that serializes migrations between nodes
 /// starting at once ("petchat" in ASCII).
 const MIGRATION_LOCK: i64 = 0x0070_6574_6368_6174;
+/// The `pg_advisory_xact_lock` key of the shared agent pool, one round at a
+/// time whatever node ("petcpool" in ASCII).
+const POOL_LOCK: i64 = 0x7065_7463_706f_6f6c;
+/// How long a round waits for the previous one by default: rounds are short
+/// (read, decide in memory, write), so a wait this long means a node is stuck.
+const POOL_LOCK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The bound on migrating at start, waiting for another node's migrations included.
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(30);
 /// The schema migrations, applied in order and recorded in `schema_migrations`.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial", include_str!("../../migrations/postgres/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("../../migrations/postgres/0001_initial.sql")),
+    (2, "agents", include_str!("../../migrations/postgres/0002_agents.sql")),
+];
+
+/// The open conversations, in the order SQLite gives (which sorts NULL first), ties by id.
+const OPEN_CONVERSATIONS: &str = "WHERE status <> 'closed' \
+     ORDER BY status = 'active', queued_at NULLS FIRST, created_at, id COLLATE \"C\"";
 
 /// Whether a database URL names PostgreSQL.
 pub(super) fn is_postgres_url(url: &str) -> bool {
@@ -109,9 +131,16 @@ impl PostgresStore {
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| StoreError::Refused(Box::new(e)))?;
-        let store = Self { pool };
+        let store = Self { pool, pool_lock_timeout: POOL_LOCK_TIMEOUT };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// The same store with `lock_pool` waiting at most `timeout` for the
+    /// pool's lock (default 3 s) before it fails with `Unavailable`.
+    pub fn with_pool_lock_timeout(mut self, timeout: Duration) -> Self {
+        self.pool_lock_timeout = timeout;
+        self
     }
 
     /// Applies the migrations not yet applied, in one transaction under an
@@ -234,11 +263,7 @@ impl Store for PostgresStore {
     }
 
     async fn open_conversations(&self) -> Result<Vec<ConversationRecord>, StoreError> {
-        // The order SQLite gives, which sorts NULL first.
-        let sql = format!(
-            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE status <> 'closed' \
-             ORDER BY status = 'active', queued_at NULLS FIRST, created_at"
-        );
+        let sql = format!("SELECT {CONVERSATION_COLUMNS} FROM conversations {OPEN_CONVERSATIONS}");
         let rows = self.read(&sql, &[], ATTEMPT_TIMEOUT).await?;
         rows.iter().map(|row| conversation(&Pg(row))).collect()
     }
@@ -288,6 +313,19 @@ impl Store for PostgresStore {
         );
         let rows = self.read(&sql, &[&user.id.as_str()], ATTEMPT_TIMEOUT).await?;
         rows.iter().map(|row| conversation(&Pg(row))).collect()
+    }
+
+    async fn user_conversations(&self, user: &UserId) -> Result<Vec<ConversationRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations \
+             WHERE (customer_id = $1 OR agent_id = $1) AND status <> 'closed' ORDER BY created_at, id COLLATE \"C\""
+        );
+        let rows = self.read(&sql, &[&user.as_str()], ATTEMPT_TIMEOUT).await?;
+        rows.iter().map(|row| conversation(&Pg(row))).collect()
+    }
+
+    async fn lock_pool(&self) -> Result<Box<dyn PoolRound>, StoreError> {
+        round::lock(self).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -344,6 +382,9 @@ impl Columns for Pg<'_> {
         self.0.try_get(name).map_err(corrupt)
     }
     fn optional_int(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        self.0.try_get(name).map_err(corrupt)
+    }
+    fn flag(&self, name: &str) -> Result<bool, StoreError> {
         self.0.try_get(name).map_err(corrupt)
     }
 }

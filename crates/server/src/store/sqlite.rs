@@ -22,7 +22,7 @@ use super::checkpoint::{self, Checkpointer};
 use super::columns::{
     CONVERSATION_COLUMNS, Columns, MESSAGE_COLUMNS, conversation, member_column, message, receipt, seq, status_name,
 };
-use super::{Applied, ConversationRecord, MessageRecord, ReceiptRecord, Store, StoreError, Write};
+use super::{Applied, ConversationRecord, MessageRecord, PoolRound, ReceiptRecord, Store, StoreError, Write};
 
 /// Conversations and messages in one SQLite file.
 #[derive(Debug, Clone)]
@@ -140,6 +140,9 @@ fn migrate(connection: &Connection) -> Result<(), StoreError> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn apply(&self, batch: &[Write]) -> Result<Vec<Applied>, StoreError> {
+        if batch.iter().any(Write::is_agent_pool_write) {
+            return Err(one_node_only());
+        }
         let batch = batch.to_vec();
         let checkpointer = self.checkpointer.clone();
         Self::on(&self.writer, move |connection| {
@@ -169,7 +172,7 @@ impl Store for SqliteStore {
         Self::on(&self.reader, |connection| {
             let sql = format!(
                 "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE status != 'closed' \
-                 ORDER BY status = 'active', queued_at, created_at"
+                 ORDER BY status = 'active', queued_at, created_at, id"
             );
             let mut statement = connection.prepare_cached(&sql)?;
             let mut rows = statement.query([])?;
@@ -249,6 +252,29 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn user_conversations(&self, user: &UserId) -> Result<Vec<ConversationRecord>, StoreError> {
+        let id = user.clone();
+        Self::on(&self.reader, move |connection| {
+            // SQLite's OR optimization serves it from the two indexes (by customer, by agent).
+            let sql = format!(
+                "SELECT {CONVERSATION_COLUMNS} FROM conversations \
+                 WHERE (customer_id = ?1 OR agent_id = ?1) AND status != 'closed' ORDER BY created_at, id"
+            );
+            let mut statement = connection.prepare_cached(&sql)?;
+            let mut rows = statement.query([id.as_str()])?;
+            let mut records = Vec::new();
+            while let Some(row) = rows.next()? {
+                records.push(conversation(row)?);
+            }
+            Ok(records)
+        })
+        .await
+    }
+
+    async fn lock_pool(&self) -> Result<Box<dyn PoolRound>, StoreError> {
+        Err(one_node_only())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         Self::on(&self.reader, |connection| Ok(connection.query_row("SELECT 1", [], |_| Ok(()))?)).await
     }
@@ -259,6 +285,11 @@ impl Store for SqliteStore {
             Self::on(&self.writer, |connection| Ok(connection.pragma_update(None, "wal_checkpoint", "TRUNCATE")?))
                 .await;
     }
+}
+
+/// Why SQLite has no shared agent pool: it is one node's database (SPEC §10).
+fn one_node_only() -> StoreError {
+    StoreError::Refused("the shared agent pool needs PostgreSQL: SQLite serves one node only".into())
 }
 
 fn apply_one(tx: &Transaction<'_>, write: &Write) -> Result<Applied, StoreError> {
@@ -389,6 +420,11 @@ fn apply_one(tx: &Transaction<'_>, write: &Write) -> Result<Applied, StoreError>
                 ])?;
             Ok(Applied::Receipt { advanced: changed == 1 })
         }
+        // `apply` refuses these before it begins; kept here so the match says so.
+        Write::AgentConnection { .. }
+        | Write::AgentAvailability { .. }
+        | Write::AgentIdle { .. }
+        | Write::NodeGone { .. } => Err(one_node_only()),
     }
 }
 
@@ -447,6 +483,9 @@ impl Columns for Row<'_> {
         Ok(self.get(name)?)
     }
     fn optional_int(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self.get(name)?)
+    }
+    fn flag(&self, name: &str) -> Result<bool, StoreError> {
         Ok(self.get(name)?)
     }
 }

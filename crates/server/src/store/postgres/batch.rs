@@ -1,11 +1,12 @@
 //! The write path of the PostgreSQL store: one batch, one transaction,
-//! every statement of it pipelined (sent at once, answered at once).
+//! every statement of it pipelined (sent at once, answered at once); the
+//! same statements serve `apply` and a pool round's commit.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use deadpool_postgres::Object;
+use deadpool_postgres::{GenericClient, Object};
 use petchat_protocol::{ConversationStatus, Timestamp};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -13,12 +14,15 @@ use tokio_postgres::{Row, Statement};
 
 use super::super::columns::{Columns, message, seq, status, status_name};
 use super::super::{Applied, MessageRecord, StoreError, Write};
-use super::{Pg, classify, corrupt};
+use super::{POOL_LOCK, Pg, classify, corrupt};
 
 /// Locks the conversation rows a batch touches, in id order, before any
 /// write: every batch takes its locks in the same order, so none waits for
 /// another that waits for it.
 const LOCK: &str = "SELECT id FROM conversations WHERE id = ANY($1) ORDER BY id FOR UPDATE";
+
+/// Takes the shared agent pool's lock until the transaction ends, as a round does.
+const POOL_LOCK_SQL: &str = "SELECT pg_advisory_xact_lock($1)";
 
 const CREATE: &str = "INSERT INTO conversations (id, customer_id, customer_name, agent_id, agent_name, status, \
      last_seq, created_at, queued_at, topic, pet_id, order_id) \
@@ -64,6 +68,46 @@ const RECEIPT: &str = "INSERT INTO receipts (conversation_id, user_id, kind, up_
      ON CONFLICT (conversation_id, user_id, kind) DO UPDATE SET up_to_seq = excluded.up_to_seq, \
      at = excluded.at WHERE excluded.up_to_seq > receipts.up_to_seq RETURNING 1";
 
+/// An agent's first connection on a node: records the agent if new and
+/// keeps its latest name; it is online, so not offline since anything. (The
+/// new agent's row is visible to the foreign key check, which runs at the
+/// end of the statement.)
+const CONNECT: &str = "WITH agent AS ( \
+         INSERT INTO agents (id, name, available, idle_since, offline_since) \
+         VALUES ($1, $2, FALSE, $4::bigint, NULL) \
+         ON CONFLICT (id) DO UPDATE SET name = excluded.name, offline_since = NULL \
+         RETURNING id \
+     ) \
+     INSERT INTO agent_connections (agent_id, node_id) SELECT id, $3::text FROM agent ON CONFLICT DO NOTHING";
+
+/// An agent's last connection on a node closed: forget the node's row and,
+/// when it was the agent's last row, the agent is offline since then. The
+/// UPDATE reads the statement's snapshot, from before the DELETE, hence the
+/// `node_id <> $2` to ask about the other nodes only.
+const DISCONNECT: &str = "WITH gone AS ( \
+         DELETE FROM agent_connections WHERE agent_id = $1 AND node_id = $2 RETURNING agent_id \
+     ) \
+     UPDATE agents SET name = $3, offline_since = CASE \
+         WHEN EXISTS (SELECT 1 FROM agent_connections WHERE agent_id = $1 AND node_id <> $2) THEN offline_since \
+         ELSE $4::bigint END \
+     WHERE id IN (SELECT agent_id FROM gone)";
+
+/// `agent.status`: becoming available from unavailable starts its idle time.
+/// A new agent has no connection (the foreign key), so it is offline since then.
+const AVAILABILITY: &str = "INSERT INTO agents AS a (id, name, available, idle_since, offline_since) \
+     VALUES ($1, $2, $3, $4::bigint, $4::bigint) \
+     ON CONFLICT (id) DO UPDATE SET name = excluded.name, available = excluded.available, \
+     idle_since = CASE WHEN excluded.available AND NOT a.available THEN excluded.idle_since ELSE a.idle_since END";
+
+const IDLE: &str = "UPDATE agents SET idle_since = $2 WHERE id = $1";
+
+/// A node is gone: its rows go, and the agents it leaves with none are
+/// offline since then (the snapshot is from before the DELETE, as in DISCONNECT).
+const NODE_GONE: &str = "WITH gone AS (DELETE FROM agent_connections WHERE node_id = $1 RETURNING agent_id) \
+     UPDATE agents SET offline_since = $2 \
+     WHERE id IN (SELECT agent_id FROM gone) \
+       AND NOT EXISTS (SELECT 1 FROM agent_connections c WHERE c.agent_id = agents.id AND c.node_id <> $1)";
+
 /// Why one attempt at a batch failed, sorted by whether to try again.
 #[derive(Debug)]
 pub(super) enum Failure {
@@ -95,17 +139,45 @@ impl Failure {
     }
 }
 
-/// One attempt at a batch: BEGIN; the lock and every write, pipelined;
+/// One attempt at a batch: BEGIN; the locks and every write, pipelined;
 /// COMMIT. The results are decoded before COMMIT, so a batch whose answer
 /// cannot be given is not committed either.
 pub(super) async fn apply_once(client: &mut Object, batch: &[Write]) -> Result<Vec<Applied>, Failure> {
     let tx = client.transaction().await.map_err(Failure::before_commit)?;
+    // Pool writes outside a round wait for the pool's lock like a round, so
+    // that they never interleave with one (whose decisions rest on the agents
+    // it read) nor with each other (whether an agent's last node went is
+    // decided under it). Taken before any row lock, as a round takes it.
+    let pool_lock = batch.iter().any(Write::is_agent_pool_write);
+    let applied = run(&tx, batch, pool_lock).await?;
+    tx.commit().await.map_err(|e| Failure::Other(classify(e)))?;
+    Ok(applied)
+}
+
+/// The writes of a batch on `client`, inside a transaction the caller began
+/// and commits: first the pool's lock (when `pool_lock`), then every
+/// conversation row the batch touches locked in id order, then the writes,
+/// all pipelined in one round trip; the results, decoded.
+pub(super) async fn run(
+    client: &impl GenericClient,
+    batch: &[Write],
+    pool_lock: bool,
+) -> Result<Vec<Applied>, Failure> {
+    let mut ids: Vec<&str> = batch.iter().filter_map(conversation_locked_by).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut locks: Vec<(&'static str, Vec<Param<'_>>)> = Vec::new();
+    if pool_lock {
+        locks.push((POOL_LOCK_SQL, vec![Box::new(POOL_LOCK)]));
+    }
+    locks.push((LOCK, vec![Box::new(ids)]));
+
     let kinds: Vec<&'static str> = batch.iter().map(statement_of).collect();
-    let mut distinct: Vec<&'static str> = std::iter::once(LOCK).chain(kinds.iter().copied()).collect();
+    let mut distinct: Vec<&'static str> = locks.iter().map(|(sql, _)| *sql).chain(kinds.iter().copied()).collect();
     distinct.sort_unstable();
     distinct.dedup();
     let prepared: Vec<Statement> =
-        futures_util::future::try_join_all(distinct.iter().map(|sql| tx.prepare_cached(sql)))
+        futures_util::future::try_join_all(distinct.iter().map(|sql| client.prepare_cached(sql)))
             .await
             .map_err(Failure::before_commit)?;
     let statement = |sql: &str| -> &Statement {
@@ -113,29 +185,25 @@ pub(super) async fn apply_once(client: &mut Object, batch: &[Write]) -> Result<V
         &prepared[index]
     };
 
-    let mut ids: Vec<&str> = batch.iter().filter_map(conversation_locked_by).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let lock_params: Vec<Param<'_>> = vec![Box::new(ids)];
     let write_params: Vec<Vec<Param<'_>>> = batch.iter().map(params_of).collect();
-    let lock = (statement(LOCK), lock_params.as_slice());
-    let steps = std::iter::once(lock).chain(kinds.iter().zip(&write_params).map(|(sql, p)| (statement(sql), &p[..])));
+    let steps = locks
+        .iter()
+        .map(|(sql, p)| (statement(sql), &p[..]))
+        .chain(kinds.iter().zip(&write_params).map(|(sql, p)| (statement(sql), &p[..])));
     let borrowed: Vec<(&Statement, Vec<&(dyn ToSql + Sync)>)> =
         steps.map(|(statement, params)| (statement, params.iter().map(|p| &**p as _).collect())).collect();
     // Each query is written to the connection when first polled: polled in
     // order, they reach the server in order, one round trip for them all.
-    let mut rows = in_order(borrowed.iter().map(|(statement, params)| tx.query(*statement, params)).collect())
+    let mut rows = in_order(borrowed.iter().map(|(statement, params)| client.query(*statement, params)).collect())
         .await
         .map_err(Failure::before_commit)?;
-    rows.remove(0); // the lock's
-    let applied = batch
+    rows.drain(..locks.len());
+    batch
         .iter()
         .zip(&rows)
         .map(|(write, rows)| applied(write, rows))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(Failure::Other)?;
-    tx.commit().await.map_err(|e| Failure::Other(classify(e)))?;
-    Ok(applied)
+        .map_err(Failure::Other)
 }
 
 /// A statement parameter, borrowed from the batch where it can be.
@@ -148,6 +216,11 @@ fn statement_of(write: &Write) -> &'static str {
         Write::Close { .. } => CLOSE,
         Write::Append { .. } => APPEND,
         Write::Receipt { .. } => RECEIPT,
+        Write::AgentConnection { online: true, .. } => CONNECT,
+        Write::AgentConnection { online: false, .. } => DISCONNECT,
+        Write::AgentAvailability { .. } => AVAILABILITY,
+        Write::AgentIdle { .. } => IDLE,
+        Write::NodeGone { .. } => NODE_GONE,
     }
 }
 
@@ -155,7 +228,11 @@ fn statement_of(write: &Write) -> &'static str {
 /// invisible to other transactions until COMMIT, so needs no lock).
 fn conversation_locked_by(write: &Write) -> Option<&str> {
     match write {
-        Write::CreateConversation(_) => None,
+        Write::CreateConversation(_)
+        | Write::AgentConnection { .. }
+        | Write::AgentAvailability { .. }
+        | Write::AgentIdle { .. }
+        | Write::NodeGone { .. } => None,
         Write::Assign { conversation, .. }
         | Write::Close { conversation, .. }
         | Write::Append { conversation, .. }
@@ -206,13 +283,28 @@ fn params_of(write: &Write) -> Vec<Param<'_>> {
             Box::new(up_to_seq.get() as i64),
             Box::new(at.as_unix_ms()),
         ],
+        Write::AgentConnection { agent, name, node, online: true, at } => {
+            vec![Box::new(agent.as_str()), Box::new(name.as_str()), Box::new(node.as_str()), Box::new(at.as_unix_ms())]
+        }
+        Write::AgentConnection { agent, name, node, online: false, at } => {
+            vec![Box::new(agent.as_str()), Box::new(node.as_str()), Box::new(name.as_str()), Box::new(at.as_unix_ms())]
+        }
+        Write::AgentAvailability { agent, name, available, at } => {
+            vec![Box::new(agent.as_str()), Box::new(name.as_str()), Box::new(*available), Box::new(at.as_unix_ms())]
+        }
+        Write::AgentIdle { agent, at } => vec![Box::new(agent.as_str()), Box::new(at.as_unix_ms())],
+        Write::NodeGone { node, at } => vec![Box::new(node.as_str()), Box::new(at.as_unix_ms())],
     }
 }
 
 /// What a write did, from the rows its statement returned.
 fn applied(write: &Write, rows: &[Row]) -> Result<Applied, StoreError> {
     Ok(match write {
-        Write::CreateConversation(_) => Applied::Done,
+        Write::CreateConversation(_)
+        | Write::AgentConnection { .. }
+        | Write::AgentAvailability { .. }
+        | Write::AgentIdle { .. }
+        | Write::NodeGone { .. } => Applied::Done,
         Write::Assign { .. } | Write::Close { .. } => {
             if rows.is_empty() {
                 Applied::Closed
