@@ -263,10 +263,12 @@ async fn after_redis_returns_members_on_other_nodes_get_what_was_sent_meanwhile_
     for n in 1..=2 {
         cluster.wait_readyz(n, 503, "SPEC §10: the nodes notice that Redis is gone").await;
     }
-    let mut own: [BTreeSet<u64>; 2] = [BTreeSet::from([seq(&first)]), BTreeSet::new()];
+    // What each knows: seq 1, its own messages, and whatever its node
+    // delivered of the other's meanwhile.
+    let mut known = [BTreeSet::from([seq(&first)]), BTreeSet::from([seq(&first)])];
     for n in 0..3 {
-        own[0].insert(seq(&say(&mut customer, &conversation, &format!("customer during #{n}")).await));
-        own[1].insert(seq(&say(&mut agent, &conversation, &format!("agent during #{n}")).await));
+        say_noting(&mut customer, &conversation, &format!("customer during #{n}"), &mut known[0]).await;
+        say_noting(&mut agent, &conversation, &format!("agent during #{n}"), &mut known[1]).await;
     }
     let last = 7;
     cluster.start_redis();
@@ -283,9 +285,11 @@ async fn after_redis_returns_members_on_other_nodes_get_what_was_sent_meanwhile_
         role: Role::Agent,
         fallback: Some(cluster.node(2)),
     };
-    let [own_customer, own_agent] = own;
-    let (mut customer, mut agent) =
-        tokio::join!(customer_side.catch_up(customer, own_customer, last), agent_side.catch_up(agent, own_agent, last));
+    let [known_customer, known_agent] = known;
+    let (mut customer, mut agent) = tokio::join!(
+        customer_side.catch_up(customer, known_customer, last),
+        agent_side.catch_up(agent, known_agent, last)
+    );
     let ack = say(&mut customer, &conversation, "after the outage").await;
     let got = message(&mut agent).await;
     assert_eq!(
@@ -293,6 +297,27 @@ async fn after_redis_returns_members_on_other_nodes_get_what_was_sent_meanwhile_
         seq(&ack),
         "SPEC §10: once Redis is back, live traffic crosses nodes again, nothing replayed twice"
     );
+}
+
+/// Sends `text` and reads until its ack, noting in `known` its seq and the
+/// seq of every chat.message that arrives meanwhile.
+async fn say_noting(peer: &mut Peer, conversation: &str, text: &str, known: &mut BTreeSet<u64>) {
+    let send = chat_send(conversation, text);
+    peer.send(send.clone());
+    loop {
+        let frame = peer.recv().await;
+        match frame["type"].as_str() {
+            Some("chat.message") => {
+                known.insert(seq(&frame));
+            }
+            Some("chat.ack") if frame["data"]["clientMessageId"] == key_of(&send) => {
+                known.insert(seq(&frame));
+                return;
+            }
+            Some("error") => panic!("SPEC §10: while Redis is down a node still stores and acks: {frame}"),
+            _ => {}
+        }
+    }
 }
 
 /// `/readyz` on every node: 200 with PostgreSQL and Redis up, 503 (naming
@@ -509,7 +534,7 @@ impl Member {
                         panic!("SPEC §10: {label}'s connection ended ({end:?}) though its node lives")
                     };
                     fallback_used = true;
-                    peer = fallback.connect(&self.user, self.role).await;
+                    peer = fallback.reconnect(&self.user, self.role).await;
                     let after = (0..).take_while(|s| *s == 0 || known.contains(s)).last().unwrap_or(0);
                     peer.join(&self.conversation, after).await;
                     resumed_after = Some(after);
@@ -568,16 +593,18 @@ impl Member {
     async fn catch_up(mut self, mut peer: Peer, mut known: BTreeSet<u64>, last: u64) -> Peer {
         let label = self.user.clone();
         let mut delivered = Vec::<u64>::new();
+        let mut resumed = false;
         while !(1..=last).all(|s| known.contains(&s)) {
             let missing: Vec<u64> = (1..=last).filter(|s| !known.contains(s)).collect();
             let frame = match peer.next_within(WAIT).await {
                 Some(Next::Frame(frame)) => frame,
                 Some(Next::Closed(Some((1012, _)))) => {
                     let fallback = self.fallback.take().expect("one 1012 per outage");
-                    peer = fallback.connect(&self.user, self.role).await;
+                    peer = fallback.reconnect(&self.user, self.role).await;
                     let after = (0..).take_while(|s| *s == 0 || known.contains(s)).last().unwrap_or(0);
                     peer.join(&self.conversation, after).await;
                     delivered.clear();
+                    resumed = true;
                     continue;
                 }
                 Some(Next::Closed(end)) => panic!(
@@ -591,6 +618,13 @@ impl Member {
             };
             if frame["type"] == "chat.message" {
                 let s = seq(&frame);
+                // Its own messages never come back to the connection that
+                // sent them, and the others' came once: until a resume
+                // replays them, a known seq is a duplicate.
+                assert!(
+                    resumed || !known.contains(&s),
+                    "SPEC §5/§10: {label} got seq {s} a second time after Redis came back"
+                );
                 assert!(
                     delivered.last().is_none_or(|&prev| prev < s),
                     "SPEC §5/§10: {label} got seq {s} again or out of order after Redis came back ({delivered:?})"

@@ -358,6 +358,36 @@ impl Endpoint {
         Peer::spawn(format!("{sub}@{}", self.name), client.ws)
     }
 
+    /// Connects as `connect` does, trying again every 100 ms while the
+    /// connection is refused (a node starting), as a reconnecting client does.
+    pub async fn reconnect(&self, sub: &str, role: Role) -> Peer {
+        let server = TestServer::at(self.addr);
+        let url = format!("{}?token={}", server.url(), server.token(sub, role));
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let request = {
+                use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+                let mut request = url.as_str().into_client_request().expect("request");
+                request.headers_mut().insert("Sec-WebSocket-Protocol", "petchat.v1".parse().expect("header"));
+                request
+            };
+            match tokio_tungstenite::connect_async(request).await {
+                Ok((ws, _)) => {
+                    let mut peer = Peer::spawn(format!("{sub}@{}", self.name), ws);
+                    let ready = peer.recv().await;
+                    assert_eq!(ready["type"], "session.ready", "SPEC §1: the first frame {} gets", peer.label);
+                    return peer;
+                }
+                Err(e) => assert!(
+                    Instant::now() < deadline,
+                    "{sub} could not reconnect to {} within {WAIT:?}: {e}",
+                    self.name
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// A GET on this endpoint: status and body.
     pub async fn get(&self, path: &str) -> (u16, String) {
         http(&TestServer::at(self.addr), path, None).await
