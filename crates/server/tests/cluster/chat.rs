@@ -340,3 +340,28 @@ async fn typing(typist: &Peer, watcher: &mut Peer, conversation: &str, user: &st
 fn presence_is(frame: &Value, user: &str, status: &str) -> bool {
     frame["type"] == "presence" && frame["data"]["userId"] == user && frame["data"]["status"] == status
 }
+
+/// A notification is for one user on all of its connections on every node:
+/// cust-1 is on n1 (in the conversation) and n3 (not joined); its agent on
+/// n2 leaves for longer than the grace period, and both connections get the
+/// `conversation.requeued` notification, with the same id and seq.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_reaches_every_connection_of_its_user_on_every_node() {
+    let cluster = Cluster::of(3).flag("--agent-grace-ms", 1_000).start().await;
+    let Pair { customer: mut laptop, agent, conversation: _ } = cluster.pair(1, "cust-1", 2, "agent-1").await;
+    let mut phone = cluster.node(3).connect("cust-1", Role::Customer).await;
+    agent.close().await;
+    let mut seen = Vec::new();
+    for device in [&mut laptop, &mut phone] {
+        let what = "notification conversation.requeued";
+        let note = device
+            .recv_where(what, |f| f["type"] == "notification" && f["data"]["kind"] == "conversation.requeued")
+            .await;
+        seen.push(note["data"].clone());
+    }
+    assert_eq!(
+        (&seen[0]["id"], &seen[0]["seq"]),
+        (&seen[1]["id"], &seen[1]["seq"]),
+        "SPEC §12/§10: cust-1's connections on n1 and n3 get the same notification"
+    );
+}
