@@ -4,13 +4,15 @@
 //! against the generated JSON Schema; `redis` starts a real redis-server for
 //! the cluster tests, `nginx` a real nginx in front of server processes,
 //! `private_postgres` a PostgreSQL a test may stop, and `cluster` several
-//! server processes on one PostgreSQL database and one Redis.
+//! server processes on one PostgreSQL database and one Redis, talked to
+//! through `peer`s.
 
 #![allow(dead_code, unreachable_pub)]
 
 pub mod cluster;
 pub mod database;
 pub mod nginx;
+pub mod peer;
 pub mod private_postgres;
 pub mod process;
 pub mod raw;
