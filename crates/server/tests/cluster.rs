@@ -5,8 +5,11 @@
 //!   presence, several devices, exactly-once, gapless seq, resume);
 //! - `cluster/assignment.rs`: §6 across nodes (the one queue, one agent per
 //!   conversation, the fewest-open rule) and the per-user connection cap;
-//! - `cluster/faults.rs`: a node killed, Redis and PostgreSQL lost and back,
-//!   `/readyz`, and what a node refuses at start;
+//! - `cluster/node_death.rs`: a node SIGKILLed under load, its users'
+//!   presence, its agent's grace (with `cluster/member.rs`, a client that
+//!   reconnects, resumes and resends as real ones do);
+//! - `cluster/outages.rs`: Redis and PostgreSQL lost and back, `/readyz`,
+//!   and what a node refuses at start;
 //! - `cluster/through_nginx.rs`: the same behind nginx, no sticky sessions.
 //!
 //! These tests need PostgreSQL and Redis, so the file is built only with the
@@ -19,8 +22,12 @@ mod common;
 mod assignment;
 #[path = "cluster/chat.rs"]
 mod chat;
-#[path = "cluster/faults.rs"]
-mod faults;
+#[path = "cluster/member.rs"]
+mod member;
+#[path = "cluster/node_death.rs"]
+mod node_death;
+#[path = "cluster/outages.rs"]
+mod outages;
 #[path = "cluster/through_nginx.rs"]
 mod through_nginx;
 
