@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Interop tests with clients nobody here wrote: Python `websockets` and Node.js
 # `ws` talk to the built petchat-server, then Python `websockets` again through
-# nginx (deploy/nginx/petchat.conf) in front of two nodes. Installs them (a venv
-# under target/, npm ci in tests/interop/node, nginx from Debian) unless already
-# there, starts the servers on throwaway databases, and stops them at the end.
+# nginx (deploy/nginx/petchat.conf) in front of two nodes, and across a cluster
+# of two nodes on one PostgreSQL database and one Redis (SPEC §10). Installs
+# them (a venv under target/, npm ci in tests/interop/node, nginx, PostgreSQL
+# and Redis from Debian) unless already there, starts the servers on throwaway
+# databases (PostgreSQL: the one of scripts/services.sh, reused when test.sh
+# has started it), and stops them at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,8 +31,14 @@ server=target/debug/petchat-server
 work=$(mktemp -d)
 secret="interop-$RANDOM$RANDOM"
 pids=()
+cluster_db=""
 cleanup() {
   nginx_stop "$work/nginx" 2>/dev/null || true
+  if [ -n "$cluster_db" ]; then
+    kill "${pids[@]}" 2>/dev/null || true
+    "$PETCHAT_TEST_POSTGRES_BIN/psql" -q "$PETCHAT_TEST_POSTGRES_URL" \
+      -c "DROP DATABASE IF EXISTS $cluster_db WITH (FORCE)" >/dev/null 2>&1 || true
+  fi
   kill "${pids[@]}" 2>/dev/null || true
   wait 2>/dev/null || true
   rm -rf "$work"
@@ -54,3 +63,27 @@ port=$("$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0
 nginx_start "$work/nginx" "127.0.0.1:$port" "$first" "$SERVER_ADDR"
 PETCHAT_LB_URL="ws://127.0.0.1:$port/v1/ws/chat" PETCHAT_CUSTOMER_TOKEN=$(token cust-lb customer) \
   "$venv/bin/python" tests/interop/through_nginx.py
+
+# A cluster: two nodes on one PostgreSQL database and a Redis of their own.
+source scripts/services.sh
+services_postgres
+services_install redis-server redis-server
+cluster_db="petchat_interop_$$_$RANDOM"
+"$PETCHAT_TEST_POSTGRES_BIN/psql" -q "$PETCHAT_TEST_POSTGRES_URL" -c "CREATE DATABASE $cluster_db"
+redis_port=$("$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
+pids+=("$!")
+for _ in $(seq 1 50); do
+  redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
+  sleep 0.1
+done
+urls=()
+for node in 1 2; do
+  mkdir "$work/node$node"
+  start_server_on "$server" "$work/node$node" "$secret" "${PETCHAT_TEST_POSTGRES_URL%/*}/$cluster_db" \
+    --redis-url "redis://127.0.0.1:$redis_port/" --node-id "interop-$node"
+  pids+=("$SERVER_PID")
+  urls+=("ws://$SERVER_ADDR/v1/ws/chat")
+done
+PETCHAT_NODE_URLS="${urls[*]}" PETCHAT_AGENT_TOKEN=$(token agent-cluster-py agent) \
+  PETCHAT_CUSTOMER_TOKEN=$(token cust-cluster-py customer) "$venv/bin/python" tests/interop/cluster.py

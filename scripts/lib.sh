@@ -13,7 +13,15 @@ npm_ci() {
 start_server() {
   local bin=$1 work=$2 secret=$3
   shift 3
-  "$bin" --bind 127.0.0.1:0 --database-url "sqlite://$work/petchat.db" --jwt-secret "$secret" \
+  start_server_on "$bin" "$work" "$secret" "sqlite://$work/petchat.db" "$@"
+}
+
+# start_server_on BIN WORKDIR SECRET DATABASE_URL [FLAG…]: as start_server, on
+# the database DATABASE_URL (a PostgreSQL database several nodes share).
+start_server_on() {
+  local bin=$1 work=$2 secret=$3 database=$4
+  shift 4
+  "$bin" --bind 127.0.0.1:0 --database-url "$database" --jwt-secret "$secret" \
     --log-format json "$@" 2>"$work/server.log" &
   SERVER_PID=$!
   SERVER_ADDR=""

@@ -34,21 +34,23 @@ step "cargo fmt --check"
 cargo fmt --all --check
 
 step "cargo clippy -D warnings"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+# With postgres-tests, so that the tests it gates (postgres_store.rs, cluster.rs) are linted too.
+cargo clippy --workspace --all-targets --features petchat-server/postgres-tests --locked -- -D warnings
 # The browser code and its tests exist only on wasm32 (the harness address is set at run time).
 PETCHAT_HARNESS=unset cargo clippy --package petchat-web --target wasm32-unknown-unknown --all-targets --locked -- -D warnings
 
 step "cargo test"
 cargo test --workspace --locked
 
-step "cargo test: the server suite on PostgreSQL"
+step "cargo test: the server suite on PostgreSQL, and the cluster"
 # The same server tests on a PostgreSQL database each (tests/common/database.rs),
-# then postgres_store.rs, which is built only with the postgres-tests feature
-# because it needs PostgreSQL (several nodes' pools on one database, a restart).
+# with postgres_store.rs and cluster.rs, which are built only with the
+# postgres-tests feature because they need PostgreSQL (several nodes' pools on
+# one database, a restart; server processes on one database and a real
+# redis-server each, nginx in front, SPEC §10). One command, so one build.
 source scripts/services.sh
 services_postgres
-PETCHAT_TEST_STORE=postgres cargo test -p petchat-server --tests --locked
-PETCHAT_TEST_STORE=postgres cargo test -p petchat-server --features postgres-tests --test postgres_store --locked
+PETCHAT_TEST_STORE=postgres cargo test -p petchat-server --features postgres-tests --tests --locked
 
 step "fuzz: short run of every target"
 bash scripts/fuzz.sh

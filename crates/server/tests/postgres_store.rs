@@ -14,11 +14,11 @@ mod common;
 #[path = "postgres_store/pool.rs"]
 mod pool;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::TestDatabase;
+use common::private_postgres::PrivatePostgres;
 use futures_util::future::join_all;
 use petchat_protocol::{
     ClientMessageId, ConversationId, ConversationStatus, LastSeq, MessageId, MessageText, Participant, Role, Timestamp,
@@ -26,8 +26,6 @@ use petchat_protocol::{
 };
 use petchat_server::store::{Applied, ConversationRecord, PostgresStore, Store, StoreError, Write};
 use tokio_postgres::NoTls;
-
-const NEEDS_POSTGRES: &str = "needs PostgreSQL: scripts/test.sh runs it (services.sh, then --features postgres-tests)";
 
 /// Three nodes append 200 messages each to one conversation, in batches, all
 /// at once: seq is 1..=600 with no gap and no repeat, and each node's
@@ -159,13 +157,13 @@ async fn migrations_run_by_several_nodes_at_once_and_again_are_applied_once() {
 /// other tests' database stays up.
 #[tokio::test]
 async fn a_store_survives_postgres_stopping_and_starting_again() {
-    let cluster = PrivateCluster::start();
+    let cluster = PrivatePostgres::start();
     let store = PostgresStore::open(&cluster.url()).await.expect("the store opens");
     store.apply(&[create("conv-1")]).await.expect("created");
     store.apply(&[append("conv-1", key(0, 0), "before")]).await.expect("before the stop");
     store.ping().await.expect("ready");
 
-    cluster.pg_ctl("-m immediate -w stop");
+    cluster.stop();
     let started = Instant::now();
     let ping = store.ping().await;
     assert!(ping.is_err(), "ping answered while PostgreSQL is down");
@@ -180,7 +178,7 @@ async fn a_store_survives_postgres_stopping_and_starting_again() {
     }
     assert!(store.conversation(&id("conv-1")).await.is_err(), "a read answered while PostgreSQL is down");
 
-    cluster.pg_ctl("-w start");
+    cluster.start_again();
     let deadline = Instant::now() + Duration::from_secs(10);
     while let Err(e) = store.ping().await {
         assert!(Instant::now() < deadline, "not ready 10 s after PostgreSQL came back: {e}");
@@ -244,84 +242,4 @@ fn append(conversation: &str, key: ClientMessageId, text: &str) -> Write {
         text: MessageText::new(text).expect("text"),
         sent_at: Timestamp::from_unix_ms(petchat_server::auth::now_ms() as i64).expect("now is a time"),
     }
-}
-
-/// A PostgreSQL cluster of this test's own, in a temp dir on a free port,
-/// made with the binaries of `PETCHAT_TEST_POSTGRES_BIN` (services.sh
-/// exports it; default: Debian's PostgreSQL 15).
-struct PrivateCluster {
-    dir: tempfile::TempDir,
-    port: u16,
-    bin: PathBuf,
-    as_postgres: bool,
-}
-
-impl PrivateCluster {
-    fn start() -> Self {
-        // A test run without the services would otherwise fail below with a less useful message.
-        let _ = common::database::postgres_url();
-        let bin = PathBuf::from(
-            std::env::var("PETCHAT_TEST_POSTGRES_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()),
-        );
-        assert!(bin.join("initdb").exists(), "no initdb in {}: {NEEDS_POSTGRES}", bin.display());
-        let dir = tempfile::tempdir().expect("temp dir");
-        // initdb refuses to run as root: the data directory belongs to `postgres`.
-        let as_postgres = run("id", &["-u"]).trim() == "0";
-        if as_postgres {
-            run("chown", &["-R", "postgres:", &dir.path().display().to_string()]);
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port();
-        let cluster = Self { dir, port, bin, as_postgres };
-        cluster.postgres(&format!(
-            "'{}' -D '{}' -U postgres -A trust --no-sync --no-locale -E UTF8 >/dev/null",
-            cluster.bin.join("initdb").display(),
-            cluster.data().display()
-        ));
-        cluster.pg_ctl("-w start");
-        cluster
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-
-    /// `pg_ctl ARGS` on this cluster (the server's own options included, for `start`).
-    fn pg_ctl(&self, args: &str) {
-        let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c shared_buffers=16MB",
-            self.port
-        );
-        self.postgres(&format!(
-            "'{}' -D '{}' -l '{}' -o \"{options}\" {args} >/dev/null",
-            self.bin.join("pg_ctl").display(),
-            self.data().display(),
-            self.dir.path().join("log").display()
-        ));
-    }
-
-    /// Runs a shell command as `postgres` (when root) or as oneself.
-    fn postgres(&self, command: &str) {
-        let status = if self.as_postgres {
-            std::process::Command::new("su").args(["postgres", "-s", "/bin/sh", "-c", command]).status()
-        } else {
-            std::process::Command::new("sh").args(["-c", command]).status()
-        };
-        assert!(status.expect("the shell runs").success(), "failed: {command}");
-    }
-}
-
-impl Drop for PrivateCluster {
-    fn drop(&mut self) {
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.pg_ctl("-m immediate -w stop")));
-    }
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    let output = std::process::Command::new(program).args(args).output().expect("runs");
-    assert!(output.status.success(), "{program} {args:?} failed");
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }

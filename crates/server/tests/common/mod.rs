@@ -2,12 +2,18 @@
 //! SQLite file, or a PostgreSQL database with `PETCHAT_TEST_STORE=postgres`:
 //! `database.rs`), and a WebSocket client that checks every server frame
 //! against the generated JSON Schema; `redis` starts a real redis-server for
-//! the cluster tests, `nginx` a real nginx in front of server processes.
+//! the cluster tests, `nginx` a real nginx in front of server processes,
+//! `private_postgres` a PostgreSQL a test may stop, and `cluster` several
+//! server processes on one PostgreSQL database and one Redis, talked to
+//! through `peer`s.
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod cluster;
 pub mod database;
 pub mod nginx;
+pub mod peer;
+pub mod private_postgres;
 pub mod process;
 pub mod raw;
 pub mod redis;
@@ -208,14 +214,7 @@ impl Client {
         loop {
             let message = tokio::time::timeout(WAIT, self.ws.next()).await.expect("a frame in time");
             match message {
-                Some(Ok(Message::Text(text))) => {
-                    let value: Value = serde_json::from_str(&text).expect("server frames are JSON");
-                    let validator = server_schema();
-                    if let Err(e) = validator.validate(&value) {
-                        panic!("server frame breaks server-message.schema.json: {e}\n{value}");
-                    }
-                    return Next::Frame(value);
-                }
+                Some(Ok(Message::Text(text))) => return Next::Frame(checked_frame(&text)),
                 Some(Ok(Message::Close(frame))) => {
                     return Next::Closed(frame.map(|f: CloseFrame| (u16::from(f.code), f.reason.to_string())));
                 }
@@ -271,6 +270,16 @@ impl Client {
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
+}
+
+/// A server's text frame as JSON, checked against server-message.schema.json
+/// (a failed test otherwise).
+pub fn checked_frame(text: &str) -> Value {
+    let value: Value = serde_json::from_str(text).expect("server frames are JSON");
+    if let Err(e) = server_schema().validate(&value) {
+        panic!("server frame breaks server-message.schema.json: {e}\n{value}");
+    }
+    value
 }
 
 fn server_schema() -> &'static jsonschema::Validator {

@@ -10,6 +10,9 @@ use tokio::sync::mpsc;
 
 use super::WAIT;
 
+/// `--bind` for a server that may take any free port.
+const LOOPBACK_ANY_PORT: &str = "127.0.0.1:0";
+
 /// A running `petchat-server` and the log lines it writes.
 pub struct ServerProcess {
     pub child: Child,
@@ -21,7 +24,14 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts the binary on `database_url` with JSON logs at `log_level`.
     pub async fn start(database_url: &str, secret: &str, extra: &[&str], log_level: &str) -> Self {
-        Self::spawn(Command::new(env!("CARGO_BIN_EXE_petchat-server")), database_url, secret, extra, log_level).await
+        Self::start_at(LOOPBACK_ANY_PORT, database_url, secret, extra, log_level).await
+    }
+
+    /// Starts the binary as `start` does, listening on `bind` (a node that
+    /// restarts on the port a load balancer knows it by).
+    pub async fn start_at(bind: &str, database_url: &str, secret: &str, extra: &[&str], log_level: &str) -> Self {
+        let command = Command::new(env!("CARGO_BIN_EXE_petchat-server"));
+        Self::spawn(command, bind, database_url, secret, extra, log_level).await
     }
 
     /// Starts the binary as `start` does, allowed at most `files` open file
@@ -35,21 +45,19 @@ impl ServerProcess {
     ) -> Self {
         let mut command = Command::new("sh");
         command.args(["-c", &format!("ulimit -n {files} && exec \"$0\" \"$@\""), env!("CARGO_BIN_EXE_petchat-server")]);
-        Self::spawn(command, database_url, secret, extra, log_level).await
+        Self::spawn(command, LOOPBACK_ANY_PORT, database_url, secret, extra, log_level).await
     }
 
-    async fn spawn(mut command: Command, database_url: &str, secret: &str, extra: &[&str], log_level: &str) -> Self {
+    async fn spawn(
+        mut command: Command,
+        bind: &str,
+        database_url: &str,
+        secret: &str,
+        extra: &[&str],
+        log_level: &str,
+    ) -> Self {
         let mut child = command
-            .args([
-                "--bind",
-                "127.0.0.1:0",
-                "--database-url",
-                database_url,
-                "--jwt-secret",
-                secret,
-                "--log-format",
-                "json",
-            ])
+            .args(["--bind", bind, "--database-url", database_url, "--jwt-secret", secret, "--log-format", "json"])
             .args(extra)
             .env("RUST_LOG", log_level)
             .stdout(Stdio::null())
@@ -70,7 +78,11 @@ impl ServerProcess {
         let mut seen = Vec::new();
         let addr = tokio::time::timeout(WAIT, async {
             loop {
-                let line = logs.recv().await.expect("the server logs before exiting");
+                // A server that exits before listening (a refused flag, an
+                // unreachable database) says why in what it logged.
+                let Some(line) = logs.recv().await else {
+                    panic!("petchat-server {extra:?} exited before listening; its log:\n{}", seen.join("\n"))
+                };
                 seen.push(line.clone());
                 let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
                 if value["message"] == "petchat listening" {
@@ -79,7 +91,7 @@ impl ServerProcess {
             }
         })
         .await
-        .expect("the server listens in time");
+        .unwrap_or_else(|_| panic!("petchat-server {extra:?} did not listen within {WAIT:?}"));
         Self { child, addr, logs, seen }
     }
 

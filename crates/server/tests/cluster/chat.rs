@@ -1,0 +1,367 @@
+//! SPEC §3 and §5 across nodes (§10): members on different nodes chat, see
+//! receipts, typing and presence, a user's devices on several nodes all hear
+//! the conversation, a resend to another node is acked once, seq stays
+//! gapless with senders on three nodes, and a join on another node resumes.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use petchat_protocol::Role;
+use serde_json::{Value, json};
+
+use super::{about, ack_of, assert_gapless, await_all, chat_send, key_of, message, say, seq};
+use crate::common::cluster::{Cluster, HEARTBEAT_MS, Pair, Peer};
+
+/// A customer on n1 and an agent on n2: ten messages each way, pipelined;
+/// each sender gets its chat.acks with rising seq, the other member gets
+/// chat.message in seq order with the ack's messageId, text and author.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_and_an_agent_on_two_nodes_chat_both_ways_in_seq_order() {
+    let cluster = Cluster::of(2).start().await;
+    let Pair { mut customer, mut agent, conversation } = cluster.pair(1, "cust-1", 2, "agent-1").await;
+
+    exchange(&mut customer, &mut agent, &conversation, 1, ("cust-1", "customer")).await;
+    exchange(&mut agent, &mut customer, &conversation, 11, ("agent-1", "agent")).await;
+}
+
+/// `sender` sends ten messages without waiting, which must take seqs
+/// `first`…; `receiver` must get them in that order.
+async fn exchange(
+    sender: &mut Peer,
+    receiver: &mut Peer,
+    conversation: &str,
+    first: u64,
+    (author, role): (&str, &str),
+) {
+    let sends: Vec<Value> = (0..10).map(|n| chat_send(conversation, &format!("{author} #{n}"))).collect();
+    for send in &sends {
+        sender.send(send.clone());
+    }
+    for (n, send) in sends.iter().enumerate() {
+        let ack = ack_of(sender, key_of(send)).await;
+        assert_eq!(
+            seq(&ack),
+            first + n as u64,
+            "SPEC §5: {author}'s message #{n} is acked with the next seq of the conversation, across nodes"
+        );
+        let got = message(receiver).await;
+        assert_eq!(
+            seq(&got),
+            first + n as u64,
+            "SPEC §5/§10: {} gets {author}'s messages from the other node in seq order",
+            receiver.label
+        );
+        assert_eq!(got["text"], send["data"]["text"], "SPEC §3: chat.message carries the text sent");
+        assert_eq!(got["messageId"], ack["messageId"], "SPEC §3: chat.message and chat.ack name one message");
+        assert_eq!(got["from"], json!({"id": author, "role": role, "name": format!("{author} name")}));
+    }
+}
+
+/// Receipts and typing cross nodes: the customer's typing reaches the agent,
+/// the agent's delivered and read receipts reach the customer, and back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_and_typing_reach_the_member_on_the_other_node() {
+    let cluster = Cluster::of(2).start().await;
+    let Pair { mut customer, mut agent, conversation } = cluster.pair(1, "cust-1", 2, "agent-1").await;
+
+    typing(&customer, &mut agent, &conversation, "cust-1").await;
+    typing(&agent, &mut customer, &conversation, "agent-1").await;
+
+    // The customer writes; the agent on the other node receipts it.
+    let ack = say(&mut customer, &conversation, "is my order shipped?").await;
+    assert_eq!(seq(&message(&mut agent).await), seq(&ack));
+    for kind in ["message.delivered", "message.read"] {
+        agent.send(json!({"type": kind, "data": {"conversationId": conversation, "upToSeq": seq(&ack)}}));
+        let receipt = about(&mut customer, kind, "agent-1").await;
+        assert_eq!(
+            (receipt["conversationId"].as_str(), receipt["upToSeq"].as_u64()),
+            (Some(conversation.as_str()), Some(seq(&ack))),
+            "SPEC §3/§10: the author on n1 gets the {kind} of the agent on n2"
+        );
+    }
+    // And the other way round.
+    let ack = say(&mut agent, &conversation, "it left this morning").await;
+    assert_eq!(seq(&message(&mut customer).await), seq(&ack));
+    customer.send(json!({"type": "message.read", "data": {"conversationId": conversation, "upToSeq": seq(&ack)}}));
+    let receipt = about(&mut agent, "message.read", "cust-1").await;
+    assert_eq!(receipt["upToSeq"], seq(&ack), "SPEC §3/§10: the agent on n2 gets the customer's read receipt");
+}
+
+/// A user is online while any of its connections on any node is: the agent
+/// on n2 hears the customer come online once, stay online while one of its
+/// two connections (n1, n3) closes, and go offline when the last one does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_counts_a_users_connections_on_every_node() {
+    let cluster = Cluster::of(3).start().await;
+    let mut agent = cluster.node(2).connect("agent-1", Role::Agent).await;
+    agent.set_available(true).await;
+    let mut laptop = cluster.node(1).connect("cust-1", Role::Customer).await;
+    let conversation = laptop.open().await;
+    let is_assigned = |f: &Value| f["type"] == "agent.assigned" && f["data"]["conversationId"] == conversation;
+    let customer_online = |f: &Value| presence_is(f, "cust-1", "online");
+    let agent_online = |f: &Value| presence_is(f, "agent-1", "online");
+    await_all(&mut agent, &[("agent.assigned", &is_assigned), ("presence cust-1 online", &customer_online)]).await;
+    await_all(&mut laptop, &[("agent.assigned", &is_assigned), ("presence agent-1 online", &agent_online)]).await;
+
+    let phone = cluster.node(3).connect("cust-1", Role::Customer).await;
+    laptop.close().await;
+    let window = Duration::from_millis(3 * HEARTBEAT_MS);
+    let heard: Vec<Value> = agent.frames_for(window).await.into_iter().filter(|f| f["type"] == "presence").collect();
+    assert!(
+        heard.is_empty(),
+        "SPEC §10: cust-1 stays online while its connection on n3 is open (one of two closed on n1), got {heard:?}"
+    );
+    phone.close().await;
+    let offline = about(&mut agent, "presence", "cust-1").await;
+    assert_eq!(
+        offline["status"], "offline",
+        "SPEC §6/§10: the agent on n2 hears cust-1 go offline when its last connection (on n3) closes"
+    );
+}
+
+/// A customer on n1 and n3 (laptop and phone), the agent on n2: both devices
+/// get the agent's messages, each device gets the other's messages, and both
+/// get the agent's receipts; the agent gets the phone's receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_devices_on_two_nodes_both_hear_messages_and_receipts() {
+    let cluster = Cluster::of(3).start().await;
+    let Pair { customer: mut laptop, mut agent, conversation } = cluster.pair(1, "cust-1", 2, "agent-1").await;
+    let mut phone = cluster.node(3).connect("cust-1", Role::Customer).await;
+    phone.join(&conversation, 0).await;
+
+    let ack = say(&mut agent, &conversation, "hello to both devices").await;
+    for device in [&mut laptop, &mut phone] {
+        let got = message(device).await;
+        assert_eq!(
+            (seq(&got), got["messageId"].as_str()),
+            (seq(&ack), ack["messageId"].as_str()),
+            "SPEC §3/§10: {} gets the agent's message from n2",
+            device.label
+        );
+    }
+    let ack = say(&mut laptop, &conversation, "typed on the laptop").await;
+    let mine = message(&mut phone).await;
+    assert_eq!(
+        (seq(&mine), mine["text"].as_str()),
+        (seq(&ack), Some("typed on the laptop")),
+        "SPEC §3: the customer's other device (on n3) sees its own message sent on n1"
+    );
+    assert_eq!(seq(&message(&mut agent).await), seq(&ack), "the agent gets the laptop's message");
+
+    agent.send(json!({"type": "message.read", "data": {"conversationId": conversation, "upToSeq": seq(&ack)}}));
+    for device in [&mut laptop, &mut phone] {
+        let receipt = about(device, "message.read", "agent-1").await;
+        assert_eq!(
+            receipt["upToSeq"],
+            seq(&ack),
+            "SPEC §3/§10: the author's device {} gets the agent's read receipt",
+            device.label
+        );
+    }
+    phone.send(json!({"type": "message.delivered", "data": {"conversationId": conversation, "upToSeq": 1}}));
+    let receipt = about(&mut agent, "message.delivered", "cust-1").await;
+    assert_eq!(receipt["upToSeq"], 1, "SPEC §3/§10: the agent on n2 gets the receipt the phone sent on n3");
+}
+
+/// A chat.send acked by n1 and resent with its clientMessageId to n3 (the
+/// client never saw the ack): the original ack again, no second chat.message
+/// to the agent, and the next message takes the next seq. The same key sent
+/// to n1 and n3 at once is stored once too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_message_id_resent_to_another_node_gets_the_original_ack_and_no_second_message() {
+    let cluster = Cluster::of(3).start().await;
+    let Pair { customer, mut agent, conversation } = cluster.pair(1, "cust-1", 2, "agent-1").await;
+    let mut laptop = customer;
+    let send = chat_send(&conversation, "did you get this?");
+    laptop.send(send.clone());
+    let original = ack_of(&mut laptop, key_of(&send)).await;
+    laptop.close().await;
+
+    let mut again = cluster.node(3).connect("cust-1", Role::Customer).await;
+    again.send(send.clone());
+    let resent = ack_of(&mut again, key_of(&send)).await;
+    assert_eq!(resent, original, "SPEC §10: a clientMessageId resent to n3 gets n1's original chat.ack");
+    let first = message(&mut agent).await;
+    assert_eq!(seq(&first), 1);
+    let next = say(&mut again, &conversation, "and this?").await;
+    assert_eq!(seq(&next), 2, "SPEC §5: the resend used no seq");
+    let second = message(&mut agent).await;
+    assert_eq!(
+        (seq(&second), second["text"].as_str()),
+        (2, Some("and this?")),
+        "SPEC §5/§10: no second chat.message for the resent clientMessageId reaches the agent"
+    );
+
+    // One key through two nodes at the same moment.
+    let mut other = cluster.node(1).connect("cust-1", Role::Customer).await;
+    let both = chat_send(&conversation, "sent twice at once");
+    again.send(both.clone());
+    other.send(both.clone());
+    let (a, b) = tokio::join!(ack_of(&mut again, key_of(&both)), ack_of(&mut other, key_of(&both)));
+    assert_eq!(a, b, "SPEC §10: the same clientMessageId sent to n1 and n3 at once is acked as one message");
+    assert_eq!(seq(&a), 3);
+    let once = message(&mut agent).await;
+    assert_eq!(seq(&once), 3);
+    let last = say(&mut again, &conversation, "last").await;
+    assert_eq!(
+        seq(&message(&mut agent).await),
+        seq(&last),
+        "SPEC §5/§10: the message sent twice at once reached the agent once"
+    );
+}
+
+/// The customer's laptop on n1, the agent on n2 and the customer's phone on
+/// n3 send 40 messages each, all at once: seq is 1..=120 without a gap; each
+/// connection sees every seq once (its own as acks, rising in its send
+/// order, the others' as chat.message in seq order); a join from 0 reads
+/// back the 120 texts, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_senders_on_three_nodes_at_once_get_one_gapless_seq() {
+    const EACH: usize = 40;
+    let cluster = Cluster::of(3).start().await;
+    let Pair { customer: laptop, agent, conversation } = cluster.pair(1, "cust-1", 2, "agent-1").await;
+    let mut phone = cluster.node(3).connect("cust-1", Role::Customer).await;
+    phone.join(&conversation, 0).await;
+
+    let senders = [laptop, agent, phone].into_iter().map(|mut peer| {
+        let conversation = conversation.clone();
+        tokio::spawn(async move {
+            let sends: Vec<Value> =
+                (0..EACH).map(|n| chat_send(&conversation, &format!("{} #{n}", peer.label))).collect();
+            for send in &sends {
+                peer.send(send.clone());
+            }
+            let keys: Vec<&str> = sends.iter().map(key_of).collect();
+            let (mut acked, mut delivered) = (vec![0; EACH], Vec::new());
+            let mut acks = 0;
+            while acks < EACH || delivered.len() < 2 * EACH {
+                let frame = peer.recv().await;
+                match frame["type"].as_str() {
+                    Some("chat.ack") => {
+                        let n = keys.iter().position(|k| frame["data"]["clientMessageId"] == *k);
+                        let n = n.unwrap_or_else(|| panic!("{}: an ack for a key it never sent: {frame}", peer.label));
+                        assert_eq!(acked[n], 0, "SPEC §5: {} got two acks for its message #{n}", peer.label);
+                        acked[n] = seq(&frame);
+                        acks += 1;
+                    }
+                    Some("chat.message") => delivered.push(seq(&frame)),
+                    Some("error") => panic!("{}: a send was refused: {frame}", peer.label),
+                    _ => {}
+                }
+            }
+            (peer, acked, delivered)
+        })
+    });
+    let mut everyone = Vec::new();
+    for sender in futures_util::future::join_all(senders).await {
+        let (peer, acked, delivered) = sender.expect("a sender");
+        assert!(
+            acked.windows(2).all(|w| w[0] < w[1]),
+            "{}: a sender's messages take seqs in the order it sent them, got {acked:?}",
+            peer.label
+        );
+        assert!(
+            delivered.windows(2).all(|w| w[0] < w[1]),
+            "SPEC §5/§10: {} sees the others' chat.message in seq order, each once: {delivered:?}",
+            peer.label
+        );
+        let mut all: Vec<u64> = acked.iter().chain(&delivered).copied().collect();
+        all.sort_unstable();
+        assert_gapless(
+            &all,
+            3 * EACH as u64,
+            &format!("SPEC §10: {} sees every seq of three nodes' senders", peer.label),
+        );
+        everyone.push(peer);
+    }
+
+    let mut reader = cluster.node(1).connect("cust-1", Role::Customer).await;
+    let stored = reader.replay(&conversation, 0).await;
+    assert_gapless(&stored.iter().map(seq).collect::<Vec<_>>(), 3 * EACH as u64, "SPEC §5: a join from 0 reads back");
+    let texts: BTreeSet<&str> = stored.iter().filter_map(|m| m["text"].as_str()).collect();
+    assert_eq!(texts.len(), 3 * EACH, "SPEC §5: each of the 120 messages is stored once");
+}
+
+/// The customer reads three messages on n1 and goes away; the agent on n2
+/// sends four more; the customer comes back on n3: session.ready lists the
+/// conversation with lastSeq 7, a join with afterSeq 3 gets exactly 4..=7,
+/// and live traffic follows with 8.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_with_after_seq_on_another_node_gets_exactly_what_was_missed() {
+    let cluster = Cluster::of(3).start().await;
+    let Pair { mut customer, mut agent, conversation } = cluster.pair(1, "cust-1", 2, "agent-1").await;
+    for n in 1..=3 {
+        say(&mut agent, &conversation, &format!("before {n}")).await;
+        assert_eq!(seq(&message(&mut customer).await), n);
+    }
+    customer.close().await;
+    let mut missed = Vec::new();
+    for n in 4..=7 {
+        let ack = say(&mut agent, &conversation, &format!("missed {n}")).await;
+        missed.push(ack);
+    }
+
+    let (mut customer, ready) = cluster.node(3).connect_ready("cust-1", Role::Customer).await;
+    assert_eq!(
+        ready["data"]["conversations"],
+        json!([{"id": conversation, "status": "active", "lastSeq": 7}]),
+        "SPEC §1/§10: session.ready on n3 lists the conversation with the lastSeq n2 wrote"
+    );
+    let joined = customer.join(&conversation, 3).await;
+    assert_eq!(joined["data"]["conversation"]["lastSeq"], 7);
+    for ack in &missed {
+        let got = customer.recv().await;
+        assert_eq!(got["type"], "chat.message", "SPEC §3: the replay follows conversation.joined, got {got}");
+        assert_eq!(
+            (seq(&got), got["data"]["messageId"].as_str()),
+            (seq(ack), ack["messageId"].as_str()),
+            "SPEC §5/§10: a join with afterSeq 3 on n3 replays exactly what was missed, in order"
+        );
+    }
+    let live = say(&mut agent, &conversation, "live").await;
+    let got = message(&mut customer).await;
+    assert_eq!(
+        (seq(&got), seq(&live)),
+        (8, 8),
+        "SPEC §3: after the replay, live traffic follows, nothing replayed twice"
+    );
+}
+
+/// `typist` starts and stops typing; `watcher`, on another node, hears both.
+async fn typing(typist: &Peer, watcher: &mut Peer, conversation: &str, user: &str) {
+    for kind in ["typing.start", "typing.stop"] {
+        typist.send(json!({"type": kind, "data": {"conversationId": conversation}}));
+        let typing = about(watcher, kind, user).await;
+        assert_eq!(typing["conversationId"], conversation, "SPEC §3/§10: {kind} of {user} reaches {}", watcher.label);
+    }
+}
+
+/// Whether `frame` is a presence of `user` with `status`.
+fn presence_is(frame: &Value, user: &str, status: &str) -> bool {
+    frame["type"] == "presence" && frame["data"]["userId"] == user && frame["data"]["status"] == status
+}
+
+/// A notification is for one user on all of its connections on every node:
+/// cust-1 is on n1 (in the conversation) and n3 (not joined); its agent on
+/// n2 leaves for longer than the grace period, and both connections get the
+/// `conversation.requeued` notification, with the same id and seq.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_reaches_every_connection_of_its_user_on_every_node() {
+    let cluster = Cluster::of(3).flag("--agent-grace-ms", 1_000).start().await;
+    let Pair { customer: mut laptop, agent, conversation: _ } = cluster.pair(1, "cust-1", 2, "agent-1").await;
+    let mut phone = cluster.node(3).connect("cust-1", Role::Customer).await;
+    agent.close().await;
+    let mut seen = Vec::new();
+    for device in [&mut laptop, &mut phone] {
+        let what = "notification conversation.requeued";
+        let note = device
+            .recv_where(what, |f| f["type"] == "notification" && f["data"]["kind"] == "conversation.requeued")
+            .await;
+        seen.push(note["data"].clone());
+    }
+    assert_eq!(
+        (&seen[0]["id"], &seen[0]["seq"]),
+        (&seen[1]["id"], &seen[1]["seq"]),
+        "SPEC §12/§10: cust-1's connections on n1 and n3 get the same notification"
+    );
+}
