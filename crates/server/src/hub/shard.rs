@@ -296,11 +296,16 @@ impl Shard {
                     let (_, step) = chain.steps.pop_front().expect("checked above");
                     // A close speaks after its commit: what follows waits for it.
                     let writes = matches!(step, ShardCommand::Close { stored: false, .. });
-                    match self.to_load(&step) {
-                        // Several nodes: first used here; it speaks once read.
-                        Some(conversation) => self.load(conversation, step, false),
-                        None => self.decide(step, batch),
+                    if let Some(conversation) = self.to_load(&step) {
+                        // Several nodes: first used here. It speaks once read,
+                        // and the rest of the chain waits for it, in order.
+                        self.load(conversation.clone(), step, false);
+                        if let Some(loading) = self.loading.get_mut(&conversation) {
+                            loading.then.push(ShardCommand::Chain(chain));
+                        }
+                        return;
                     }
+                    self.decide(step, batch);
                     if writes {
                         break;
                     }

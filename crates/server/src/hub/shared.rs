@@ -37,7 +37,7 @@ pub(super) struct Loading {
     /// Connections whose requests wait for it.
     conns: Vec<ConnId>,
     /// Other commands that wait for it.
-    then: Vec<ShardCommand>,
+    pub(super) then: Vec<ShardCommand>,
     /// Messages from other nodes that came meanwhile.
     early: Vec<Envelope>,
     /// More came than `early` keeps.

@@ -253,7 +253,12 @@ impl Cluster {
     pub async fn connections(&self, n: usize) -> u64 {
         let (status, metrics) = http(&TestServer::at(self.node(n).addr), "/metrics", None).await;
         assert_eq!(status, 200, "GET /metrics on {}", self.node_ref(n).id);
-        let gauge = metrics.lines().find_map(|line| line.strip_prefix("petchat_connections "));
+        // In a cluster every metric carries the node's id (`--node-id`) as its `node` label.
+        let labelled = format!("petchat_connections{{node=\"{}\"}} ", self.node_ref(n).id);
+        let gauge = metrics.lines().find_map(|line| {
+            line.strip_prefix(&labelled)
+                .or_else(|| line.strip_prefix("petchat_connections ").filter(|_| !self.with_node_ids))
+        });
         gauge.map_or(0.0, |value| value.trim().parse::<f64>().expect("a number")) as u64
     }
 
