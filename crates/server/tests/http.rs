@@ -10,7 +10,7 @@ use serde_json::Value;
 async fn health_and_readiness_answer() {
     let server = TestServer::start().await;
     assert_eq!(http(&server, "/healthz", None).await, (200, "ok\n".into()));
-    assert_eq!(http(&server, "/readyz", None).await, (200, "ready\n".into()));
+    assert_eq!(http(&server, "/readyz", None).await, (200, "ready\nstore: ok\n".into()));
 }
 
 #[tokio::test]

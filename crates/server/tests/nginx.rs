@@ -190,7 +190,7 @@ async fn close_codes_pass_through_nginx_unchanged() {
 async fn http_through_nginx_keeps_the_host_hides_metrics_and_bounds_headers() {
     let lb = Balanced::start(1, STEADY_HEARTBEAT_MS, &[], |config| config).await;
     let (status, body) = http(&lb.clients, "/readyz", None).await;
-    assert_eq!((status, body.as_str()), (200, "ready\n"));
+    assert_eq!((status, body.as_str()), (200, "ready\nstore: ok\n"));
     // The node names the Host it was reached by, nginx's address and port.
     let (status, yaml) = http(&lb.clients, "/asyncapi.yaml", None).await;
     assert_eq!(status, 200);
