@@ -330,9 +330,9 @@ mod tests {
     #[test]
     fn an_envelope_carries_its_frame_untouched() {
         let frame = r#"{"type":"chat.message","data":{"text":"a\nb"}}"#;
-        let what = What::Message { conversation: ConversationId::new("c1".to_owned()).unwrap(), seq: 7 };
+        let what = What::Message { conversation: ConversationId::new("c1".to_owned()).expect("an id"), seq: 7 };
         let payload = Envelope::encode("n1", 42, what.clone(), frame);
-        let envelope = Envelope::decode(&payload).unwrap();
+        let envelope = Envelope::decode(&payload).expect("an envelope");
         assert_eq!((envelope.origin.as_str(), envelope.id, &envelope.what), ("n1", 42, &what));
         assert_eq!(envelope.frame.as_str(), frame);
     }
@@ -345,7 +345,8 @@ mod tests {
 
     #[test]
     fn an_envelope_seen_twice_acts_once() {
-        let envelope = Envelope::decode(&Envelope::encode("n1", 1, What::Frame { skip: None }, "{}")).unwrap();
+        let envelope =
+            Envelope::decode(&Envelope::encode("n1", 1, What::Frame { skip: None }, "{}")).expect("an envelope");
         let mut seen = Seen::default();
         assert!(seen.first(&envelope));
         assert!(!seen.first(&envelope));

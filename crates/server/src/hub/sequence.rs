@@ -99,7 +99,7 @@ mod tests {
     use super::*;
 
     fn last(seq: u64) -> LastSeq {
-        LastSeq::new(seq).unwrap()
+        LastSeq::new(seq).expect("a seq")
     }
 
     fn remote(text: &'static str) -> Ready {
