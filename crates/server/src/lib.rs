@@ -28,7 +28,7 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 pub use auth::{AuthError, Keys};
 pub use config::{Config, LogFormat};
@@ -121,24 +121,33 @@ pub async fn run(
     if config.redis_url.is_some() && !store::is_shared_url(&config.database_url) {
         return Err(ServerError::ClusterNeedsPostgres);
     }
+    // In a cluster every log line of the node's tasks names the node.
+    let node = match &config.redis_url {
+        Some(_) => Some(cluster::NodeId::new(config.node_id.clone().unwrap_or_else(|| default_node_id(&config)))?),
+        None => None,
+    };
+    let node_span = match &node {
+        Some(node) => tracing::info_span!("node", node = %node),
+        None => tracing::Span::none(),
+    };
     let store = store::open(&config.database_url).await?;
     let bus = Arc::new(LocalBus::default());
-    let link = match &config.redis_url {
-        Some(url) => {
-            let node = cluster::NodeId::new(config.node_id.clone().unwrap_or_else(|| default_node_id(&config)))?;
+    let link = match (&config.redis_url, node) {
+        (Some(url), Some(node)) => {
             let settings = cluster::LinkSettings {
                 heartbeat: config.limits.heartbeat_interval(),
                 ..cluster::LinkSettings::default()
             };
             telemetry::label_metrics_with_node(node.as_str());
-            let (link, events) = cluster::RedisLink::connect(url, node, settings).await?;
+            let (link, events) = cluster::RedisLink::connect(url, node, settings).instrument(node_span.clone()).await?;
             Some((link, events))
         }
-        None => None,
+        _ => None,
     };
     let node_link = link.as_ref().map(|(link, _)| link.clone());
     let cluster = link.map(|(link, events)| hub::Cluster { link, events });
-    let (hub, hub_task) = Hub::start_in(store.clone(), bus, config.limits.clone(), cluster).await?;
+    let (hub, hub_task) =
+        Hub::start_in(store.clone(), bus, config.limits.clone(), cluster).instrument(node_span.clone()).await?;
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let state = AppState(Arc::new(Shared {
@@ -170,13 +179,14 @@ pub async fn run(
         .layer(telemetry::trace_layer())
         .with_state(state.clone());
 
-    info!(addr = %listener.local_addr()?, "petchat listening");
+    info!(addr = %listener.local_addr()?, node = config.node_id.as_deref().unwrap_or("-"), "petchat listening");
     let settings = listen::Settings {
         handshake_timeout: config.limits.handshake_timeout(),
         write_timeout: config.limits.write_timeout(),
         max_handshakes: config.limits.max_handshakes,
     };
-    let accepting = tokio::spawn(listen::serve(listener, app, settings, stop.clone(), tracker.clone()));
+    let accepting =
+        tokio::spawn(listen::serve(listener, app, settings, stop.clone(), tracker.clone()).instrument(node_span));
     shutdown.await;
     // The grace time is one deadline for everything that follows.
     let deadline = tokio::time::Instant::now() + config.limits.shutdown_grace();

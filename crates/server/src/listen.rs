@@ -33,6 +33,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 use tracing::{debug, warn};
 
 /// The first pause after an accept failed for want of resources; it doubles
@@ -95,7 +96,8 @@ pub(crate) async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             debug!(error = %e, "TCP_NODELAY could not be set");
         }
-        connections.spawn(connection(tcp, app.clone(), settings, stop.clone(), slot));
+        // In the accept loop's span: a cluster's node id is on every line.
+        connections.spawn(connection(tcp, app.clone(), settings, stop.clone(), slot).in_current_span());
     }
 }
 

@@ -157,3 +157,23 @@ async fn the_harness_runs_nodes_on_one_database_kills_and_restarts_them_behind_n
     let (status, _) = cluster.balancer().get("/healthz").await;
     assert_eq!(status, 200, "nginx reaches the nodes");
 }
+
+/// `--node-id` names the node (SPEC §10, operations.md): the `node` label of
+/// its metrics, and the `node` span field of what its hub logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_names_itself_in_its_metrics_and_log_lines() {
+    let mut cluster = common::cluster::Cluster::of(2).start().await;
+    let _pair = cluster.pair(2, "cust-1", 2, "agent-1").await;
+    assert_eq!(cluster.connections(2).await, 2, "n2's petchat_connections carries node=\"n2\"");
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    loop {
+        let logs = cluster.logs(2).await;
+        let opened = logs.iter().find(|line| line.contains("conversation opened"));
+        if let Some(line) = opened {
+            assert!(line.contains(r#""node":"n2""#), "the pool's log line names its node: {line}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "n2 never logged the opening; its log: {logs:#?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

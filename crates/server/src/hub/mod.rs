@@ -48,6 +48,7 @@ use petchat_protocol::{
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::bus::{Bus, ConnId, ConnSink};
 use crate::cluster::{Attached, Detached, LinkEvent, RedisLink};
@@ -170,7 +171,7 @@ impl Hub {
                 open: mine.collect(),
                 remote: remote.clone(),
             });
-            tasks.push(tokio::spawn(shard.run(rx, internal_rx)));
+            tasks.push(tokio::spawn(shard.run(rx, internal_rx).in_current_span()));
         }
         if let Some(events) = events {
             let router = remote::Router {
@@ -180,7 +181,7 @@ impl Hub {
                 shards: peers.to_vec(),
                 pool: pool_internal.downgrade(),
             };
-            tokio::spawn(router.run(events));
+            tokio::spawn(router.run(events).in_current_span());
         }
         let pool = pool::Pool::new(pool::Parts {
             store: store.clone(),
@@ -193,7 +194,7 @@ impl Hub {
         });
         // The pool goes first: when it stops it drops the shards' internal
         // senders, so the shards drain after it.
-        tasks.insert(0, tokio::spawn(pool.run(pool_rx, pool_internal_rx)));
+        tasks.insert(0, tokio::spawn(pool.run(pool_rx, pool_internal_rx).in_current_span()));
         let task = tokio::spawn(async move {
             for task in tasks {
                 let _ = task.await;

@@ -192,7 +192,8 @@ impl Shard {
             .filter(|rec| !clustered || self.conversations.contains_key(&rec.id))
             .collect();
         if let Some(remote) = &self.remote {
-            for gone in self.conversations.keys().filter(|id| !mine_has(&mine, id)) {
+            let kept: std::collections::HashSet<&ConversationId> = mine.iter().map(|rec| &rec.id).collect();
+            for gone in self.conversations.keys().filter(|id| !kept.contains(id)) {
                 remote.drop_conversation(gone);
             }
         }
@@ -416,8 +417,4 @@ impl Shard {
             }
         }
     }
-}
-
-fn mine_has(mine: &[ConversationRecord], id: &ConversationId) -> bool {
-    mine.iter().any(|rec| rec.id == *id)
 }
