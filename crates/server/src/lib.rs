@@ -179,7 +179,7 @@ pub async fn run(
         .layer(telemetry::trace_layer())
         .with_state(state.clone());
 
-    info!(addr = %listener.local_addr()?, node = config.node_id.as_deref().unwrap_or("-"), "petchat listening");
+    info!(addr = %listener.local_addr()?, node = node_link.as_ref().map_or("-", |link| link.node().as_str()), "petchat listening");
     let settings = listen::Settings {
         handshake_timeout: config.limits.handshake_timeout(),
         write_timeout: config.limits.write_timeout(),
