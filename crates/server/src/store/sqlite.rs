@@ -169,13 +169,7 @@ impl Store for SqliteStore {
                 "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE status != 'closed' \
                  ORDER BY status = 'active', queued_at, created_at, id"
             );
-            let mut statement = connection.prepare_cached(&sql)?;
-            let mut rows = statement.query([])?;
-            let mut records = Vec::new();
-            while let Some(row) = rows.next()? {
-                records.push(conversation(row)?);
-            }
-            Ok(records)
+            all(connection, &sql, [], |row| conversation(row))
         })
         .await
     }
@@ -191,13 +185,7 @@ impl Store for SqliteStore {
             let sql = format!(
                 "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? AND seq > ? ORDER BY seq LIMIT ?"
             );
-            let mut statement = connection.prepare_cached(&sql)?;
-            let mut rows = statement.query(params![id.as_str(), after.get() as i64, limit as i64])?;
-            let mut records = Vec::new();
-            while let Some(row) = rows.next()? {
-                records.push(message(row)?);
-            }
-            Ok(records)
+            all(connection, &sql, params![id.as_str(), after.get() as i64, limit as i64], |row| message(row))
         })
         .await
     }
@@ -215,15 +203,9 @@ impl Store for SqliteStore {
     async fn receipts(&self, id: &ConversationId) -> Result<Vec<ReceiptRecord>, StoreError> {
         let id = id.clone();
         Self::on(&self.reader, move |connection| {
-            let mut statement = connection.prepare_cached(
-                "SELECT user_id, kind, up_to_seq, at FROM receipts WHERE conversation_id = ? ORDER BY kind, user_id",
-            )?;
-            let mut rows = statement.query([id.as_str()])?;
-            let mut records = Vec::new();
-            while let Some(row) = rows.next()? {
-                records.push(receipt(row)?);
-            }
-            Ok(records)
+            let sql =
+                "SELECT user_id, kind, up_to_seq, at FROM receipts WHERE conversation_id = ? ORDER BY kind, user_id";
+            all(connection, sql, [id.as_str()], |row| receipt(row))
         })
         .await
     }
@@ -235,16 +217,7 @@ impl Store for SqliteStore {
              ORDER BY created_at, id",
             member_column(user.role)
         );
-        Self::on(&self.reader, move |connection| {
-            let mut statement = connection.prepare_cached(&sql)?;
-            let mut rows = statement.query([id.as_str()])?;
-            let mut records = Vec::new();
-            while let Some(row) = rows.next()? {
-                records.push(conversation(row)?);
-            }
-            Ok(records)
-        })
-        .await
+        Self::on(&self.reader, move |connection| all(connection, &sql, [id.as_str()], |row| conversation(row))).await
     }
 
     async fn user_conversations(&self, user: &UserId) -> Result<Vec<ConversationRecord>, StoreError> {
@@ -255,13 +228,7 @@ impl Store for SqliteStore {
                 "SELECT {CONVERSATION_COLUMNS} FROM conversations \
                  WHERE (customer_id = ?1 OR agent_id = ?1) AND status != 'closed' ORDER BY created_at, id"
             );
-            let mut statement = connection.prepare_cached(&sql)?;
-            let mut rows = statement.query([id.as_str()])?;
-            let mut records = Vec::new();
-            while let Some(row) = rows.next()? {
-                records.push(conversation(row)?);
-            }
-            Ok(records)
+            all(connection, &sql, [id.as_str()], |row| conversation(row))
         })
         .await
     }
@@ -324,6 +291,22 @@ impl Columns for Row<'_> {
     fn flag(&self, name: &str) -> Result<bool, StoreError> {
         Ok(self.get(name)?)
     }
+}
+
+/// Every row `sql` selects with `params`, each decoded by `decode`.
+fn all<T>(
+    connection: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    decode: impl Fn(&Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut statement = connection.prepare_cached(sql)?;
+    let mut rows = statement.query(params)?;
+    let mut records = Vec::new();
+    while let Some(row) = rows.next()? {
+        records.push(decode(row)?);
+    }
+    Ok(records)
 }
 
 #[cfg(test)]
