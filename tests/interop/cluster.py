@@ -9,32 +9,19 @@ starts the cluster and mints the tokens (PETCHAT_NODE_URLS: two URLs, space-sepa
 import asyncio
 import json
 import os
-import pathlib
-import sys
 import uuid
 
-import jsonschema
 import websockets
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-SCHEMA = json.loads((ROOT / "schemas" / "server-message.schema.json").read_text())
-VALIDATOR = jsonschema.Draft202012Validator(SCHEMA, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+from tally import VALIDATOR, Tally
+
 FIRST, SECOND = os.environ["PETCHAT_NODE_URLS"].split()
 AGENT_TOKEN = os.environ["PETCHAT_AGENT_TOKEN"]
 CUSTOMER_TOKEN = os.environ["PETCHAT_CUSTOMER_TOKEN"]
 # Frames a test may meet between the ones it waits for.
 BACKGROUND = {"presence", "typing.start", "typing.stop", "agent.status", "conversation.queued", "message.delivered"}
-passed = 0
-failed = 0
-
-
-def check(ok, what):
-    global passed, failed
-    if ok:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAIL {what}", file=sys.stderr)
+TALLY = Tally()
+check = TALLY.check
 
 
 def connect(url, token):
@@ -105,5 +92,4 @@ async def main():
 
 
 asyncio.run(main())
-print(f"interop python cluster: {passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+TALLY.finish("interop python cluster")

@@ -5,28 +5,15 @@ with `jsonschema`. Run by scripts/interop.sh, which starts the server and mints 
 import asyncio
 import json
 import os
-import pathlib
-import sys
 import uuid
 
-import jsonschema
 import websockets
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-SCHEMA = json.loads((ROOT / "schemas" / "server-message.schema.json").read_text())
-VALIDATOR = jsonschema.Draft202012Validator(SCHEMA, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+from tally import VALIDATOR, Tally
+
 URL = os.environ["PETCHAT_URL"]
-passed = 0
-failed = 0
-
-
-def check(ok, what):
-    global passed, failed
-    if ok:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAIL {what}", file=sys.stderr)
+TALLY = Tally()
+check = TALLY.check
 
 
 async def recv(ws, kind):
@@ -113,5 +100,4 @@ async def rfc6455(token):
 
 
 asyncio.run(main())
-print(f"interop python: {passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+TALLY.finish("interop python")
