@@ -286,10 +286,10 @@ impl Shard {
                     self.release(conn, batch, None);
                 }
             }
-            ShardCommand::Remote(envelope) => self.remote(*envelope, batch),
+            ShardCommand::Remote(envelope) => self.remote(*envelope),
             ShardCommand::Loaded { conversation, found } => self.loaded(conversation, found, batch),
             ShardCommand::GapCheck { conversation } => self.gap_check(&conversation),
-            ShardCommand::Filled { conversation, messages, rec } => self.filled(&conversation, messages, rec, batch),
+            ShardCommand::Filled { conversation, messages, rec } => self.filled(&conversation, messages, rec),
             ShardCommand::CatchUp => self.catch_up(),
             ShardCommand::Say { conn, message, id } => self.out.send_to(conn, message, id),
             ShardCommand::Chain(mut chain) => {

@@ -110,7 +110,7 @@ impl Shard {
                 debug!(conversation = %conversation, shard = self.index, "holding a conversation used here");
                 self.conversations.insert(conversation.clone(), Conv::new(rec));
                 for early in loading.early {
-                    self.remote(early, batch);
+                    self.remote(early);
                 }
                 if loading.overflowed {
                     self.fill_from_store(&conversation, false);
@@ -134,7 +134,7 @@ impl Shard {
     }
 
     /// Another node's message or fact.
-    pub(super) fn remote(&mut self, envelope: Envelope, batch: &mut Batch<Self>) {
+    pub(super) fn remote(&mut self, envelope: Envelope) {
         if let What::Message { conversation, seq } = &envelope.what {
             if let Some(loading) = self.loading.get_mut(conversation) {
                 if loading.early.len() < EARLY_MESSAGES {
@@ -160,7 +160,6 @@ impl Shard {
             What::Closed { conversation, by, members } => self.closed_elsewhere(&conversation, by, members),
             What::Message { .. } | What::Frame { .. } => {}
         }
-        let _ = batch;
     }
 
     /// Delivers message `seq` of the conversation once every earlier one was
@@ -259,7 +258,6 @@ impl Shard {
         conversation: &ConversationId,
         messages: Vec<MessageRecord>,
         rec: Option<ConversationRecord>,
-        batch: &mut Batch<Self>,
     ) {
         let full = messages.len() >= FILL_READ;
         let Some(conv) = self.conversations.get_mut(conversation) else { return };
@@ -272,7 +270,7 @@ impl Shard {
         let gap = conv.seq.has_gap();
         self.send_in_order(conversation, out);
         if let Some(rec) = rec {
-            self.reconcile(rec, batch);
+            self.reconcile(rec);
         }
         if full {
             self.fill_from_store(conversation, false);
@@ -283,7 +281,7 @@ impl Shard {
 
     /// After an outage, a fresh read of the conversation: the assignment
     /// changes and the close this node missed are told as if heard.
-    fn reconcile(&mut self, rec: ConversationRecord, batch: &mut Batch<Self>) {
+    fn reconcile(&mut self, rec: ConversationRecord) {
         let Some(held_agent) = self.conversations.get(&rec.id).map(|conv| conv.rec.agent.clone()) else { return };
         let conversation = rec.id.clone();
         if rec.status == ConversationStatus::Closed {
@@ -316,7 +314,6 @@ impl Shard {
             (None, Some(new)) => self.assigned(&conversation, new, false),
             _ => {}
         }
-        let _ = batch;
     }
 
     /// The link is back: every conversation held here is read again.

@@ -139,12 +139,12 @@ impl Pool {
             return;
         }
         let grace = i64::try_from(self.limits.agent_grace_ms).unwrap_or(i64::MAX);
-        let now = now().as_unix_ms();
+        let now_ms = now().as_unix_ms();
         let mut expired: Vec<UserId> = self
             .agents
             .iter()
             .filter(|(_, agent)| !agent.online && !agent.active.is_empty())
-            .filter(|(_, agent)| agent.offline_since.is_some_and(|t| now.saturating_sub(t.as_unix_ms()) >= grace))
+            .filter(|(_, agent)| agent.offline_since.is_some_and(|t| now_ms.saturating_sub(t.as_unix_ms()) >= grace))
             .map(|(id, _)| id.clone())
             .collect();
         expired.sort();
@@ -155,7 +155,7 @@ impl Pool {
                 agent: agent.clone(),
                 name: self.agents.get(&agent).map(|a| a.name.clone()).unwrap_or_default(),
                 available: false,
-                at: crate::hub::frames::now(),
+                at: now(),
             };
             batch.write_then(write, |_, _| {});
         }
