@@ -54,6 +54,9 @@ pub(crate) struct ChatResult {
     pub(crate) lost: u64,
     /// The server's CPU in the window, percent of one core (all its threads).
     pub(crate) server_cpu_percent: f64,
+    /// Of `server_cpu_percent`, what the cluster's PostgreSQL and Redis took
+    /// (zero for one process).
+    pub(crate) engine_cpu_percent: f64,
     /// The load generator's own CPU in the window, percent of one core: on a
     /// machine it shares with the server, what it takes the server cannot use.
     pub(crate) bench_cpu_percent: f64,
@@ -68,26 +71,51 @@ pub(crate) async fn run(
     progress: &Progress,
 ) -> Result<ChatResult> {
     let run = format!("{:x}", conn::wall_micros());
-    let (server, source) = (target.addr, conn::fresh_source_address());
+    let source = conn::fresh_source_address();
+    let nodes = &target.nodes;
     let bar = progress.bar(pairs as u64 * 2, &format!("chat {}: {pairs} conversations", target.kind.name()));
-    let agents = connect_all(server, source, pairs, &format!("agent-{run}"), Role::Agent, &bar).await?;
-    let mut agents_ready = Vec::new();
-    for mut ws in agents {
-        conn::send(&mut ws, "agent.status", json!({"available": true})).await?;
-        until(&mut ws, "agent.status").await?;
-        agents_ready.push(ws);
+    // Agent i is on node i mod n, and its customer on the next node: on a
+    // cluster every conversation crosses nodes.
+    let agent_node = |i: usize| nodes[i % nodes.len()];
+    let customer_node = |i: usize| nodes[(i + 1) % nodes.len()];
+    let agent_prefix = format!("agent-{run}");
+    let mut agents = connect_all(agent_node, source, pairs, &agent_prefix, Role::Agent, &bar).await?;
+    let customers = connect_all(customer_node, source, pairs, &format!("customer-{run}"), Role::Customer, &bar).await?;
+    // Node by node, its agents become available and then the customers meant
+    // for them open: the fewest-open rule gives each new conversation an
+    // agent with none yet, which is one of this node's.
+    let mut customers: Vec<Option<Ws>> = customers.into_iter().map(Some).collect();
+    let mut opened = Vec::new();
+    for node in 0..nodes.len() {
+        let mine = || (node..pairs).step_by(nodes.len());
+        for i in mine() {
+            conn::send(&mut agents[i], "agent.status", json!({"available": true})).await?;
+            until(&mut agents[i], "agent.status").await?;
+        }
+        let mut open = Vec::new();
+        for i in mine() {
+            let mut ws = customers[i].take().context("each customer opens once")?;
+            let agent_prefix = &agent_prefix;
+            open.push(async move {
+                conn::send(&mut ws, "conversation.open", json!({"topic": "bench"})).await?;
+                let assigned = until(&mut ws, "agent.assigned").await?;
+                let id = assigned.data["conversationId"].as_str().context("a conversation id")?.to_owned();
+                let agent = assigned.data["agent"]["id"].as_str().context("an agent id")?;
+                let index: usize = agent
+                    .strip_prefix(agent_prefix.as_str())
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    .and_then(|i| i.parse().ok())
+                    .with_context(|| format!("an agent of this run: {agent}"))?;
+                if index % nodes.len() != node {
+                    anyhow::bail!("customer {i} got agent {index}, not one of node {node}'s");
+                }
+                anyhow::Ok((ws, id))
+            });
+        }
+        opened.extend(futures_util::future::try_join_all(open).await?);
     }
-    let customers = connect_all(server, source, pairs, &format!("customer-{run}"), Role::Customer, &bar).await?;
-    let mut open = Vec::new();
-    for mut ws in customers {
-        open.push(async move {
-            conn::send(&mut ws, "conversation.open", json!({"topic": "bench"})).await?;
-            let assigned = until(&mut ws, "agent.assigned").await?;
-            let id = assigned.data["conversationId"].as_str().context("a conversation id")?.to_owned();
-            anyhow::Ok((ws, id))
-        });
-    }
-    let customers = futures_util::future::try_join_all(open).await?;
+    let customers = opened;
+    let agents_ready = agents;
     bar.finish_and_clear();
 
     let start = Instant::now() + Duration::from_millis(100);
@@ -104,12 +132,14 @@ pub(crate) async fn run(
         tasks.push(tokio::spawn(side(ws, Vec::new(), index * 2 + 1, start, window, interval, phase)));
     }
     let cpu = tokio::spawn(cpu_in_window(target.cpu_seconds_reader(), window));
+    let engine_cpu = tokio::spawn(cpu_in_window(target.engine_cpu_seconds_reader(), window));
     let mut total = Tally::default();
     for task in tasks {
         total.merge(task.await??);
     }
     timer.finish_and_clear();
     let (server_cpu, bench_cpu) = cpu.await??;
+    let (engine_cpu, _) = engine_cpu.await??;
     let seconds = duration.as_secs_f64();
     Ok(ChatResult {
         pairs,
@@ -122,6 +152,7 @@ pub(crate) async fn run(
         delivery: Latency::of(&total.delivery),
         lost: total.acked.saturating_sub(total.relayed),
         server_cpu_percent: 100.0 * server_cpu / seconds,
+        engine_cpu_percent: 100.0 * engine_cpu / seconds,
         bench_cpu_percent: 100.0 * bench_cpu / seconds,
     })
 }
@@ -135,9 +166,9 @@ async fn cpu_in_window(server: impl Fn() -> Result<f64>, window: (Instant, Insta
     Ok((server()? - before.0, target::cpu_seconds_of("self")? - before.1))
 }
 
-/// Opens `count` connections as `prefix-0`, `prefix-1`…
+/// Opens `count` connections as `prefix-0`, `prefix-1`…, connection i to `server(i)`.
 async fn connect_all(
-    server: SocketAddr,
+    server: impl Fn(usize) -> SocketAddr,
     source: std::net::IpAddr,
     count: usize,
     prefix: &str,
@@ -147,6 +178,7 @@ async fn connect_all(
     futures_util::stream::iter(0..count)
         .map(|i| {
             let user = format!("{prefix}-{i}");
+            let server = server(i);
             async move {
                 let ws = conn::connect(server, source, &user, role).await;
                 bar.inc(1);

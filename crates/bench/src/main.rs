@@ -5,6 +5,7 @@
 mod assign;
 mod chat;
 mod conn;
+mod engines;
 mod idle;
 mod progress;
 mod report;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
 
+use crate::engines::EnginePrograms;
 use crate::progress::Progress;
 use crate::report::{Report, Run};
 use crate::soak::SoakSettings;
@@ -37,7 +39,8 @@ struct Cli {
 /// What every scenario shares.
 #[derive(Args, Clone)]
 struct Options {
-    /// The servers to measure, alternating run by run.
+    /// The servers to measure, alternating run by run (`cluster`: three
+    /// nodes on PostgreSQL and Redis, which the bench starts).
     #[arg(long, value_delimiter = ',', default_value = "petchat,peer")]
     servers: Vec<Kind>,
     /// Runs per point; reports give medians.
@@ -52,6 +55,12 @@ struct Options {
     /// The peer's script (with `ws` installed beside it by npm).
     #[arg(long, default_value = "benches/peers/node-ws/server.mjs")]
     peer: PathBuf,
+    /// The directory of PostgreSQL's initdb, pg_ctl and postgres (for `cluster`).
+    #[arg(long, default_value = "/usr/lib/postgresql/15/bin")]
+    postgres_bin: PathBuf,
+    /// The redis-server program (for `cluster`).
+    #[arg(long, default_value = "redis-server")]
+    redis_server: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -136,7 +145,14 @@ async fn main() -> Result<()> {
         return idle::worker(*server, *source, *count, prefix).await;
     }
     let options = cli.options;
-    let programs = Programs { petchat: options.petchat_bin.clone(), peer: options.peer.clone() };
+    let programs = Programs {
+        petchat: options.petchat_bin.clone(),
+        peer: options.peer.clone(),
+        engines: EnginePrograms {
+            postgres_bin: options.postgres_bin.clone(),
+            redis_server: options.redis_server.clone(),
+        },
+    };
     if !programs.petchat.exists() {
         bail!("{} is missing: build it with `cargo build --release -p petchat-server`", programs.petchat.display());
     }

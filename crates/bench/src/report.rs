@@ -111,6 +111,14 @@ impl Report {
                 "server CPU per relayed message (µs)",
                 medians(&runs, |r| 10_000.0 * r.server_cpu_percent / r.relayed_per_second.max(1.0)),
             ));
+            let cluster: Vec<Run<ChatResult>> = runs.iter().filter(|r| r.server == Kind::Cluster).cloned().collect();
+            if !cluster.is_empty() {
+                rows.push(row(
+                    &scenario,
+                    "of which PostgreSQL and Redis (% of a core)",
+                    medians(&cluster, |r| r.engine_cpu_percent),
+                ));
+            }
             rows.push(row(&scenario, "load generator CPU (% of a core)", medians(&runs, |r| r.bench_cpu_percent)));
         }
         for ((c, k), runs) in group(&self.assign, |r| (r.customers, r.agents)) {
@@ -141,26 +149,38 @@ impl Report {
         rows
     }
 
-    /// The markdown table: medians per server and the petchat ÷ peer ratio.
+    /// The markdown table: medians per server, in the order measured, and
+    /// each server's ratio to the peer (or, without the peer, the cluster's
+    /// to the single node).
     pub(crate) fn markdown(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "Machine: {}  \nCommand: `{}`\n", self.machine, self.command);
-        let _ = writeln!(out, "| scenario | figure | petchat | peer | petchat ÷ peer |");
-        let _ = writeln!(out, "|---|---|---:|---:|---:|");
+        let base = [Kind::Peer, Kind::Petchat].into_iter().find(|k| self.servers.contains(k) && self.servers.len() > 1);
+        let ratios: Vec<Kind> = base.map_or(Vec::new(), |b| self.servers.iter().copied().filter(|&k| k != b).collect());
+        let mut header = String::from("| scenario | figure |");
+        let mut rule = String::from("|---|---|");
+        for kind in &self.servers {
+            let _ = write!(header, " {} |", kind.name());
+            rule.push_str("---:|");
+        }
+        for kind in &ratios {
+            let _ = write!(header, " {} ÷ {} |", kind.name(), base.map_or("", Kind::name));
+            rule.push_str("---:|");
+        }
+        let _ = writeln!(out, "{header}\n{rule}");
         for row in self.rows() {
-            let cell = |kind: Kind| row.values.get(kind.name()).map_or("–".to_owned(), |v| number(*v));
-            let ratio = match (row.values.get("petchat"), row.values.get("peer")) {
-                (Some(a), Some(b)) if *b != 0.0 => format!("{:.2}", a / b),
-                _ => "–".to_owned(),
-            };
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} | {ratio} |",
-                row.scenario,
-                row.figure,
-                cell(Kind::Petchat),
-                cell(Kind::Peer)
-            );
+            let mut line = format!("| {} | {} |", row.scenario, row.figure);
+            for kind in &self.servers {
+                let _ = write!(line, " {} |", row.values.get(kind.name()).map_or("–".to_owned(), |v| number(*v)));
+            }
+            for kind in &ratios {
+                let ratio = match (row.values.get(kind.name()), base.and_then(|b| row.values.get(b.name()))) {
+                    (Some(a), Some(b)) if *b != 0.0 => format!("{:.2}", a / b),
+                    _ => "–".to_owned(),
+                };
+                let _ = write!(line, " {ratio} |");
+            }
+            let _ = writeln!(out, "{line}");
         }
         for run in &self.soak {
             let _ = writeln!(out, "\nSoak, N = {}: {}.", run.result.connections, run.result.verdict);

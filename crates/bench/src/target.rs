@@ -1,4 +1,5 @@
-//! The servers under test: petchat-server and the Node.js `ws` peer, started
+//! The servers under test: petchat-server on SQLite, a cluster of three
+//! petchat-servers on PostgreSQL and Redis, and the Node.js `ws` peer, started
 //! by the bench on loopback with the limits lifted, their memory and CPU read
 //! from /proc.
 
@@ -11,6 +12,8 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use tokio::process::{Child, Command};
 
+use crate::engines::{EnginePrograms, Engines};
+
 /// The JWT secret of every petchat-server the bench starts.
 pub(crate) const SECRET: &str = "petchat-bench-secret-0123456789abcdef";
 
@@ -20,6 +23,9 @@ pub(crate) const SECRET: &str = "petchat-bench-secret-0123456789abcdef";
 pub(crate) enum Kind {
     /// petchat-server on SQLite: every message durable before its ack.
     Petchat,
+    /// Three petchat-servers on one PostgreSQL and one Redis (SPEC §10); its
+    /// CPU counts the nodes and both engines.
+    Cluster,
     /// The in-memory Node.js `ws` server of benches/peers/node-ws.
     Peer,
 }
@@ -29,6 +35,7 @@ impl Kind {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::Petchat => "petchat",
+            Kind::Cluster => "cluster",
             Kind::Peer => "peer",
         }
     }
@@ -41,15 +48,24 @@ pub(crate) struct Programs {
     pub(crate) petchat: PathBuf,
     /// benches/peers/node-ws/server.mjs (its `ws` installed with npm).
     pub(crate) peer: PathBuf,
+    /// PostgreSQL and Redis, for the cluster.
+    pub(crate) engines: EnginePrograms,
 }
 
-/// A running server under test; killed when dropped.
+/// The nodes of the `cluster` target.
+pub(crate) const CLUSTER_NODES: usize = 3;
+
+/// A running server under test (one process, or the cluster's nodes and
+/// engines); killed when dropped.
 pub(crate) struct Target {
     /// Which server it is.
     pub(crate) kind: Kind,
-    /// Where it listens.
+    /// Where its first node listens: the scenarios that drive one node use it.
     pub(crate) addr: SocketAddr,
-    child: Child,
+    /// Where every node listens (one, or the cluster's three).
+    pub(crate) nodes: Vec<SocketAddr>,
+    children: Vec<Child>,
+    engines: Option<Engines>,
     _dir: tempfile::TempDir,
 }
 
@@ -61,70 +77,121 @@ impl Target {
 
     /// As [`Self::start`], with more flags for petchat-server (the peer ignores them).
     pub(crate) async fn start_with(kind: Kind, programs: &Programs, extra: &[String]) -> Result<Target> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let dir = tempfile::tempdir()?;
-        let mut command = match kind {
+        let (engines, commands) = match kind {
             Kind::Petchat => {
-                let mut command = petchat_command(&programs.petchat, addr, dir.path());
-                command.args(extra);
-                command
+                let addr = free_addr()?;
+                let database = format!("sqlite://{}/bench.db", dir.path().display());
+                (None, vec![(addr, petchat_command(&programs.petchat, addr, &database, extra))])
+            }
+            Kind::Cluster => {
+                let engines = Engines::start(&programs.engines).await?;
+                let mut commands = Vec::new();
+                for index in 0..CLUSTER_NODES {
+                    let addr = free_addr()?;
+                    let mut command = petchat_command(&programs.petchat, addr, &engines.database_url(), extra);
+                    command.args(["--redis-url", &engines.redis_url(), "--node-id", &format!("node-{index}")]);
+                    commands.push((addr, command));
+                }
+                (Some(engines), commands)
             }
             Kind::Peer => {
+                let addr = free_addr()?;
                 let mut command = Command::new("node");
-                command.arg(&programs.peer).args(["--port", &port.to_string()]);
-                command
+                command.arg(&programs.peer).args(["--port", &addr.port().to_string()]);
+                (None, vec![(addr, command)])
             }
         };
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting the {} server", kind.name()))?;
-        let target = Target { kind, addr, child, _dir: dir };
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return Ok(target);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let nodes: Vec<SocketAddr> = commands.iter().map(|(addr, _)| *addr).collect();
+        let mut children = Vec::new();
+        for (_, mut command) in commands {
+            let child = command
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()
+                .with_context(|| format!("starting the {} server", kind.name()))?;
+            children.push(child);
         }
-        bail!("the {} server did not listen on {addr}", kind.name())
+        let target = Target { kind, addr: nodes[0], nodes, children, engines, _dir: dir };
+        for &node in &target.nodes {
+            wait_listening(node, kind.name()).await?;
+        }
+        Ok(target)
     }
 
     /// A reader of [`Self::cpu_seconds`] that a task can own.
     pub(crate) fn cpu_seconds_reader(&self) -> impl Fn() -> Result<f64> + Send + 'static {
-        let pid = self.child.id().map(|pid| pid.to_string());
-        move || cpu_seconds_of(pid.as_deref().context("the server has exited")?)
+        let pids = self.pids();
+        let engines = self.engines.as_ref().map(Engines::cpu_seconds_reader);
+        move || {
+            let mut total = engines.as_ref().map_or(Ok(0.0), |read| read())?;
+            for pid in &pids {
+                total += cpu_seconds_of(pid.as_deref().context("the server has exited")?)?;
+            }
+            Ok(total)
+        }
     }
 
     /// A reader of [`Self::rss_bytes`] that a task can own.
     pub(crate) fn rss_bytes_reader(&self) -> impl Fn() -> Result<u64> + Send + 'static {
-        let pid = self.child.id().map(|pid| pid.to_string());
-        move || rss_bytes_of(pid.as_deref().context("the server has exited")?)
+        let pids = self.pids();
+        move || pids.iter().map(|pid| rss_bytes_of(pid.as_deref().context("the server has exited")?)).sum()
     }
 
-    fn pid(&self) -> Result<u32> {
-        self.child.id().context("the server has exited")
+    /// The server processes' pids (the engines' excluded), as /proc names them.
+    fn pids(&self) -> Vec<Option<String>> {
+        self.children.iter().map(|child| child.id().map(|pid| pid.to_string())).collect()
     }
 
-    /// Resident memory, from /proc/PID/status.
+    /// Resident memory of the server processes (the engines' excluded), from /proc/PID/status.
     pub(crate) fn rss_bytes(&self) -> Result<u64> {
-        rss_bytes_of(&self.pid()?.to_string())
+        self.rss_bytes_reader()()
     }
 
-    /// User plus system CPU time so far, in seconds, from /proc/PID/stat.
+    /// User plus system CPU time so far, in seconds, from /proc/PID/stat:
+    /// every thread of every server process, and the cluster's engines.
     pub(crate) fn cpu_seconds(&self) -> Result<f64> {
-        cpu_seconds_of(&self.pid()?.to_string())
+        self.cpu_seconds_reader()()
+    }
+
+    /// The CPU seconds of the cluster's engines alone (zero for one process).
+    pub(crate) fn engine_cpu_seconds_reader(&self) -> impl Fn() -> Result<f64> + Send + 'static {
+        let engines = self.engines.as_ref().map(Engines::cpu_seconds_reader);
+        move || engines.as_ref().map_or(Ok(0.0), |read| read())
     }
 
     /// Stops the server and waits for it.
     pub(crate) async fn stop(mut self) -> Result<()> {
-        self.child.start_kill()?;
-        self.child.wait().await?;
+        for child in &mut self.children {
+            child.start_kill()?;
+            child.wait().await?;
+        }
+        drop(self.engines.take());
         Ok(())
     }
+}
+
+/// A free loopback address (port 0 bound and released).
+fn free_addr() -> Result<SocketAddr> {
+    Ok(([127, 0, 0, 1], free_port()?).into())
+}
+
+/// A free loopback port.
+pub(crate) fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Waits until `addr` accepts TCP connections (10 s at most).
+pub(crate) async fn wait_listening(addr: SocketAddr, what: &str) -> Result<()> {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("the {what} server did not listen on {addr}")
 }
 
 /// Writes back what earlier runs left dirty (`sync`) and waits a moment, so
@@ -164,21 +231,22 @@ pub(crate) fn cpu_seconds_of(pid: &str) -> Result<f64> {
 }
 
 /// `sysconf(_SC_CLK_TCK)`, 100 on every Linux this runs on.
-const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+pub(crate) const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 
-/// petchat-server with a fresh SQLite file and the per-user and per-connection
-/// limits lifted, so that the load generator is the only bound.
-fn petchat_command(program: &Path, addr: SocketAddr, dir: &Path) -> Command {
+/// petchat-server on `database` with the per-user and per-connection limits
+/// lifted, so that the load generator is the only bound, then `extra`.
+fn petchat_command(program: &Path, addr: SocketAddr, database: &str, extra: &[String]) -> Command {
     let mut command = Command::new(program);
     command
         .args(["--bind", &addr.to_string()])
-        .args(["--database-url", &format!("sqlite://{}/bench.db", dir.display())])
+        .args(["--database-url", database])
         .args(["--jwt-secret", SECRET])
         .args(["--messages-per-second", "1000000"])
         .args(["--max-connections", "100000"])
         .args(["--max-connections-per-user", "100"])
         .args(["--max-conversations-per-agent", "100000"])
         .args(["--log-format", "json"])
+        .args(extra)
         .env("RUST_LOG", "warn");
     command
 }
