@@ -8,6 +8,7 @@ mod conn;
 mod engines;
 mod idle;
 mod progress;
+mod reconnect;
 mod report;
 mod soak;
 mod stats;
@@ -96,6 +97,20 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         agents: usize,
     },
+    /// N customers drop at once and come back with `afterSeq` (to another node
+    /// on a cluster): time until all have rejoined and caught up, nothing lost
+    /// (petchat and cluster; the peer keeps no history to resume from).
+    Reconnect {
+        /// Customer counts to sweep, each in a conversation of its own.
+        #[arg(long, value_delimiter = ',', default_value = "10000")]
+        clients: Vec<usize>,
+        /// Agents holding the conversations.
+        #[arg(long, default_value_t = 50)]
+        agents: usize,
+        /// Messages each customer misses while away (fewer than the 500 one replay holds).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..500))]
+        missed: u16,
+    },
     /// N connections held for a long time, chat at a low rate and heartbeats
     /// running: the server's RSS and CPU sampled and judged for growth
     /// (petchat-server only; `--servers` and `--repeat` do not apply).
@@ -168,6 +183,9 @@ async fn main() -> Result<()> {
         Command::Idle { connections, hold } => bench.idle(&mut report, &connections, hold).await?,
         Command::Chat { pairs, seconds, rate } => bench.chat(&mut report, &pairs, seconds, rate).await?,
         Command::Assign { customers, agents } => bench.assign(&mut report, &customers, agents).await?,
+        Command::Reconnect { clients, agents, missed } => {
+            bench.reconnect(&mut report, &clients, agents, missed.into()).await?;
+        }
         Command::Soak { connections, seconds, pairs, rate, sample_ms, heartbeat_interval_ms } => {
             let settings = SoakSettings {
                 connections,
@@ -185,12 +203,14 @@ async fn main() -> Result<()> {
             let peak = report.peak_relayed(Kind::Petchat);
             bench.chat(&mut report, &[50], 5, Some(peak / 2.0)).await?;
             bench.assign(&mut report, &[250, 500, 1000], 10).await?;
+            bench.reconnect(&mut report, &[10_000], 50, 5).await?;
         }
         Command::Smoke => {
             bench.idle(&mut report, &[50], 1).await?;
             bench.chat(&mut report, &[2], 1, None).await?;
             bench.chat(&mut report, &[2], 1, Some(200.0)).await?;
             bench.assign(&mut report, &[20], 2).await?;
+            bench.reconnect(&mut report, &[40], 4, 3).await?;
             let soak = SoakSettings {
                 connections: 60,
                 pairs: 2,
@@ -218,14 +238,23 @@ struct Bench {
 
 impl Bench {
     /// Runs `scenario` on a fresh server of each kind, alternating, `repeat` times.
-    async fn each<R, F, Fut>(&self, mut scenario: F) -> Result<Vec<(Kind, R)>>
+    async fn each<R, F, Fut>(&self, scenario: F) -> Result<Vec<(Kind, R)>>
+    where
+        F: FnMut(Target, Progress) -> Fut,
+        Fut: std::future::Future<Output = Result<R>>,
+    {
+        self.each_of(&self.options.servers, scenario).await
+    }
+
+    /// As [`Self::each`], on `servers` only.
+    async fn each_of<R, F, Fut>(&self, servers: &[Kind], mut scenario: F) -> Result<Vec<(Kind, R)>>
     where
         F: FnMut(Target, Progress) -> Fut,
         Fut: std::future::Future<Output = Result<R>>,
     {
         let mut results = Vec::new();
         for _ in 0..self.options.repeat {
-            for &kind in &self.options.servers {
+            for &kind in servers {
                 target::settle().await?;
                 let target = Target::start(kind, &self.programs).await?;
                 results.push((kind, scenario(target, self.progress.clone()).await?));
@@ -272,6 +301,22 @@ impl Bench {
         let result = result?;
         println!("soak: {}", result.verdict);
         report.soak.push(Run { server: Kind::Petchat, result });
+        Ok(())
+    }
+
+    /// Reconnect runs on the servers that keep history (not the peer).
+    async fn reconnect(&self, report: &mut Report, clients: &[usize], agents: usize, missed: usize) -> Result<()> {
+        let servers: Vec<Kind> = self.options.servers.iter().copied().filter(|&k| k != Kind::Peer).collect();
+        for &n in clients {
+            let runs = self
+                .each_of(&servers, |target, progress| async move {
+                    let result = reconnect::run(&target, n, agents, missed, &progress).await;
+                    target.stop().await?;
+                    result
+                })
+                .await?;
+            report.reconnect.extend(runs.into_iter().map(Into::into));
+        }
         Ok(())
     }
 

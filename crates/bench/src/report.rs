@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::assign::AssignResult;
 use crate::chat::ChatResult;
 use crate::idle::IdleResult;
+use crate::reconnect::ReconnectResult;
 use crate::soak::SoakResult;
 use crate::stats::median;
 use crate::target::Kind;
@@ -49,6 +50,8 @@ pub(crate) struct Report {
     pub(crate) assign: Vec<Run<AssignResult>>,
     /// `soak` runs (petchat only).
     pub(crate) soak: Vec<Run<SoakResult>>,
+    /// `reconnect` runs (petchat and cluster).
+    pub(crate) reconnect: Vec<Run<ReconnectResult>>,
 }
 
 /// A row of the markdown table: a figure and its median per server.
@@ -69,6 +72,7 @@ impl Report {
             chat: Vec::new(),
             assign: Vec::new(),
             soak: Vec::new(),
+            reconnect: Vec::new(),
         }
     }
 
@@ -130,6 +134,22 @@ impl Report {
                 medians(&runs, |r| r.seconds_to_last * 1000.0),
             ));
             rows.push(row(&scenario, "open → assigned p99 (ms)", medians(&runs, |r| r.open_to_assigned.p99_ms)));
+        }
+        for ((n, m), runs) in group(&self.reconnect, |r| (r.clients, r.missed_per_client)) {
+            let scenario = format!("reconnect, N = {n}, {m} missed each");
+            rows.push(row(&scenario, "time until all rejoined (s)", medians(&runs, |r| r.seconds_to_all_ready)));
+            rows.push(row(&scenario, "time until all caught up (s)", medians(&runs, |r| r.seconds_to_all_caught_up)));
+            rows.push(row(&scenario, "return → session.ready p99 (ms)", medians(&runs, |r| r.ready.p99_ms)));
+            rows.push(row(&scenario, "return → caught up p50 (ms)", medians(&runs, |r| r.caught_up.p50_ms)));
+            rows.push(row(&scenario, "return → caught up p99 (ms)", medians(&runs, |r| r.caught_up.p99_ms)));
+            rows.push(row(&scenario, "connection attempts retried", medians(&runs, |r| r.retries as f64)));
+            rows.push(row(&scenario, "lost messages", medians(&runs, |r| r.lost as f64)));
+            rows.push(row(&scenario, "duplicated messages", medians(&runs, |r| r.duplicated as f64)));
+            rows.push(row(
+                &scenario,
+                "server CPU per client caught up (ms)",
+                medians(&runs, |r| 1000.0 * r.server_cpu_seconds / r.clients as f64),
+            ));
         }
         for run in &self.soak {
             let r = &run.result;

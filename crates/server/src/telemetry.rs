@@ -9,27 +9,42 @@ use axum::http::Request;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::trace::TraceLayer;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
 
 /// Crates whose lines print payloads (chat text), capped whatever `RUST_LOG`
 /// says, since message text never reaches a log (SPEC §5): tungstenite's
 /// `trace` lines print frames, tokio-postgres's `debug` lines every
-/// statement's parameters.
-const PAYLOAD_LOGGERS: [&str; 3] = ["tungstenite=debug", "tokio_tungstenite=debug", "tokio_postgres=info"];
+/// statement's parameters. A cap only lowers: `RUST_LOG=warn` keeps them at warn.
+const PAYLOAD_LOGGERS: [(&str, LevelFilter); 3] = [
+    ("tungstenite", LevelFilter::DEBUG),
+    ("tokio_tungstenite", LevelFilter::DEBUG),
+    ("tokio_postgres", LevelFilter::INFO),
+];
 
 /// Installs the global log subscriber (`RUST_LOG` filters; default `info`).
 pub fn init_logging(format: LogFormat) {
-    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    for directive in PAYLOAD_LOGGERS {
-        filter = filter.add_directive(directive.parse().expect("a valid directive"));
-    }
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::registry().with(log_layer(format, filter, std::io::stderr)).try_init();
+}
+
+/// The formatting layer, behind `filter` and the payload caps.
+fn log_layer<S, W>(format: LogFormat, filter: EnvFilter, writer: W) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
+    let fmt = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
     };
+    let caps = Targets::new().with_default(LevelFilter::TRACE).with_targets(PAYLOAD_LOGGERS);
+    fmt.with_filter(filter).with_filter(caps)
 }
 
 /// The `node` label every metric carries in a cluster (`--node-id`).
@@ -79,4 +94,56 @@ pub(crate) fn trace_layer() -> TraceLayer<SharedClassifier<ServerErrorsAsFailure
 
 fn span(request: &Request<axum::body::Body>) -> tracing::Span {
     tracing::debug_span!("http", method = %request.method(), path = %request.uri().path())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// What `emit` logs through the layer under `RUST_LOG=env`.
+    fn logged(env: &str, emit: impl FnOnce()) -> String {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let sink = out.clone();
+        let writer = move || Sink(sink.clone());
+        let subscriber = tracing_subscriber::registry().with(log_layer(LogFormat::Text, EnvFilter::new(env), writer));
+        tracing::subscriber::with_default(subscriber, emit);
+        String::from_utf8(out.lock().expect("not poisoned").clone()).expect("UTF-8")
+    }
+
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("not poisoned").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn payload_lines_stay_out_whatever_rust_log_allows() {
+        let out = logged("trace", || {
+            tracing::trace!(target: "tungstenite", "frame payload");
+            tracing::debug!(target: "tokio_postgres", "statement parameters");
+            tracing::debug!(target: "tungstenite", "handshake done");
+            tracing::trace!(target: "petchat_server", "ours");
+        });
+        assert!(!out.contains("frame payload") && !out.contains("statement parameters"), "{out}");
+        assert!(out.contains("handshake done") && out.contains("ours"), "{out}");
+    }
+
+    #[test]
+    fn a_cap_never_raises_a_quieter_rust_log() {
+        let out = logged("warn", || {
+            tracing::debug!(target: "tokio_tungstenite", "start_send error");
+            tracing::info!(target: "tokio_postgres", "NOTICE: relation exists");
+            tracing::warn!(target: "tokio_tungstenite", "kept");
+        });
+        assert!(!out.contains("start_send error") && !out.contains("NOTICE"), "{out}");
+        assert!(out.contains("kept"), "{out}");
+    }
 }
