@@ -20,6 +20,11 @@ fi
 if ! command -v redis-server >/dev/null; then
   as_root apt-get update -qq && as_root apt-get install -y -qq redis-server
 fi
+# PostgreSQL's binaries: the bench's cluster target (crates/bench/tests/smoke.rs)
+# starts a PostgreSQL of its own in the cargo test step; the PostgreSQL step
+# below starts the suite's shared one.
+source scripts/services.sh
+services_install postgresql "$SERVICES_POSTGRES_BIN/initdb"
 source scripts/lib.sh
 # The load balancer's tests put a real nginx in front of server processes
 # (crates/server/tests/nginx.rs, and scripts/interop.sh).

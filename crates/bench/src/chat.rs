@@ -4,7 +4,7 @@
 //! the sender) and delivery latency (send → `chat.message` at the other side,
 //! from the sender's wall-clock timestamp in the text).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::conn::{self, Ws};
+use crate::engines::EngineCpu;
 use crate::progress::Progress;
 use crate::stats::{self, Latency};
 use crate::target::{self, Target};
@@ -54,9 +55,10 @@ pub(crate) struct ChatResult {
     pub(crate) lost: u64,
     /// The server's CPU in the window, percent of one core (all its threads).
     pub(crate) server_cpu_percent: f64,
-    /// Of `server_cpu_percent`, what the cluster's PostgreSQL and Redis took
-    /// (zero for one process).
-    pub(crate) engine_cpu_percent: f64,
+    /// Of `server_cpu_percent`, what the cluster's PostgreSQL took (zero for one process).
+    pub(crate) postgres_cpu_percent: f64,
+    /// Of `server_cpu_percent`, what the cluster's Redis took (zero for one process).
+    pub(crate) redis_cpu_percent: f64,
     /// The load generator's own CPU in the window, percent of one core: on a
     /// machine it shares with the server, what it takes the server cannot use.
     pub(crate) bench_cpu_percent: f64,
@@ -132,15 +134,23 @@ pub(crate) async fn run(
         tasks.push(tokio::spawn(side(ws, Vec::new(), index * 2 + 1, start, window, interval, phase)));
     }
     let cpu = tokio::spawn(cpu_in_window(target.cpu_seconds_reader(), window));
-    let engine_cpu = tokio::spawn(cpu_in_window(target.engine_cpu_seconds_reader(), window));
+    let engine_cpu = tokio::spawn(engine_cpu_in_window(target.engine_cpu_seconds_reader(), window));
     let mut total = Tally::default();
     for task in tasks {
         total.merge(task.await??);
     }
     timer.finish_and_clear();
     let (server_cpu, bench_cpu) = cpu.await??;
-    let (engine_cpu, _) = engine_cpu.await??;
+    let engine_cpu = engine_cpu.await??;
     let seconds = duration.as_secs_f64();
+    let mut lost_keys: Vec<(&(String, u64), &usize)> =
+        total.acked.iter().filter(|(key, _)| !total.relayed.contains(*key)).collect();
+    lost_keys.sort();
+    if !lost_keys.is_empty() {
+        let name = target.kind.name();
+        eprintln!("chat {name}: acked but never delivered ((conversation, seq), sender): {lost_keys:?}");
+    }
+    let lost = lost_keys.len() as u64;
     Ok(ChatResult {
         pairs,
         offered_per_second: rate,
@@ -150,9 +160,10 @@ pub(crate) async fn run(
         relayed_per_second: total.relayed_in_window as f64 / seconds,
         ack: Latency::of(&total.ack),
         delivery: Latency::of(&total.delivery),
-        lost: total.acked.saturating_sub(total.relayed),
+        lost,
         server_cpu_percent: 100.0 * server_cpu / seconds,
-        engine_cpu_percent: 100.0 * engine_cpu / seconds,
+        postgres_cpu_percent: 100.0 * engine_cpu.postgres / seconds,
+        redis_cpu_percent: 100.0 * engine_cpu.redis / seconds,
         bench_cpu_percent: 100.0 * bench_cpu / seconds,
     })
 }
@@ -164,6 +175,18 @@ async fn cpu_in_window(server: impl Fn() -> Result<f64>, window: (Instant, Insta
     let before = (server()?, target::cpu_seconds_of("self")?);
     tokio::time::sleep_until(window.1.into()).await;
     Ok((server()? - before.0, target::cpu_seconds_of("self")? - before.1))
+}
+
+/// The CPU seconds the cluster's engines spent in the window.
+async fn engine_cpu_in_window(
+    engines: impl Fn() -> Result<EngineCpu>,
+    window: (Instant, Instant),
+) -> Result<EngineCpu> {
+    tokio::time::sleep_until(window.0.into()).await;
+    let before = engines()?;
+    tokio::time::sleep_until(window.1.into()).await;
+    let after = engines()?;
+    Ok(EngineCpu { postgres: after.postgres - before.postgres, redis: after.redis - before.redis })
 }
 
 /// Opens `count` connections as `prefix-0`, `prefix-1`…, connection i to `server(i)`.
@@ -206,8 +229,10 @@ async fn until(ws: &mut Ws, kind: &str) -> Result<conn::Frame> {
 
 /// One connection's counts and latencies.
 struct Tally {
-    acked: u64,
-    relayed: u64,
+    /// Every acked message (with its sender: even indices are customers) and
+    /// every delivered one, by conversation and seq.
+    acked: HashMap<(String, u64), usize>,
+    relayed: HashSet<(String, u64)>,
     acked_in_window: u64,
     relayed_in_window: u64,
     ack: Histogram<u64>,
@@ -217,8 +242,8 @@ struct Tally {
 impl Default for Tally {
     fn default() -> Self {
         Tally {
-            acked: 0,
-            relayed: 0,
+            acked: HashMap::new(),
+            relayed: HashSet::new(),
             acked_in_window: 0,
             relayed_in_window: 0,
             ack: stats::histogram(),
@@ -229,8 +254,8 @@ impl Default for Tally {
 
 impl Tally {
     fn merge(&mut self, other: Tally) {
-        self.acked += other.acked;
-        self.relayed += other.relayed;
+        self.acked.extend(other.acked);
+        self.relayed.extend(other.relayed);
         self.acked_in_window += other.acked_in_window;
         self.relayed_in_window += other.relayed_in_window;
         self.ack.add(&other.ack).expect("same bounds");
@@ -302,14 +327,17 @@ async fn side(
         match frame.kind.as_str() {
             "chat.ack" => {
                 let sent_at = in_flight.pop_front().context("an ack for nothing sent")?;
-                tally.acked += 1;
+                let seq = frame.data["seq"].as_u64().context("an acked seq")?;
+                let conversation = frame.data["conversationId"].as_str().unwrap_or_default().to_owned();
+                tally.acked.insert((conversation, seq), index);
                 if in_window(now) {
                     tally.acked_in_window += 1;
                     tally.ack.saturating_record(now.duration_since(sent_at).as_micros() as u64);
                 }
             }
             "chat.message" => {
-                tally.relayed += 1;
+                let seq = frame.data["seq"].as_u64().context("a delivered seq")?;
+                tally.relayed.insert((frame.data["conversationId"].as_str().unwrap_or_default().to_owned(), seq));
                 let sent_micros: u64 = frame.data["text"]
                     .as_str()
                     .and_then(|t| t.split(' ').next())

@@ -55,13 +55,27 @@ impl Engines {
         format!("redis://127.0.0.1:{}", self.redis_port)
     }
 
-    /// A reader of the engines' CPU seconds so far (PostgreSQL's postmaster
-    /// and all its backends, and Redis) that a task can own.
-    pub(crate) fn cpu_seconds_reader(&self) -> impl Fn() -> Result<f64> + Send + 'static {
+    /// A reader of the engines' CPU seconds so far, PostgreSQL's (the
+    /// postmaster and all its backends) and Redis's, that a task can own.
+    pub(crate) fn cpu_seconds_reader(&self) -> impl Fn() -> Result<EngineCpu> + Send + 'static {
         let postmaster = self.postgres.postmaster;
         let redis = self.redis.id().map(|pid| pid.to_string());
-        move || Ok(tree_cpu_seconds(postmaster)? + cpu_seconds_of(redis.as_deref().context("Redis has exited")?)?)
+        move || {
+            Ok(EngineCpu {
+                postgres: tree_cpu_seconds(postmaster)?,
+                redis: cpu_seconds_of(redis.as_deref().context("Redis has exited")?)?,
+            })
+        }
     }
+}
+
+/// CPU seconds of each engine.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct EngineCpu {
+    /// PostgreSQL: the postmaster and its backends.
+    pub(crate) postgres: f64,
+    /// Redis.
+    pub(crate) redis: f64,
 }
 
 /// A PostgreSQL cluster in a temp dir, stopped at once (`-m immediate`) on drop.

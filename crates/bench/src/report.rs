@@ -119,9 +119,10 @@ impl Report {
             if !cluster.is_empty() {
                 rows.push(row(
                     &scenario,
-                    "of which PostgreSQL and Redis (% of a core)",
-                    medians(&cluster, |r| r.engine_cpu_percent),
+                    "of which PostgreSQL (% of a core)",
+                    medians(&cluster, |r| r.postgres_cpu_percent),
                 ));
+                rows.push(row(&scenario, "of which Redis (% of a core)", medians(&cluster, |r| r.redis_cpu_percent)));
             }
             rows.push(row(&scenario, "load generator CPU (% of a core)", medians(&runs, |r| r.bench_cpu_percent)));
         }

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use tokio::process::{Child, Command};
 
-use crate::engines::{EnginePrograms, Engines};
+use crate::engines::{EngineCpu, EnginePrograms, Engines};
 
 /// The JWT secret of every petchat-server the bench starts.
 pub(crate) const SECRET: &str = "petchat-bench-secret-0123456789abcdef";
@@ -55,6 +55,9 @@ pub(crate) struct Programs {
 /// The nodes of the `cluster` target.
 pub(crate) const CLUSTER_NODES: usize = 3;
 
+/// Hub shards per cluster node (`--hub-shards`).
+pub(crate) const CLUSTER_SHARDS_PER_NODE: usize = 1;
+
 /// A running server under test (one process, or the cluster's nodes and
 /// engines); killed when dropped.
 pub(crate) struct Target {
@@ -91,6 +94,9 @@ impl Target {
                     let addr = free_addr()?;
                     let mut command = petchat_command(&programs.petchat, addr, &engines.database_url(), extra);
                     command.args(["--redis-url", &engines.redis_url(), "--node-id", &format!("node-{index}")]);
+                    // Three nodes share this machine's cores: one shard each
+                    // (the default, one per core, would run six on two cores).
+                    command.args(["--hub-shards", &CLUSTER_SHARDS_PER_NODE.to_string()]);
                     commands.push((addr, command));
                 }
                 (Some(engines), commands)
@@ -126,7 +132,8 @@ impl Target {
         let pids = self.pids();
         let engines = self.engines.as_ref().map(Engines::cpu_seconds_reader);
         move || {
-            let mut total = engines.as_ref().map_or(Ok(0.0), |read| read())?;
+            let engines = engines.as_ref().map_or(Ok(EngineCpu::default()), |read| read())?;
+            let mut total = engines.postgres + engines.redis;
             for pid in &pids {
                 total += cpu_seconds_of(pid.as_deref().context("the server has exited")?)?;
             }
@@ -157,9 +164,9 @@ impl Target {
     }
 
     /// The CPU seconds of the cluster's engines alone (zero for one process).
-    pub(crate) fn engine_cpu_seconds_reader(&self) -> impl Fn() -> Result<f64> + Send + 'static {
+    pub(crate) fn engine_cpu_seconds_reader(&self) -> impl Fn() -> Result<EngineCpu> + Send + 'static {
         let engines = self.engines.as_ref().map(Engines::cpu_seconds_reader);
-        move || engines.as_ref().map_or(Ok(0.0), |read| read())
+        move || engines.as_ref().map_or(Ok(EngineCpu::default()), |read| read())
     }
 
     /// Stops the server and waits for it.
@@ -247,6 +254,6 @@ fn petchat_command(program: &Path, addr: SocketAddr, database: &str, extra: &[St
         .args(["--max-conversations-per-agent", "100000"])
         .args(["--log-format", "json"])
         .args(extra)
-        .env("RUST_LOG", "warn");
+        .env("RUST_LOG", std::env::var("PETCHAT_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()));
     command
 }

@@ -182,7 +182,7 @@ impl Shard {
             self.announce_assignment(&conversation);
             self.tell_others(
                 &conversation,
-                What::Assigned { conversation: conversation.clone(), agent: agent.clone() },
+                What::Assigned { conversation: conversation.clone(), agent: agent.clone(), seq: 0 },
                 &[agent.id],
             );
         }
@@ -223,10 +223,14 @@ impl Shard {
         conv.rec.agent = Some(agent.clone());
         conv.rec.status = ConversationStatus::Active;
         conv.rec.queued_at = None;
+        // What this node delivered: at most the seq at the assignment, which
+        // the pool stored before telling the shard.
+        let seq = conv.seq.delivered().get();
         self.announce_assignment(conversation);
         if here {
             let agent_id = agent.id.clone();
-            self.tell_others(conversation, What::Assigned { conversation: conversation.clone(), agent }, &[agent_id]);
+            let what = What::Assigned { conversation: conversation.clone(), agent, seq };
+            self.tell_others(conversation, what, &[agent_id]);
         }
     }
 

@@ -525,6 +525,8 @@ impl Pool {
             agent.active.insert(conversation.clone());
             agent.idle_since = idle;
             let participant = Participant { id: agent_id.clone(), name: agent.name.clone() };
+            // As the pool read it, before the assignment: at most the seq at the assignment.
+            let seq = rec.last_seq;
             rec.agent = Some(participant.clone());
             rec.status = ConversationStatus::Active;
             rec.queued_at = None;
@@ -539,7 +541,7 @@ impl Pool {
                 Outcome::Applied(Applied::Done) => {
                     pool.tell_shard(
                         &conversation,
-                        ShardCommand::Assigned { conversation: conversation.clone(), agent: participant },
+                        ShardCommand::Assigned { conversation: conversation.clone(), agent: participant, seq },
                     );
                 }
                 // Closed meanwhile: the agent's slot is free again.

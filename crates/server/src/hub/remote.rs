@@ -44,8 +44,16 @@ pub(super) enum What {
     },
     /// A stored `chat.message` (the frame) with its seq.
     Message { conversation: ConversationId, seq: u64 },
-    /// The conversation was assigned to `agent` (stored).
-    Assigned { conversation: ConversationId, agent: Participant },
+    /// The conversation was assigned to `agent` (stored), when its last seq
+    /// was at most `seq`: a node that reads the conversation for this fact
+    /// delivers its messages after `seq` to the agent's connections, which
+    /// may have been sent before the node heard the conversation's channel.
+    Assigned {
+        conversation: ConversationId,
+        agent: Participant,
+        #[serde(default)]
+        seq: u64,
+    },
     /// The conversation went back to the queue: `agent` no longer holds it (stored).
     Requeued { conversation: ConversationId, agent: UserId },
     /// The conversation was closed by `by` (stored); `members` hear it.

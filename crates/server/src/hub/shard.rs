@@ -11,7 +11,8 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use petchat_protocol::{
-    ClientMessage, ConversationId, ErrorCode, Participant, PresenceStatus, RequestId, ServerMessage, User, UserId,
+    ClientMessage, ConversationId, ErrorCode, LastSeq, Participant, PresenceStatus, RequestId, ServerMessage, User,
+    UserId,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error};
@@ -39,7 +40,7 @@ pub(super) enum ShardCommand {
     /// `conversation.open` of a customer whose conversation is already open.
     Opened { conn: ConnId, id: Option<RequestId>, conversation: ConversationId, position: Option<NonZeroU32> },
     /// The pool stored an assignment.
-    Assigned { conversation: ConversationId, agent: Participant },
+    Assigned { conversation: ConversationId, agent: Participant, seq: LastSeq },
     /// The pool stored a re-queueing: `agent` no longer holds the conversation.
     Requeued { conversation: ConversationId, agent: UserId },
     /// The pool decided a close; the shard stores it (unless the pool did:
@@ -271,7 +272,7 @@ impl Shard {
             ShardCommand::Opened { conn, id, conversation, position } => {
                 self.send_opened(conn, id, &conversation, true, position);
             }
-            ShardCommand::Assigned { conversation, agent } => self.assigned(&conversation, agent, true),
+            ShardCommand::Assigned { conversation, agent, .. } => self.assigned(&conversation, agent, true),
             ShardCommand::Requeued { conversation, agent } => self.requeued(&conversation, &agent, true),
             ShardCommand::Close { conn, id, conversation, by, members, stored } => {
                 self.close(conn, id, &conversation, by, members, stored, batch);

@@ -10,13 +10,13 @@
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
-use petchat_protocol::{ClientMessage, CloseCode, ConversationId, ConversationStatus, ServerMessage};
+use petchat_protocol::{ClientMessage, CloseCode, ConversationId, ConversationStatus, LastSeq, ServerMessage};
 use tracing::{debug, error};
 
 use super::batch::Batch;
 use super::frames::frame;
 use super::remote::{Envelope, What};
-use super::sequence::Ready;
+use super::sequence::{Ready, Sequence};
 use super::shard::{Conv, Shard, ShardCommand};
 use crate::bus::{ConnId, Skip};
 use crate::store::{ConversationRecord, MessageRecord};
@@ -30,6 +30,18 @@ const FILL_READ: usize = 1_000;
 /// The most messages from other nodes kept for a conversation being read;
 /// beyond, they are read from the store after it.
 const EARLY_MESSAGES: usize = 1_024;
+
+/// The seq an assignment among the commands waiting for a read was made at.
+fn assigned_at(command: &ShardCommand) -> Option<LastSeq> {
+    match command {
+        ShardCommand::Assigned { seq, .. } => Some(*seq),
+        ShardCommand::Remote(envelope) => match &envelope.what {
+            What::Assigned { seq, .. } => LastSeq::new(*seq).ok(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
 
 /// A conversation being read because it was first used here.
 #[derive(Debug, Default)]
@@ -108,11 +120,20 @@ impl Shard {
         match found {
             Ok(Some(rec)) if rec.status != ConversationStatus::Closed => {
                 debug!(conversation = %conversation, shard = self.index, "holding a conversation used here");
-                self.conversations.insert(conversation.clone(), Conv::new(rec));
+                // Read for an assignment: what was sent since it, before this
+                // node heard the channel, is read from the store for the agent.
+                let assigned_at = loading.then.iter().filter_map(assigned_at).min();
+                let stored = rec.last_seq;
+                let mut conv = Conv::new(rec);
+                let behind = assigned_at.filter(|&seq| seq < stored);
+                if let Some(seq) = behind {
+                    conv.seq = Sequence::new(seq);
+                }
+                self.conversations.insert(conversation.clone(), conv);
                 for early in loading.early {
                     self.remote(early);
                 }
-                if loading.overflowed {
+                if loading.overflowed || behind.is_some() {
                     self.fill_from_store(&conversation, false);
                 }
             }
@@ -155,7 +176,7 @@ impl Shard {
             return;
         }
         match envelope.what {
-            What::Assigned { conversation, agent } => self.assigned(&conversation, agent, false),
+            What::Assigned { conversation, agent, .. } => self.assigned(&conversation, agent, false),
             What::Requeued { conversation, agent } => self.requeued(&conversation, &agent, false),
             What::Closed { conversation, by, members } => self.closed_elsewhere(&conversation, by, members),
             What::Message { .. } | What::Frame { .. } => {}

@@ -365,3 +365,34 @@ async fn a_notification_reaches_every_connection_of_its_user_on_every_node() {
         "SPEC §12/§10: cust-1's connections on n1 and n3 get the same notification"
     );
 }
+
+/// A customer that writes the moment it hears `agent.assigned`, before the
+/// agent's node can have heard the conversation's channel: the agent on the
+/// other node still gets that first message live (it is read from the store
+/// for the agent). Eight conversations, each assigned on the customer's node
+/// to an agent on another, so that the race is run eight times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_message_right_after_the_assignment_reaches_the_agent_on_another_node() {
+    let cluster = Cluster::of(3).start().await;
+    for n in 0..8 {
+        let (customer_at, agent_at) = (1 + n % 3, 1 + (n + 1) % 3);
+        let (customer_id, agent_id) = (format!("cust-{n}"), format!("agent-{n}"));
+        let mut agent = cluster.node(agent_at).connect(&agent_id, Role::Agent).await;
+        agent.set_available(true).await;
+        let mut customer = cluster.node(customer_at).connect(&customer_id, Role::Customer).await;
+        let conversation = customer.open().await;
+        customer.recv_until("agent.assigned").await;
+        let ack = say(&mut customer, &conversation, "hello, straight away").await;
+        assert_eq!(seq(&ack), 1, "the conversation's first message");
+        let assigned = agent.recv_until("agent.assigned").await;
+        assert_eq!(assigned["data"]["conversationId"], conversation);
+        let got = message(&mut agent).await;
+        assert_eq!(
+            (got["conversationId"].as_str(), seq(&got)),
+            (Some(conversation.as_str()), 1),
+            "SPEC §3/§10: {agent_id} on n{agent_at}, a member since agent.assigned, gets the message \
+             {customer_id} sent on n{customer_at} right after it"
+        );
+        agent.set_available(false).await;
+    }
+}
