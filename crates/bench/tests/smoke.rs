@@ -118,10 +118,7 @@ fn the_cluster_chats_across_nodes_and_its_customers_resume_on_other_nodes() {
     assert_eq!(chat.len(), 2, "a closed-loop and a fixed-rate chat run: {results}");
     for run in &chat {
         assert!(run["relayed"].as_u64() > Some(0), "messages relayed across nodes: {run}");
-        // No `lost == 0` here yet: in about one run of ten a conversation's
-        // first message, acked, never reaches the agent on the other node, an
-        // open defect (docs/benchmarks.md, "Several nodes"); the bench prints
-        // which message it was. The reconnect run below must lose nothing.
+        assert_eq!(run["lost"], 0, "every acked message reached the agent on the other node: {run}");
         let engines = ["postgres_cpu_percent", "redis_cpu_percent"].map(|f| run[f].as_f64().expect("a CPU figure"));
         assert!(engines.iter().all(|&cpu| cpu > 0.0), "PostgreSQL and Redis counted: {run}");
         assert!(run["server_cpu_percent"].as_f64() > Some(engines[0] + engines[1]), "the nodes too: {run}");

@@ -119,7 +119,7 @@ impl Shard {
         let Some(mut loading) = self.loading.remove(&conversation) else { return };
         match found {
             Ok(Some(rec)) if rec.status != ConversationStatus::Closed => {
-                debug!(conversation = %conversation, shard = self.index, "holding a conversation used here");
+                debug!(conversation = %conversation, shard = self.index, last_seq = rec.last_seq.get(), "holding a conversation used here");
                 // Read for an assignment: what was sent since it, before this
                 // node heard the channel, is read from the store for the agent.
                 let assigned_at = loading.then.iter().filter_map(assigned_at).min();
@@ -130,6 +130,12 @@ impl Shard {
                     conv.seq = Sequence::new(seq);
                 }
                 self.conversations.insert(conversation.clone(), conv);
+                // The assignment first: its agent's connections hear the
+                // conversation from now on, the messages that came meanwhile
+                // included.
+                for command in std::mem::take(&mut loading.then) {
+                    self.decide(command, batch);
+                }
                 for early in loading.early {
                     self.remote(early);
                 }

@@ -396,3 +396,75 @@ async fn the_first_message_right_after_the_assignment_reaches_the_agent_on_anoth
         agent.set_available(false).await;
     }
 }
+
+/// Thirty customers on n2 and n3 open at once and each writes the moment it
+/// is assigned; their six agents are all on n1, which reads each
+/// conversation as its assignment reaches it, so many first messages arrive
+/// there while that read is under way. Every agent gets every first message
+/// of its conversations live, after its `agent.assigned`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_messages_that_reach_the_agents_node_while_it_reads_the_conversation_reach_the_agent() {
+    let cluster = Cluster::of(3).start().await;
+    let mut agents = Vec::new();
+    for n in 0..6 {
+        let mut agent = cluster.node(1).connect(&format!("agent-{n}"), Role::Agent).await;
+        agent.set_available(true).await;
+        agents.push(agent);
+    }
+    let mut customers = tokio::task::JoinSet::new();
+    for n in 0..30 {
+        let mut customer = cluster.node(2 + n % 2).connect(&format!("cust-{n}"), Role::Customer).await;
+        customers.spawn(async move {
+            customer.send(json!({"type": "conversation.open", "data": {"topic": "help"}}));
+            let assigned = customer.recv_until("agent.assigned").await;
+            let conversation = assigned["data"]["conversationId"].as_str().expect("an id").to_owned();
+            let ack = say(&mut customer, &conversation, "hello, straight away").await;
+            assert_eq!(seq(&ack), 1, "the conversation's first message");
+            (customer, conversation)
+        });
+    }
+    let mut sent = BTreeSet::new();
+    let mut keep = Vec::new();
+    while let Some(done) = customers.join_next().await {
+        let (customer, conversation) = done.expect("a customer");
+        sent.insert(conversation);
+        keep.push(customer);
+    }
+    // Each agent is assigned five (its cap): it waits for their first
+    // messages until they stop coming.
+    let mut assigned = BTreeSet::new();
+    let mut received = BTreeSet::new();
+    for agent in &mut agents {
+        let (mut mine, mut heard) = (BTreeSet::new(), BTreeSet::new());
+        while mine.len() < 5 || heard.len() < mine.len() {
+            let Some(crate::common::Next::Frame(frame)) = agent.next_within(Duration::from_secs(5)).await else {
+                break;
+            };
+            let Some(conversation) = frame["data"]["conversationId"].as_str().map(str::to_owned) else { continue };
+            match frame["type"].as_str() {
+                Some("agent.assigned") => {
+                    mine.insert(conversation);
+                }
+                Some("chat.message") => {
+                    assert!(
+                        mine.contains(&conversation),
+                        "SPEC §3: {} got a message of {conversation} before its agent.assigned",
+                        agent.label
+                    );
+                    assert_eq!(seq(&frame), 1, "the only message of {conversation}");
+                    heard.insert(conversation);
+                }
+                _ => {}
+            }
+        }
+        assigned.extend(mine);
+        received.extend(heard);
+    }
+    assert_eq!(assigned, sent, "every customer's conversation went to one of the six agents");
+    assert_eq!(
+        received, sent,
+        "SPEC §3/§10: every agent on n1 gets the first message of each of its conversations, written on \
+         n2 or n3 the moment the customer was assigned"
+    );
+    drop(keep);
+}
