@@ -9,7 +9,7 @@ use axum::http::Request;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::trace::TraceLayer;
-use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -44,7 +44,10 @@ where
         LogFormat::Json => fmt.json().flatten_event(true).boxed(),
     };
     let caps = Targets::new().with_default(LevelFilter::TRACE).with_targets(PAYLOAD_LOGGERS);
-    fmt.with_filter(filter).with_filter(caps)
+    // One filter, both conditions: its level hint is the stricter of the two
+    // (`RUST_LOG`'s), where two nested filters would report the caps'
+    // TRACE and send every `log::trace!` line into the subscriber.
+    fmt.with_filter(filter.and(caps))
 }
 
 /// The `node` label every metric carries in a cluster (`--node-id`).
@@ -145,5 +148,20 @@ mod tests {
         });
         assert!(!out.contains("start_send error") && !out.contains("NOTICE"), "{out}");
         assert!(out.contains("kept"), "{out}");
+    }
+
+    /// The hint sets the process's maximum level: tracing's callsites and
+    /// `log`'s `max_level`, which every `log::trace!` of tungstenite (one per
+    /// frame) checks before it calls into the subscriber at all.
+    #[test]
+    fn the_level_hint_is_rust_logs_so_quieter_lines_cost_one_comparison() {
+        let hint = |env: &str| {
+            let layer =
+                log_layer::<tracing_subscriber::Registry, _>(LogFormat::Json, EnvFilter::new(env), std::io::sink);
+            layer.max_level_hint()
+        };
+        assert_eq!(hint("warn"), Some(LevelFilter::WARN));
+        assert_eq!(hint("info,petchat_server=debug"), Some(LevelFilter::DEBUG));
+        assert_eq!(hint("tungstenite=trace,warn"), Some(LevelFilter::TRACE), "a named target may still ask for more");
     }
 }
