@@ -24,6 +24,9 @@ pub(super) async fn next_round<C>(
         else => return None,
     };
     let mut commands = vec![first];
+    // Let the connections that are ready hand in their commands first, so a
+    // round (and its commit) takes more at once.
+    tokio::task::yield_now().await;
     while commands.len() < most {
         match internal.try_recv().or_else(|_| requests.try_recv()) {
             Ok(command) => commands.push(command),
