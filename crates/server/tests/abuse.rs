@@ -68,6 +68,32 @@ async fn a_ping_flood_that_never_reads_keeps_server_memory_bounded() {
     still_serves(&server, "bystander").await;
 }
 
+/// Defect (found 2026-12-03 by `cargo xtask bench`): each idle connection's
+/// task had grown to 3.1 KB (the `ws::serve` future holding the futures it
+/// awaits once, and its arguments twice), so 19,000 idle connections took
+/// 8.54 KB of RSS each against the 8 KB goal. Here 3,000 connections, each
+/// waited for until `session.ready`, must cost less than 8 KB each.
+#[tokio::test]
+async fn each_idle_connection_costs_less_than_8_kb() {
+    const CONNECTIONS: usize = 3_000;
+    let (_database, process) = server_process(&["--max-connections", "10000"]).await;
+    let server = TestServer::at(process.addr);
+    // A first batch warms the allocator and the runtime up.
+    let mut clients = Vec::with_capacity(CONNECTIONS + 100);
+    for n in 0..100 {
+        clients.push(server.connect_ready(&format!("warm-{n}"), Role::Customer).await.0);
+    }
+    let before = process.rss_kib();
+    for n in 0..CONNECTIONS {
+        clients.push(server.connect_ready(&format!("idle-{n}"), Role::Customer).await.0);
+    }
+    let after = process.rss_kib();
+    let per_connection = (after.saturating_sub(before) * 1024) as f64 / CONNECTIONS as f64;
+    println!("idle: {CONNECTIONS} connections, RSS {before} KiB -> {after} KiB, {per_connection:.0} bytes each");
+    assert!(per_connection < 8_000.0, "{per_connection:.0} bytes of RSS per idle connection");
+    still_serves(&server, "bystander").await;
+}
+
 /// Defect 1, second half: control frames count against a rate limit; a
 /// connection that keeps pinging far beyond it is closed as flooding (4002).
 #[tokio::test]
