@@ -138,6 +138,7 @@ fn token_from_query(query: &str) -> Option<String> {
 /// store its arguments twice (the socket is 368 bytes), and the large futures
 /// it awaits only for a moment (the connect, each text frame's handling, the
 /// close) boxed, so that they are not part of its layout.
+#[allow(clippy::manual_async_fn, reason = "an async fn would store its arguments twice in the future")]
 fn serve(app: AppState, mut socket: WebSocket, claims: Claims) -> impl std::future::Future<Output = ()> {
     async move {
         let user = claims.user();
