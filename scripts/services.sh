@@ -7,19 +7,30 @@
 #   services_nginx CONF  # runs nginx on CONF (its own prefix: target/services/nginx)
 #
 # Each function installs its Debian package with apt-get when missing, keeps
-# its files under target/services/, listens on a fixed loopback port chosen
-# to be unlikely to clash, and reuses an instance already answering there
-# instead of starting a second one. What a function started is stopped when
+# its files under target/services/, listens on a fixed loopback port below
+# the kernel's ephemeral range (32768-60999 here, where every outgoing
+# connection and every test's port 0 lands: a client socket on the port makes
+# the bind fail), and reuses an instance already answering there instead of
+# starting a second one. When the port is taken by something that does not
+# answer, it moves to the next of SERVICES_PORT_TRIES ports. What a function started is stopped when
 # the sourcing shell exits (one EXIT trap for all); what it reused is left
 # running. Nothing is synced off: PostgreSQL keeps fsync on, so the durability
 # tests mean what they say.
 
 SERVICES_DIR=${SERVICES_DIR:-$PWD/target/services}
-SERVICES_POSTGRES_PORT=${SERVICES_POSTGRES_PORT:-55432}
-SERVICES_REDIS_PORT=${SERVICES_REDIS_PORT:-56379}
+SERVICES_POSTGRES_PORT=${SERVICES_POSTGRES_PORT:-25432}
+SERVICES_REDIS_PORT=${SERVICES_REDIS_PORT:-26379}
+SERVICES_PORT_TRIES=${SERVICES_PORT_TRIES:-10}
 SERVICES_POSTGRES_BIN=${SERVICES_POSTGRES_BIN:-/usr/lib/postgresql/15/bin}
 # Commands to run at exit, newest first.
 SERVICES_STOPS=()
+
+# services_port_taken PORT: true when a socket on 127.0.0.1 holds PORT
+# (listening or as the local end of a live connection; TIME-WAIT does not
+# stop a server that sets SO_REUSEADDR, as PostgreSQL and Redis do).
+services_port_taken() {
+  ss -Htan exclude time-wait "( sport = :$1 )" 2>/dev/null | grep -q .
+}
 
 services_as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -62,13 +73,21 @@ services_as_postgres() {
 # length limit).
 services_postgres() {
   services_install postgresql "$SERVICES_POSTGRES_BIN/initdb"
-  local bin=$SERVICES_POSTGRES_BIN port=$SERVICES_POSTGRES_PORT data=$SERVICES_DIR/postgres
-  export PETCHAT_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/postgres"
+  services_install iproute2 ss
+  local bin=$SERVICES_POSTGRES_BIN port=$SERVICES_POSTGRES_PORT data=$SERVICES_DIR/postgres try
   export PETCHAT_TEST_POSTGRES_BIN=$bin
-  if "$bin/pg_isready" -q -h 127.0.0.1 -p "$port"; then
-    echo "services: reusing the PostgreSQL on 127.0.0.1:$port" >&2
-    return 0
-  fi
+  for try in $(seq 1 "$SERVICES_PORT_TRIES"); do
+    if "$bin/pg_isready" -q -h 127.0.0.1 -p "$port"; then
+      export PETCHAT_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/postgres"
+      echo "services: reusing the PostgreSQL on 127.0.0.1:$port" >&2
+      return 0
+    fi
+    services_port_taken "$port" || break
+    echo "services: 127.0.0.1:$port is taken by something that is not a ready PostgreSQL; trying $((port + 1))" >&2
+    port=$((port + 1))
+    [ "$try" -lt "$SERVICES_PORT_TRIES" ] || { echo "services: no free port for PostgreSQL" >&2; return 1; }
+  done
+  export PETCHAT_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/postgres"
   mkdir -p "$SERVICES_DIR"
   if [ ! -f "$data/PG_VERSION" ]; then
     rm -rf "$data"
@@ -90,21 +109,29 @@ services_postgres() {
 # Redis without persistence (it carries fan-out and presence, never data).
 services_redis() {
   services_install redis-server redis-server
-  local port=$SERVICES_REDIS_PORT dir=$SERVICES_DIR/redis
+  services_install iproute2 ss
+  local port=$SERVICES_REDIS_PORT dir=$SERVICES_DIR/redis try
+  for try in $(seq 1 "$SERVICES_PORT_TRIES"); do
+    if [ "$(timeout 3 redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" = PONG ]; then
+      export PETCHAT_TEST_REDIS_URL="redis://127.0.0.1:$port"
+      echo "services: reusing the Redis on 127.0.0.1:$port" >&2
+      return 0
+    fi
+    services_port_taken "$port" || break
+    echo "services: 127.0.0.1:$port is taken by something that is not a Redis; trying $((port + 1))" >&2
+    port=$((port + 1))
+    [ "$try" -lt "$SERVICES_PORT_TRIES" ] || { echo "services: no free port for Redis" >&2; return 1; }
+  done
   export PETCHAT_TEST_REDIS_URL="redis://127.0.0.1:$port"
-  if redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null 2>&1; then
-    echo "services: reusing the Redis on 127.0.0.1:$port" >&2
-    return 0
-  fi
   mkdir -p "$dir"
   redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no --daemonize yes \
     --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" --dir "$dir"
   local _
   for _ in $(seq 1 50); do
-    redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null 2>&1 && break
+    [ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" = PONG ] && break
     sleep 0.1
   done
-  redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null || { cat "$dir/redis.log" >&2; return 1; }
+  [ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" = PONG ] || { cat "$dir/redis.log" >&2; return 1; }
   services_on_exit "redis-cli -h 127.0.0.1 -p $port shutdown nosave >/dev/null 2>&1"
   echo "services: Redis on 127.0.0.1:$port" >&2
 }
