@@ -369,12 +369,14 @@ async fn customer(
     drop(permit);
     let conversation = assigned.data["conversationId"].as_str().context("a conversation id")?.to_owned();
     let agent = assigned.data["agent"]["id"].as_str().context("an agent id")?.to_owned();
-    let _ = events.send(Event::Opened { conversation: conversation.clone(), agent });
+    let _ = events.send(Event::Opened { conversation: conversation.clone(), agent: agent.clone() });
     let is_seq = |frame: &Frame, seq: u64| {
         frame.kind == "chat.message" && frame.data["conversationId"] == conversation && frame.data["seq"] == seq
     };
     // Message 1 comes once every customer has opened, which may take a while.
-    until(&mut ws, PHASE_TIMEOUT, |f| is_seq(f, 1)).await?;
+    until(&mut ws, PHASE_TIMEOUT, |f| is_seq(f, 1)).await.with_context(|| {
+        format!("{} in {conversation} through {} waited for message 1 of {agent}", plan.user, plan.first)
+    })?;
     let _ = events.send(Event::Primed);
     read_until_phase(&mut ws, &mut phase, |p| p == Phase::Drop).await?;
     // Gone without a close frame, as a lost network would leave it.

@@ -175,6 +175,16 @@ impl Shard {
         self.conversations.insert(conversation.clone(), Conv::new(rec));
         if let Some(remote) = &self.remote {
             remote.hold_conversation(&conversation);
+            // Until Redis confirms, another node's message is not heard here:
+            // the customer is told at once, and the store is read after.
+            let (subscribed, internal, conversation) =
+                (remote.subscribed(), self.internal.clone(), conversation.clone());
+            tokio::spawn(async move {
+                subscribed.await;
+                if let Some(internal) = internal.upgrade() {
+                    let _ = internal.send(ShardCommand::Heard { conversation });
+                }
+            });
         }
         // A new assignment tells presence itself, after `agent.assigned`.
         self.send_opened(conn, id, &conversation, agent.is_none(), position);

@@ -224,7 +224,16 @@ impl Hub {
         let hub = &self.0;
         let id = hub.next_conn.fetch_add(1, Ordering::Relaxed);
         hub.registry.reserve(&user)?;
-        let (counted, first) = self.count_in_cluster(&user).await?;
+        // In a cluster the user's channel is heard before its conversations
+        // are read: what another node tells it after the read reaches it.
+        let heard = async {
+            match &hub.remote {
+                Some(remote) => Some(remote.clone().hear_user(&user.id).await),
+                None => None,
+            }
+        };
+        let (counted, heard) = tokio::join!(self.count_in_cluster(&user), heard);
+        let (counted, first) = counted?;
         // Read before the connection is attached: `session.ready` is its first frame.
         let conversations = match hub.store.member_conversations(&user).await {
             Ok(conversations) => conversations,
@@ -240,6 +249,8 @@ impl Hub {
         sink.deliver(&frames::frame(ServerMessage::SessionReady(ready), None));
         out::count_out("session.ready", 1);
         hub.registry.attach(id, &user, sink);
+        // The connection holds the channel now.
+        drop(heard);
         if first {
             // The user's first connection anywhere: its conversations hear it.
             let ids = conversations.into_iter().map(|rec| rec.id);

@@ -190,6 +190,18 @@ impl Remote {
         self.link.subscribe(&user_channel(user));
     }
 
+    /// Holds the user's channel for a connection being set up and resolves
+    /// once Redis confirmed it: whatever another node says to the user from
+    /// then on (an assignment, a close) is heard here. The reference goes
+    /// with the guard, once the connection holds its own or never came.
+    pub(super) async fn hear_user(self: Arc<Self>, user: &UserId) -> HeardUser {
+        self.hold_user(user);
+        let subscribed = self.subscribed();
+        let heard = HeardUser { remote: self, user: user.clone() };
+        subscribed.await;
+        heard
+    }
+
     /// The user's last connection here closed.
     pub(super) fn drop_user(&self, user: &UserId) {
         self.link.unsubscribe(&user_channel(user));
@@ -198,6 +210,18 @@ impl Remote {
     /// Resolves once every subscription made so far is confirmed.
     pub(super) fn subscribed(&self) -> impl Future<Output = ()> + Send + 'static {
         self.link.subscribed()
+    }
+}
+
+/// A reference to a user's channel taken by [`Remote::hear_user`]; dropped, it is let go.
+pub(super) struct HeardUser {
+    remote: Arc<Remote>,
+    user: UserId,
+}
+
+impl Drop for HeardUser {
+    fn drop(&mut self) {
+        self.remote.drop_user(&self.user);
     }
 }
 

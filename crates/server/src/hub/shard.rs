@@ -69,6 +69,9 @@ pub(super) enum ShardCommand {
     Loaded { conversation: ConversationId, found: Result<Option<ConversationRecord>, ()> },
     /// Messages may still be missing behind a gap: read them if so.
     GapCheck { conversation: ConversationId },
+    /// Redis confirmed this node's subscription to a conversation adopted
+    /// here: what other nodes stored before it is read from the store.
+    Heard { conversation: ConversationId },
     /// Messages read from the store after a gap (and the conversation, after an outage).
     Filled { conversation: ConversationId, messages: Vec<MessageRecord>, rec: Option<ConversationRecord> },
     /// The link to the other nodes is back: read whatever was missed meanwhile.
@@ -94,13 +97,15 @@ pub(super) struct Conv {
     pub(super) seq: Sequence,
     /// A read of missing messages is under way (several nodes).
     pub(super) filling: bool,
+    /// Another read was asked for meanwhile: it follows this one.
+    pub(super) fill_again: bool,
 }
 
 impl Conv {
     /// A conversation as stored, every message up to its last seq delivered.
     pub(super) fn new(rec: ConversationRecord) -> Self {
         let seq = Sequence::new(rec.last_seq);
-        Self { rec, typing: HashMap::new(), seq, filling: false }
+        Self { rec, typing: HashMap::new(), seq, filling: false, fill_again: false }
     }
 }
 
@@ -290,6 +295,7 @@ impl Shard {
             ShardCommand::Remote(envelope) => self.remote(*envelope),
             ShardCommand::Loaded { conversation, found } => self.loaded(conversation, found, batch),
             ShardCommand::GapCheck { conversation } => self.gap_check(&conversation),
+            ShardCommand::Heard { conversation } => self.heard(&conversation),
             ShardCommand::Filled { conversation, messages, rec } => self.filled(&conversation, messages, rec),
             ShardCommand::CatchUp => self.catch_up(),
             ShardCommand::Say { conn, message, id } => self.out.send_to(conn, message, id),

@@ -246,11 +246,20 @@ impl Shard {
         }
     }
 
+    /// A conversation adopted here is heard from Redis now: what was stored
+    /// before (by a member on another node, told of it by the customer or the
+    /// assignment) is read once, so that nothing falls between.
+    pub(super) fn heard(&mut self, conversation: &ConversationId) {
+        self.fill_from_store(conversation, false);
+    }
+
     /// Reads the conversation's messages after the last one delivered here
-    /// (and, with `refresh`, the conversation itself) off the loop.
+    /// (and, with `refresh`, the conversation itself) off the loop; asked
+    /// while a read is under way, another follows it.
     fn fill_from_store(&mut self, conversation: &ConversationId, refresh: bool) {
         let Some(conv) = self.conversations.get_mut(conversation) else { return };
         if conv.filling && !refresh {
+            conv.fill_again = true;
             return;
         }
         conv.filling = true;
@@ -289,6 +298,7 @@ impl Shard {
         let full = messages.len() >= FILL_READ;
         let Some(conv) = self.conversations.get_mut(conversation) else { return };
         conv.filling = false;
+        let again = std::mem::take(&mut conv.fill_again);
         let read = messages
             .into_iter()
             .map(|m| (m.seq.get(), frame(ServerMessage::ChatMessage(m.into()), None)))
@@ -299,7 +309,7 @@ impl Shard {
         if let Some(rec) = rec {
             self.reconcile(rec);
         }
-        if full {
+        if full || again {
             self.fill_from_store(conversation, false);
         } else if gap {
             self.schedule_gap_check(conversation);

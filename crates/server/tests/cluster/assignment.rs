@@ -198,3 +198,23 @@ async fn close(agent: &mut Peer, conversation: &str) {
         .recv_where(&what, |f| f["type"] == "conversation.closed" && f["data"]["conversationId"] == conversation)
         .await;
 }
+
+/// A node that hears Redis late still hears what concerns a user who just
+/// connected there: the agent on n1 (400 ms from Redis each way) becomes
+/// available, and a customer on n2 opens at once; n2 assigns the agent, and
+/// the agent hears `agent.assigned` on n1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_on_a_node_slow_to_hear_redis_hears_an_assignment_made_elsewhere_right_after_it_connected() {
+    let cluster = Cluster::of(2).slow_redis_for(1, std::time::Duration::from_millis(400)).start().await;
+    let mut customer = cluster.node(2).connect("cust-1", Role::Customer).await;
+    let mut agent = cluster.node(1).connect("agent-1", Role::Agent).await;
+    agent.set_available(true).await;
+    let conversation = customer.open().await;
+    let assigned = customer.recv_until("agent.assigned").await;
+    assert_eq!(assigned["data"]["agent"]["id"], "agent-1", "SPEC §6: the only available agent gets it");
+    let heard = agent.recv_until("agent.assigned").await;
+    assert_eq!(
+        heard["data"]["conversationId"], conversation,
+        "SPEC §10: the agent's node hears an assignment another node made just after the agent connected"
+    );
+}

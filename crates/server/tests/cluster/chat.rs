@@ -468,3 +468,26 @@ async fn first_messages_that_reach_the_agents_node_while_it_reads_the_conversati
     );
     drop(keep);
 }
+
+/// A node that hears Redis late (its `SUBSCRIBE` to a new conversation's
+/// channel takes effect 400 ms after the customer was told of the agent)
+/// still delivers what another node stored meanwhile: the customer on n1
+/// gets, live, the message its agent sent from n2 at once with the id the
+/// customer got, before n2 had even heard of the assignment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_stored_elsewhere_before_this_node_hears_a_new_conversation_still_reaches_its_customer() {
+    let cluster = Cluster::of(2).slow_redis_for(1, Duration::from_millis(400)).start().await;
+    let mut agent = cluster.node(2).connect("agent-1", Role::Agent).await;
+    agent.set_available(true).await;
+    let mut customer = cluster.node(1).connect("cust-1", Role::Customer).await;
+    let conversation = customer.open().await;
+    let send = chat_send(&conversation, "hello from n2");
+    agent.send(send.clone());
+    let ack = ack_of(&mut agent, key_of(&send)).await;
+    let got = message(&mut customer).await;
+    assert_eq!(
+        (seq(&got), &got["messageId"]),
+        (seq(&ack), &ack["messageId"]),
+        "SPEC §10: the customer on n1 gets the message its agent stored on n2 while n1 was still subscribing"
+    );
+}

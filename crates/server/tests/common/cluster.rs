@@ -23,6 +23,7 @@ use super::nginx::Nginx;
 use super::private_postgres::PrivatePostgres;
 use super::process::ServerProcess;
 use super::redis::RedisServer;
+use super::slow_link::SlowLink;
 use super::{SECRET, TestServer, http};
 
 /// How long a cluster test waits for something that should happen: twice a
@@ -44,6 +45,8 @@ pub struct ClusterBuilder {
     redis: bool,
     private_postgres: bool,
     nginx: bool,
+    /// Nodes (1-based) whose Redis traffic is held this long each way.
+    slow_redis: Vec<(usize, Duration)>,
 }
 
 impl ClusterBuilder {
@@ -72,6 +75,14 @@ impl ClusterBuilder {
         self
     }
 
+    /// Node `n` talks to Redis through a [`SlowLink`] that holds every byte
+    /// `delay` each way: it hears the others, and they hear it, late.
+    pub fn slow_redis_for(mut self, n: usize, delay: Duration) -> Self {
+        assert!((1..=self.nodes).contains(&n), "no node n{n} in a cluster of {}", self.nodes);
+        self.slow_redis.push((n, delay));
+        self
+    }
+
     /// nginx (deploy/nginx/petchat.conf) in front of every node ([`Cluster::balancer`]).
     pub fn behind_nginx(mut self) -> Self {
         self.nginx = true;
@@ -90,15 +101,23 @@ impl ClusterBuilder {
             (Database::Shared(database), url)
         };
         let redis = self.redis.then(|| blocking(RedisServer::start));
-        let mut flags: Vec<String> = self.flags.into_iter().flat_map(|(name, value)| [name, value]).collect();
+        let flags: Vec<String> = self.flags.into_iter().flat_map(|(name, value)| [name, value]).collect();
+        let mut nodes: Vec<Node> = (1..=self.nodes)
+            .map(|n| Node { id: format!("n{n}"), bind: free_port(), process: None, redis_url: None, _slow: None })
+            .collect();
         if let Some(redis) = &redis {
-            flags.extend(["--redis-url".to_owned(), redis.url()]);
+            for node in &mut nodes {
+                node.redis_url = Some(redis.url());
+            }
+            for (n, delay) in self.slow_redis {
+                let link = SlowLink::start(SocketAddr::from(([127, 0, 0, 1], redis.port)), delay).await;
+                nodes[n - 1].redis_url = Some(format!("redis://{}/", link.addr));
+                nodes[n - 1]._slow = Some(link);
+            }
         }
-        let nodes = (1..=self.nodes).map(|n| Node { id: format!("n{n}"), bind: free_port(), process: None }).collect();
         let mut cluster =
             Cluster { nodes, nginx: None, redis, with_node_ids: self.redis, flags, database_url, _database: database };
-        let started =
-            futures_util::future::join_all(cluster.nodes.iter().map(|node| cluster.spawn(node.bind, &node.id))).await;
+        let started = futures_util::future::join_all(cluster.nodes.iter().map(|node| cluster.spawn(node))).await;
         for (node, process) in cluster.nodes.iter_mut().zip(started) {
             node.process = Some(process);
         }
@@ -119,7 +138,7 @@ pub struct Cluster {
     /// Whether nodes get `--node-id` (with Redis only: a build without
     /// cluster mode may not know the flag).
     with_node_ids: bool,
-    /// The flags every node gets (`--redis-url` among them).
+    /// The flags every node gets (each node's `--redis-url` is its own).
     flags: Vec<String>,
     database_url: String,
     _database: Database,
@@ -131,6 +150,10 @@ struct Node {
     id: String,
     bind: SocketAddr,
     process: Option<ServerProcess>,
+    /// Its `--redis-url`: Redis's, or its slow link's.
+    redis_url: Option<String>,
+    /// The slow link in front of Redis, for this node only.
+    _slow: Option<SlowLink>,
 }
 
 /// Where the cluster's database lives.
@@ -146,10 +169,17 @@ impl Cluster {
     /// [`HEARTBEAT_MS`], an agent grace of [`AGENT_GRACE_MS`], and a message
     /// rate no test reaches (rate limiting is not what these tests are about).
     pub fn of(nodes: usize) -> ClusterBuilder {
-        ClusterBuilder { nodes, flags: Vec::new(), redis: true, private_postgres: false, nginx: false }
-            .flag("--heartbeat-interval-ms", HEARTBEAT_MS)
-            .flag("--agent-grace-ms", AGENT_GRACE_MS)
-            .flag("--messages-per-second", 10_000)
+        ClusterBuilder {
+            nodes,
+            flags: Vec::new(),
+            redis: true,
+            private_postgres: false,
+            nginx: false,
+            slow_redis: Vec::new(),
+        }
+        .flag("--heartbeat-interval-ms", HEARTBEAT_MS)
+        .flag("--agent-grace-ms", AGENT_GRACE_MS)
+        .flag("--messages-per-second", 10_000)
     }
 
     /// Node `n` (1-based), to connect to.
@@ -192,7 +222,7 @@ impl Cluster {
     pub async fn start_node(&mut self, n: usize) {
         let node = self.node_ref(n);
         assert!(node.process.is_none(), "{} is running already", node.id);
-        let process = self.spawn(node.bind, &node.id).await;
+        let process = self.spawn(node).await;
         self.node_mut(n).process = Some(process);
     }
 
@@ -308,12 +338,15 @@ impl Cluster {
         &mut self.nodes[n - 1]
     }
 
-    async fn spawn(&self, bind: SocketAddr, id: &str) -> ServerProcess {
+    async fn spawn(&self, node: &Node) -> ServerProcess {
         let mut flags: Vec<&str> = self.flags.iter().map(String::as_str).collect();
-        if self.with_node_ids {
-            flags.extend(["--node-id", id]);
+        if let Some(url) = &node.redis_url {
+            flags.extend(["--redis-url", url]);
         }
-        ServerProcess::start_at(&bind.to_string(), &self.database_url, SECRET, &flags, LOG_LEVEL).await
+        if self.with_node_ids {
+            flags.extend(["--node-id", &node.id]);
+        }
+        ServerProcess::start_at(&node.bind.to_string(), &self.database_url, SECRET, &flags, LOG_LEVEL).await
     }
 }
 

@@ -17,6 +17,7 @@ pub mod private_postgres;
 pub mod process;
 pub mod raw;
 pub mod redis;
+pub mod slow_link;
 
 #[allow(unused_imports)] // each test file uses what it needs
 pub use database::{TestDatabase, TestStore, store};
