@@ -318,6 +318,11 @@ impl RedisLink {
         &self.inner.node
     }
 
+    /// How long one Redis command may take ([`LinkSettings::command_timeout`]).
+    pub fn command_timeout(&self) -> Duration {
+        self.inner.settings.command_timeout
+    }
+
     /// Leaves the cluster cleanly: stops the tasks, and has another node reap this one's counts now.
     pub async fn shutdown(&self) {
         let inner = &self.inner;

@@ -192,13 +192,17 @@ impl Remote {
 
     /// Holds the user's channel for a connection being set up and resolves
     /// once Redis confirmed it: whatever another node says to the user from
-    /// then on (an assignment, a close) is heard here. The reference goes
-    /// with the guard, once the connection holds its own or never came.
+    /// then on (an assignment, a close) is heard here. While Redis does not
+    /// answer it waits one command timeout at most, and the connection is
+    /// served by this node meanwhile (`Restored` catches up later). The
+    /// reference goes with the guard, once the connection holds its own or
+    /// never came.
     pub(super) async fn hear_user(self: Arc<Self>, user: &UserId) -> HeardUser {
         self.hold_user(user);
         let subscribed = self.subscribed();
+        let timeout = self.link.command_timeout();
         let heard = HeardUser { remote: self, user: user.clone() };
-        subscribed.await;
+        let _ = tokio::time::timeout(timeout, subscribed).await;
         heard
     }
 

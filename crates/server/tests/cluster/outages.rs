@@ -31,6 +31,21 @@ async fn while_redis_is_down_members_on_one_node_chat_and_every_ack_is_stored() 
         acks.push(relay(&mut customer, &mut agent, &conversation, n).await);
         acks.push(relay(&mut agent, &mut customer, &conversation, n).await);
     }
+    // A device connecting meanwhile is served too, without waiting for Redis.
+    let started = Instant::now();
+    let (mut device, ready) = cluster.node(1).connect_ready("agent-1", Role::Agent).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "SPEC §10: while Redis is unreachable a new connection to n1 gets session.ready within a few seconds, not after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        ready["data"]["conversations"][0]["id"], conversation,
+        "SPEC §1: session.ready lists the agent's conversation"
+    );
+    let replayed = device.replay(&conversation, 0).await;
+    assert_eq!(replayed.len(), acks.len(), "SPEC §5: the new device's join replays what was stored during the outage");
+    acks.push(relay(&mut customer, &mut device, &conversation, 5).await);
     cluster.start_redis();
     for n in 1..=2 {
         cluster.wait_readyz(n, 200, "SPEC §7/§10: /readyz is 200 again once Redis is back").await;
