@@ -32,6 +32,26 @@ services_port_taken() {
   ss -Htan exclude time-wait "( sport = :$1 )" 2>/dev/null | grep -q .
 }
 
+# services_find_port NAME START ANSWERS: the first of SERVICES_PORT_TRIES
+# ports from START where `ANSWERS PORT` succeeds (an instance to reuse:
+# SERVICES_FOUND_REUSE=1) or that is free (SERVICES_FOUND_REUSE=0), in
+# SERVICES_FOUND_PORT; fails when every one is taken by something else.
+services_find_port() {
+  local name=$1 port=$2 answers=$3 _
+  for _ in $(seq 1 "$SERVICES_PORT_TRIES"); do
+    SERVICES_FOUND_PORT=$port
+    if "$answers" "$port"; then SERVICES_FOUND_REUSE=1; return 0; fi
+    if ! services_port_taken "$port"; then SERVICES_FOUND_REUSE=0; return 0; fi
+    echo "services: 127.0.0.1:$port is taken by something that is not a ready $name" >&2
+    port=$((port + 1))
+  done
+  echo "services: no free port for $name" >&2
+  return 1
+}
+
+services_postgres_answers() { "$SERVICES_POSTGRES_BIN/pg_isready" -q -h 127.0.0.1 -p "$1"; }
+services_redis_answers() { [ "$(timeout 3 redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" = PONG ]; }
+
 services_as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # services_install PACKAGE COMMAND: installs PACKAGE unless COMMAND exists.
@@ -74,20 +94,15 @@ services_as_postgres() {
 services_postgres() {
   services_install postgresql "$SERVICES_POSTGRES_BIN/initdb"
   services_install iproute2 ss
-  local bin=$SERVICES_POSTGRES_BIN port=$SERVICES_POSTGRES_PORT data=$SERVICES_DIR/postgres try
+  local bin=$SERVICES_POSTGRES_BIN port data=$SERVICES_DIR/postgres
   export PETCHAT_TEST_POSTGRES_BIN=$bin
-  for try in $(seq 1 "$SERVICES_PORT_TRIES"); do
-    if "$bin/pg_isready" -q -h 127.0.0.1 -p "$port"; then
-      export PETCHAT_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/postgres"
-      echo "services: reusing the PostgreSQL on 127.0.0.1:$port" >&2
-      return 0
-    fi
-    services_port_taken "$port" || break
-    echo "services: 127.0.0.1:$port is taken by something that is not a ready PostgreSQL; trying $((port + 1))" >&2
-    port=$((port + 1))
-    [ "$try" -lt "$SERVICES_PORT_TRIES" ] || { echo "services: no free port for PostgreSQL" >&2; return 1; }
-  done
+  services_find_port PostgreSQL "$SERVICES_POSTGRES_PORT" services_postgres_answers || return 1
+  port=$SERVICES_FOUND_PORT
   export PETCHAT_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/postgres"
+  if [ "$SERVICES_FOUND_REUSE" = 1 ]; then
+    echo "services: reusing the PostgreSQL on 127.0.0.1:$port" >&2
+    return 0
+  fi
   mkdir -p "$SERVICES_DIR"
   if [ ! -f "$data/PG_VERSION" ]; then
     rm -rf "$data"
@@ -110,28 +125,23 @@ services_postgres() {
 services_redis() {
   services_install redis-server redis-server
   services_install iproute2 ss
-  local port=$SERVICES_REDIS_PORT dir=$SERVICES_DIR/redis try
-  for try in $(seq 1 "$SERVICES_PORT_TRIES"); do
-    if [ "$(timeout 3 redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" = PONG ]; then
-      export PETCHAT_TEST_REDIS_URL="redis://127.0.0.1:$port"
-      echo "services: reusing the Redis on 127.0.0.1:$port" >&2
-      return 0
-    fi
-    services_port_taken "$port" || break
-    echo "services: 127.0.0.1:$port is taken by something that is not a Redis; trying $((port + 1))" >&2
-    port=$((port + 1))
-    [ "$try" -lt "$SERVICES_PORT_TRIES" ] || { echo "services: no free port for Redis" >&2; return 1; }
-  done
+  local port dir=$SERVICES_DIR/redis
+  services_find_port Redis "$SERVICES_REDIS_PORT" services_redis_answers || return 1
+  port=$SERVICES_FOUND_PORT
   export PETCHAT_TEST_REDIS_URL="redis://127.0.0.1:$port"
+  if [ "$SERVICES_FOUND_REUSE" = 1 ]; then
+    echo "services: reusing the Redis on 127.0.0.1:$port" >&2
+    return 0
+  fi
   mkdir -p "$dir"
   redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no --daemonize yes \
     --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" --dir "$dir"
   local _
   for _ in $(seq 1 50); do
-    [ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" = PONG ] && break
+    services_redis_answers "$port" && break
     sleep 0.1
   done
-  [ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" = PONG ] || { cat "$dir/redis.log" >&2; return 1; }
+  services_redis_answers "$port" || { cat "$dir/redis.log" >&2; return 1; }
   services_on_exit "redis-cli -h 127.0.0.1 -p $port shutdown nosave >/dev/null 2>&1"
   echo "services: Redis on 127.0.0.1:$port" >&2
 }
