@@ -61,8 +61,15 @@ impl TokenProvider {
 /// Signs a token for `sub` that expires `ttl` from now.
 pub fn mint(secret: &str, sub: &UserId, role: Role, name: &str, ttl: Duration) -> String {
     let now = jiff::Timestamp::now().as_second().max(0) as u64;
-    let claims =
-        Claims { sub: sub.clone(), role, name: name.to_owned(), exp: now + ttl.as_secs(), iat: Some(now), nbf: None };
+    let claims = Claims {
+        sub: sub.clone(),
+        role,
+        name: name.to_owned(),
+        exp: now + ttl.as_secs(),
+        iat: Some(now),
+        nbf: None,
+        topics: None,
+    };
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes()))
         .expect("HS256 signing of serializable claims cannot fail")
 }

@@ -16,9 +16,11 @@ use crate::conversation::{
 };
 use crate::error::{DecodeError, ErrorCode, ErrorData};
 use crate::ids::RequestId;
-use crate::ready::{Empty, Notification, RefreshSession, SessionReady, SessionRefreshed};
+use crate::notification::{Notification, NotificationRead};
+use crate::ready::{Empty, RefreshSession, SessionReady, SessionRefreshed};
 use crate::receipt::{Receipt, ReceiptUpTo};
 use crate::time::Timestamp;
+use crate::topic::{SubscribeTopic, TopicEvent, TopicRef, TopicSubscribed};
 use crate::typing::{Presence, Typing};
 
 /// Defines a message enum from `wire name => Variant(Data)` lines.
@@ -112,6 +114,14 @@ messages! {
         /// Swaps a fresh token (same `sub` and `role`) into the live connection
         /// before its `tokenExpiresAt`; the reply is `session.refreshed`.
         "session.refresh" => SessionRefresh(RefreshSession),
+        /// Live events of a topic (SPEC §11); the reply is `topic.subscribed`,
+        /// then the stored events with `seq > afterSeq`, then live ones.
+        "topic.subscribe" => TopicSubscribe(SubscribeTopic),
+        /// Ends a topic subscription; the reply is `topic.unsubscribed`.
+        "topic.unsubscribe" => TopicUnsubscribe(TopicRef),
+        /// The user read its notifications up to `upToSeq` (SPEC §12); every
+        /// connection of the user gets `notification.read`.
+        "notification.read" => NotificationRead(NotificationRead),
     }
 }
 
@@ -150,6 +160,9 @@ messages! {
         "agent.status" => AgentStatus(AgentStatus),
         /// A message for one user, on all of its connections.
         "notification" => Notification(Notification),
+        /// The user's notifications up to `upToSeq` are read (on one of its
+        /// connections); sent to every connection of the user.
+        "notification.read" => NotificationRead(NotificationRead),
         /// A request was refused or failed; `refId` names it.
         "error" => Error(ErrorData),
         /// The reply to `ping`.
@@ -157,6 +170,12 @@ messages! {
         /// The reply to `session.refresh`: the connection now lives until the new
         /// `tokenExpiresAt`.
         "session.refreshed" => SessionRefreshed(SessionRefreshed),
+        /// The reply to `topic.subscribe`, before the replayed events.
+        "topic.subscribed" => TopicSubscribed(TopicSubscribed),
+        /// The reply to `topic.unsubscribe`.
+        "topic.unsubscribed" => TopicUnsubscribed(TopicRef),
+        /// An event of a subscribed topic, live or replayed.
+        "topic.event" => TopicEvent(TopicEvent),
     }
 }
 

@@ -46,6 +46,10 @@ pub enum ErrorCode {
     /// A `session.refresh` was refused: its token has expired.
     #[serde(rename = "token_expired")]
     TokenExpired,
+    /// A per-connection limit is reached (the topics one connection may
+    /// subscribe to); `message` names it.
+    #[serde(rename = "limit_reached")]
+    LimitReached,
     /// The server failed; the request may be retried.
     #[serde(rename = "internal")]
     Internal,
@@ -53,7 +57,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order of SPEC §3.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::InvalidJson,
         Self::InvalidMessage,
         Self::UnknownType,
@@ -64,6 +68,7 @@ impl ErrorCode {
         Self::TextTooLong,
         Self::Unauthorized,
         Self::TokenExpired,
+        Self::LimitReached,
         Self::Internal,
     ];
 
@@ -80,6 +85,7 @@ impl ErrorCode {
             Self::TextTooLong => "text_too_long",
             Self::Unauthorized => "unauthorized",
             Self::TokenExpired => "token_expired",
+            Self::LimitReached => "limit_reached",
             Self::Internal => "internal",
         }
     }
@@ -96,7 +102,7 @@ impl ErrorCode {
             Self::InvalidMessage => "The message breaks the schema; the message names the field.",
             Self::UnknownType => "The type is not a client message of this protocol version.",
             Self::Forbidden => "The user may not do this, e.g. a customer touching another customer's conversation.",
-            Self::NotFound => "The conversation does not exist.",
+            Self::NotFound => "The conversation (or other target) does not exist.",
             Self::ConversationClosed => "The conversation is closed; nothing more can be sent to it.",
             Self::RateLimited => "Too many messages; retryAfterMs says when to send again.",
             Self::TextTooLong => "The chat text is longer than maxTextChars after trimming.",
@@ -104,6 +110,9 @@ impl ErrorCode {
                 "A session.refresh was refused: its token is malformed, wrongly signed, not yet valid, or names another user or role."
             }
             Self::TokenExpired => "A session.refresh was refused: its token has expired.",
+            Self::LimitReached => {
+                "A per-connection limit is reached, e.g. the topics one connection may subscribe to; the message names it."
+            }
             Self::Internal => "The server failed; the request may be retried.",
         }
     }

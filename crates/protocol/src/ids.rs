@@ -90,6 +90,7 @@ string_id!(
 );
 string_id!(PetId, "A pet of the store's catalogue that a conversation is about.");
 string_id!(OrderId, "An order of the store that a conversation is about.");
+string_id!(NotificationId, "Identifies a stored notification; chosen by the server.");
 
 fn check_id(id: &str) -> Result<(), InvalidValue> {
     if id.is_empty() {

@@ -25,6 +25,8 @@
 //! AsyncAPI document that `cargo xtask schemas` writes into `schemas/`.
 
 mod agent;
+pub mod api;
+mod bounded;
 mod chat;
 pub mod close;
 mod conversation;
@@ -34,6 +36,7 @@ pub mod handshake;
 mod history;
 mod ids;
 pub mod limits;
+mod notification;
 mod ready;
 mod receipt;
 #[cfg(feature = "schema")]
@@ -41,6 +44,7 @@ pub mod schema;
 pub mod session;
 mod time;
 pub mod token;
+mod topic;
 mod typing;
 mod user;
 
@@ -55,14 +59,14 @@ pub use envelope::{ClientEnvelope, ClientMessage, ServerEnvelope, ServerMessage}
 pub use error::{DecodeError, ErrorCode, ErrorData};
 pub use history::HistoryPage;
 pub use ids::{
-    ClientMessageId, ConversationId, InvalidValue, LastSeq, MessageId, OrderId, PetId, RequestId, Seq, SessionId,
-    UserId,
+    ClientMessageId, ConversationId, InvalidValue, LastSeq, MessageId, NotificationId, OrderId, PetId, RequestId, Seq,
+    SessionId, UserId,
 };
-pub use ready::{
-    ConversationState, Empty, Notification, RefreshSession, SessionLimits, SessionReady, SessionRefreshed,
-};
+pub use notification::{Link, Notification, NotificationBody, NotificationRead, NotificationTitle, NotificationsState};
+pub use ready::{ConversationState, Empty, RefreshSession, SessionLimits, SessionReady, SessionRefreshed};
 pub use receipt::{Receipt, ReceiptUpTo};
 pub use time::Timestamp;
+pub use topic::{EventName, SubscribeTopic, TopicEvent, TopicName, TopicPattern, TopicRef, TopicSubscribed};
 pub use typing::{Presence, PresenceStatus, Typing};
 pub use user::{Participant, Role, User};
 

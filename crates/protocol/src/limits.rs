@@ -29,6 +29,53 @@ pub const MAX_ID_CHARS: usize = 128;
 /// Longest `topic` of `conversation.open`, in characters.
 pub const MAX_TOPIC_CHARS: usize = 200;
 
+/// Longest topic name (SPEC §11), in characters.
+pub const MAX_TOPIC_NAME_CHARS: usize = 128;
+
+/// Longest `event` of a `topic.event` and `kind` of a `notification`, in characters.
+pub const MAX_EVENT_NAME_CHARS: usize = 64;
+
+/// Largest `data` of a published topic event, in bytes of JSON as the
+/// server stores and sends it; the server API answers 413 beyond it.
+pub const MAX_EVENT_DATA_BYTES: usize = 16_384;
+
+/// Largest request body of the server API, in bytes (413 beyond it): an
+/// event's data at its largest with room for the rest of the request.
+pub const MAX_API_BODY_BYTES: usize = 32_768;
+
+/// Longest `title` of a notification, in characters.
+pub const MAX_NOTIFICATION_TITLE_CHARS: usize = 200;
+
+/// Longest `body` of a notification, in characters.
+pub const MAX_NOTIFICATION_BODY_CHARS: usize = 4_000;
+
+/// Longest `link` of a notification, in characters.
+pub const MAX_LINK_CHARS: usize = 2_048;
+
+/// Longest `idempotencyKey` of the server API, in characters.
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 128;
+
+/// How long the server API remembers an `idempotencyKey` (24 h): the same
+/// key within this time returns the first result and does nothing more.
+pub const IDEMPOTENCY_WINDOW_MS: u64 = 86_400_000;
+
+/// Topics one connection (or one SSE stream) may be subscribed to at once;
+/// a `topic.subscribe` beyond it gets `limit_reached`.
+pub const MAX_TOPICS_PER_CONNECTION: usize = 100;
+
+/// Default `--topic-history`: events each topic keeps for replay.
+pub const DEFAULT_TOPIC_HISTORY: usize = 100;
+
+/// Default `--topic-history-ttl-ms`: the longest a topic keeps an event (24 h).
+pub const DEFAULT_TOPIC_HISTORY_TTL_MS: u64 = 86_400_000;
+
+/// An SSE stream sends a comment line after this long without an event, so
+/// that proxies never see it silent for 15 s (SPEC §14).
+pub const SSE_KEEPALIVE_MS: u64 = 10_000;
+
+/// How long an SSE ticket (`POST /v1/sse/tickets`) may be used: once, within 60 s.
+pub const SSE_TICKET_TTL_MS: u64 = 60_000;
+
 /// Largest `seq` or `upToSeq` on the wire: JavaScript's
 /// `Number.MAX_SAFE_INTEGER`, so that every client reads sequence numbers exactly.
 pub const MAX_SEQ: u64 = 9_007_199_254_740_991;

@@ -1,10 +1,11 @@
-//! `session.ready`, the first message of every connection, `notification`, and
+//! `session.ready`, the first message of every connection, and
 //! the token refresh of a live connection (`session.refresh`, `session.refreshed`).
 
 use serde::{Deserialize, Serialize};
 
 use crate::conversation::ConversationStatus;
 use crate::ids::{ConversationId, LastSeq, SessionId};
+use crate::notification::NotificationsState;
 use crate::time::Timestamp;
 use crate::user::User;
 
@@ -28,6 +29,9 @@ pub struct SessionReady {
     /// with a fresh token before then, or the server closes the connection
     /// with 4501 once this plus its clock leeway has passed.
     pub token_expires_at: Timestamp,
+    /// The user's notifications: how many are unread (they follow, oldest
+    /// first, at most `maxReplay`) and the `seq` of the last one.
+    pub notifications: NotificationsState,
 }
 
 /// The limits of `session.ready`.
@@ -54,23 +58,6 @@ pub struct ConversationState {
     pub status: ConversationStatus,
     /// The `seq` of its last message; 0 while it has none.
     pub last_seq: LastSeq,
-}
-
-/// `notification`: a message for one user, on all of its connections.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "camelCase")]
-pub struct Notification {
-    /// What it is about, for the client to choose an icon or a sound
-    /// (`order.shipped`, `conversation.reassigned`…).
-    pub kind: String,
-    /// One line.
-    pub title: String,
-    /// The text.
-    pub body: String,
-    /// Where to read more.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub link: Option<String>,
 }
 
 /// The data of `ping` and `pong`: always `{}`.

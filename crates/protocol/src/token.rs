@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::UserId;
 use crate::time::Timestamp;
+use crate::topic::TopicPattern;
 use crate::user::{Role, User};
 
 /// The claims of a token.
@@ -27,6 +28,10 @@ pub struct Claims {
     /// while this is later than now plus the leeway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
+    /// The topics the user may subscribe to besides the server's public ones
+    /// (SPEC §11): exact names or prefixes ending in `*`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topics: Option<Vec<TopicPattern>>,
 }
 
 impl Claims {
@@ -60,6 +65,7 @@ mod tests {
             exp: 0,
             iat: None,
             nbf: None,
+            topics: None,
         }
     }
 

@@ -112,6 +112,7 @@ impl Keys {
             exp: now + ttl.as_secs(),
             iat: Some(now),
             nbf: None,
+            topics: None,
         };
         self.mint_claims(&claims)
     }
@@ -173,7 +174,7 @@ mod tests {
     }
 
     fn claims(exp: u64, nbf: Option<u64>) -> Claims {
-        Claims { sub: alice(), role: Role::Agent, name: "A".into(), exp, iat: None, nbf }
+        Claims { sub: alice(), role: Role::Agent, name: "A".into(), exp, iat: None, nbf, topics: None }
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use petchat_protocol::TopicPattern;
 use petchat_protocol::limits;
 
 /// How `petchat-server` is configured; `--help` lists every setting.
@@ -53,9 +54,52 @@ pub struct Config {
     #[arg(long, env = "PETCHAT_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
+    /// Keys of the server API (`/v1/api/*`, SPEC §13), comma-separated; none
+    /// means the API answers 401. Compared in constant time, never logged.
+    #[arg(long, env = "PETCHAT_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    pub api_keys: Vec<String>,
+
+    /// Who may subscribe to which topics, and what topics keep.
+    #[command(flatten)]
+    pub topics: TopicSettings,
+
     /// Limits and timings.
     #[command(flatten)]
     pub limits: Limits,
+}
+
+/// Topics (SPEC §11): who may subscribe beyond the token's `topics` claim,
+/// and the history each topic keeps.
+#[derive(Debug, Clone, Args)]
+pub struct TopicSettings {
+    /// Topics anyone with a valid token may subscribe to: comma-separated
+    /// exact names or prefixes ending in `*`.
+    #[arg(long, env = "PETCHAT_PUBLIC_TOPICS", value_delimiter = ',')]
+    pub public_topics: Vec<TopicPattern>,
+
+    /// Topics every agent may subscribe to, as `--public-topics`.
+    #[arg(long, env = "PETCHAT_AGENT_TOPICS", value_delimiter = ',', default_value = "support:*")]
+    pub agent_topics: Vec<TopicPattern>,
+
+    /// Events each topic keeps for replay.
+    #[arg(long, env = "PETCHAT_TOPIC_HISTORY", default_value_t = limits::DEFAULT_TOPIC_HISTORY)]
+    pub topic_history: usize,
+
+    /// The longest a topic keeps an event, in milliseconds.
+    #[arg(long, env = "PETCHAT_TOPIC_HISTORY_TTL_MS", default_value_t = limits::DEFAULT_TOPIC_HISTORY_TTL_MS)]
+    pub topic_history_ttl_ms: u64,
+}
+
+impl Default for TopicSettings {
+    /// The flags' defaults: no public topics, `support:*` for agents, 100 events for 24 h.
+    fn default() -> Self {
+        Self {
+            public_topics: Vec::new(),
+            agent_topics: vec![TopicPattern::new("support:*").expect("a valid pattern")],
+            topic_history: limits::DEFAULT_TOPIC_HISTORY,
+            topic_history_ttl_ms: limits::DEFAULT_TOPIC_HISTORY_TTL_MS,
+        }
+    }
 }
 
 fn text_chars(s: &str) -> Result<usize, String> {

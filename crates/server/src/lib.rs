@@ -6,6 +6,7 @@
 //! runs one task per connection, [`hub`] owns conversation state and commits
 //! before it speaks, [`store`] persists, [`bus`] fans frames out.
 
+mod api;
 pub mod auth;
 pub mod bus;
 pub mod cluster;
@@ -24,7 +25,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{any, get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -93,6 +94,8 @@ pub(crate) struct Shared {
     dev: bool,
     /// Bounds the history responses held at once, in total and per user.
     history_gate: gate::Gate,
+    /// The server API's keys.
+    api_keys: api::ApiKeys,
 }
 
 impl Deref for AppState {
@@ -146,8 +149,9 @@ pub async fn run(
     };
     let node_link = link.as_ref().map(|(link, _)| link.clone());
     let cluster = link.map(|(link, events)| hub::Cluster { link, events });
-    let (hub, hub_task) =
-        Hub::start_in(store.clone(), bus, config.limits.clone(), cluster).instrument(node_span.clone()).await?;
+    let (hub, hub_task) = Hub::start_in(store.clone(), bus, config.limits.clone(), config.topics.clone(), cluster)
+        .instrument(node_span.clone())
+        .await?;
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let state = AppState(Arc::new(Shared {
@@ -163,6 +167,7 @@ pub async fn run(
         files: tower_http::services::ServeDir::new(&config.web_dir).precompressed_gzip(),
         dev: config.dev,
         history_gate: gate::Gate::new(config.limits.max_history_requests, config.limits.max_history_requests_per_user),
+        api_keys: api::ApiKeys::new(&config.api_keys),
     }));
     let app = Router::new()
         .route(petchat_protocol::handshake::PATH, get(ws::upgrade))
@@ -172,6 +177,10 @@ pub async fn run(
         .route("/asyncapi.yaml", get(http::asyncapi))
         .route("/schemas/{*path}", get(http::schemas))
         .route("/v1/conversations/{id}/messages", get(http::history))
+        .route("/v1/api/publish", post(api::publish))
+        .route("/v1/api/notify", post(api::notify))
+        .route("/v1/api/presence/{user}", get(api::presence))
+        .route("/v1/api/{*rest}", any(api::not_found))
         .route("/dev/token", get(http::dev_token))
         .route("/", get(http::page))
         .route("/agent", get(http::page))

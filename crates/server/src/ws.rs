@@ -147,7 +147,14 @@ fn serve(app: AppState, mut socket: WebSocket, claims: Claims) -> impl std::futu
         let (tx, mut rx) = mpsc::channel::<Utf8Bytes>(app.limits.outbound_queue.max(1));
         let kick = Arc::new(Kick::default());
         let sink = ConnSink::new(tx, kick.clone());
-        let conn = match Box::pin(app.hub.connect(user.clone(), claims.expires_at(), sink.clone())).await {
+        let conn = match Box::pin(app.hub.connect(
+            user.clone(),
+            claims.topics.clone().unwrap_or_default(),
+            claims.expires_at(),
+            sink.clone(),
+        ))
+        .await
+        {
             Ok(conn) => conn,
             Err((code, reason)) => return Box::pin(close(&mut socket, code, &reason)).await,
         };

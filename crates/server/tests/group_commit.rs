@@ -76,6 +76,15 @@ impl Store for GatedStore {
     async fn user_conversations(&self, user: &UserId) -> Result<Vec<ConversationRecord>, StoreError> {
         self.inner.user_conversations(user).await
     }
+    async fn feed(
+        &self,
+        feed: &petchat_server::store::Feed,
+        after: LastSeq,
+        limit: usize,
+        not_before: Option<petchat_protocol::Timestamp>,
+    ) -> Result<petchat_server::store::FeedPage, StoreError> {
+        self.inner.feed(feed, after, limit, not_before).await
+    }
     async fn lock_pool(&self) -> Result<Box<dyn PoolRound>, StoreError> {
         self.inner.lock_pool().await
     }
@@ -105,7 +114,12 @@ async fn gated_hub() -> (TestDatabase, Arc<GatedStore>, Hub) {
 async fn attach(hub: &Hub, user: &User) -> (HubConn, mpsc::Receiver<axum::extract::ws::Utf8Bytes>) {
     let (tx, rx) = mpsc::channel(1024);
     let conn = hub
-        .connect(user.clone(), petchat_protocol::Timestamp::MAX, ConnSink::new(tx, Arc::new(Kick::default())))
+        .connect(
+            user.clone(),
+            Vec::new(),
+            petchat_protocol::Timestamp::MAX,
+            ConnSink::new(tx, Arc::new(Kick::default())),
+        )
         .await
         .expect("connected");
     (conn, rx)

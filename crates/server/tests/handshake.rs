@@ -18,6 +18,7 @@ fn expired_token(server: &TestServer, seconds_ago: u64) -> String {
         exp: now - seconds_ago,
         iat: None,
         nbf: None,
+        topics: None,
     })
 }
 

@@ -1,7 +1,9 @@
 //! The `Store` contract, on the run's store (SQLite, or PostgreSQL with
 //! `PETCHAT_TEST_STORE=postgres`): idempotent appends keep `seq` gap-free,
 //! only members append, a member's (or a user id's) open conversations are
-//! found, and SQLite, one node's store, has no shared agent pool.
+//! found, SQLite, one node's store, has no shared agent pool, and feeds
+//! (topics' events, users' notifications) keep seq gap-free, their history
+//! bounded, their idempotency keys and their read marks.
 
 mod common;
 
@@ -10,7 +12,9 @@ use petchat_protocol::{
     ClientMessageId, ConversationId, ConversationStatus, LastSeq, MessageId, MessageText, Participant, Role, Seq,
     Timestamp, User, UserId,
 };
-use petchat_server::store::{Applied, ConversationRecord, ReceiptKind, StoreError, Write};
+use petchat_server::store::{
+    Applied, ConversationRecord, Feed, NewItem, Once, ReceiptKind, Retention, StoreError, Write,
+};
 
 fn at(ms: i64) -> Timestamp {
     Timestamp::from_unix_ms(1_800_000_000_000 + ms).expect("a time")
@@ -68,6 +72,10 @@ fn outcome(applied: &Applied) -> (&'static str, u64) {
         Applied::NotFound => ("not found", 0),
         Applied::NotMember => ("not member", 0),
         Applied::Receipt { advanced } => (if *advanced { "advanced" } else { "not advanced" }, 0),
+        Applied::Posted(item) => ("posted", item.seq.get()),
+        Applied::PostedBefore { seq, .. } => ("posted before", seq.get()),
+        Applied::KeyConflict => ("key conflict", 0),
+        Applied::Read { read_seq, advanced } => (if *advanced { "read" } else { "read unchanged" }, read_seq.get()),
     }
 }
 
@@ -265,4 +273,120 @@ async fn sqlite_serves_one_node_and_refuses_the_shared_agent_pool() {
     let refused = store.apply(&[create("conv-1", &ana, None, 0), idle]).await;
     assert!(matches!(refused, Err(StoreError::Refused(_))), "{refused:?}");
     assert!(store.open_conversations().await.expect("read").is_empty());
+}
+
+fn topic_feed(name: &str) -> Feed {
+    Feed::Topic(petchat_protocol::TopicName::new(name).expect("topic"))
+}
+
+fn post(feed: &Feed, n: i64, key: Option<(&str, &str)>, retention: Retention) -> Write {
+    Write::Post {
+        feed: feed.clone(),
+        item: NewItem {
+            id: format!("item-{n}"),
+            name: petchat_protocol::EventName::new("order.shipped").expect("name"),
+            body: format!("{{\"n\":{n}}}"),
+            at: at(n),
+        },
+        once: key.map(|(key, digest)| Once {
+            key: petchat_protocol::api::IdempotencyKey::new(key).expect("key"),
+            digest: digest.into(),
+        }),
+        retention,
+    }
+}
+
+const KEEP_3: Retention = Retention { keep: 3, ttl_ms: None, keep_unread: false };
+
+#[tokio::test]
+async fn a_feed_numbers_its_items_without_gaps_and_keeps_only_its_last_ones() {
+    let database = TestDatabase::new().await;
+    let store = database.open().await;
+    let orders = topic_feed("orders:1");
+    let pets = topic_feed("pets:1");
+    // Two feeds in one batch, interleaved: each counts on its own.
+    let batch: Vec<Write> =
+        (1..=5).flat_map(|n| [post(&orders, n, None, KEEP_3), post(&pets, n, None, KEEP_3)]).collect();
+    let seqs: Vec<_> = store.apply(&batch).await.expect("posted").iter().map(outcome).collect();
+    let expected: Vec<_> = (1..=5).flat_map(|n| [("posted", n), ("posted", n)]).collect();
+    assert_eq!(seqs, expected);
+
+    let page = store.feed(&orders, LastSeq::NONE, 100, None).await.expect("read");
+    assert_eq!(page.last_seq.get(), 5);
+    let kept: Vec<u64> = page.items.iter().map(|i| i.seq.get()).collect();
+    assert_eq!(kept, [3, 4, 5], "only the last 3 are kept");
+    assert_eq!(page.items[0].body, r#"{"n":3}"#);
+    assert_eq!(page.items[0].at, at(3));
+
+    let after = store.feed(&orders, LastSeq::new(4).expect("seq"), 100, None).await.expect("read");
+    assert_eq!(after.items.iter().map(|i| i.seq.get()).collect::<Vec<_>>(), [5]);
+    let limited = store.feed(&orders, LastSeq::NONE, 2, None).await.expect("read");
+    assert_eq!(limited.items.len(), 2);
+    let never = store.feed(&topic_feed("orders:never"), LastSeq::NONE, 100, None).await.expect("read");
+    assert_eq!((never.last_seq.get(), never.items.len()), (0, 0));
+}
+
+#[tokio::test]
+async fn a_feed_drops_items_older_than_its_ttl_and_reads_skip_them() {
+    let database = TestDatabase::new().await;
+    let store = database.open().await;
+    let feed = topic_feed("orders:ttl");
+    let ttl = Retention { keep: 100, ttl_ms: Some(10), keep_unread: false };
+    store.apply(&[post(&feed, 0, None, ttl), post(&feed, 5, None, ttl)]).await.expect("posted");
+    // Posting at 20 drops what is older than 10.
+    store.apply(&[post(&feed, 20, None, ttl)]).await.expect("posted");
+    let page = store.feed(&feed, LastSeq::NONE, 100, None).await.expect("read");
+    assert_eq!(page.items.iter().map(|i| i.seq.get()).collect::<Vec<_>>(), [3]);
+    let page = store.feed(&feed, LastSeq::NONE, 100, Some(at(21))).await.expect("read");
+    assert!(page.items.is_empty(), "a read skips what is older than asked");
+    assert_eq!(page.last_seq.get(), 3);
+}
+
+#[tokio::test]
+async fn an_idempotency_key_posts_once_and_refuses_another_request() {
+    let database = TestDatabase::new().await;
+    let store = database.open().await;
+    let feed = topic_feed("orders:key");
+    let first = store.apply(&[post(&feed, 1, Some(("k1", "d1")), KEEP_3)]).await.expect("posted");
+    assert_eq!(outcome(&first[0]), ("posted", 1));
+    let again = store
+        .apply(&[post(&feed, 2, Some(("k1", "d1")), KEEP_3), post(&feed, 3, Some(("k1", "other")), KEEP_3)])
+        .await
+        .expect("answered");
+    assert_eq!(again.iter().map(outcome).collect::<Vec<_>>(), [("posted before", 1), ("key conflict", 0)]);
+    assert!(matches!(&again[0], Applied::PostedBefore { id, .. } if id == "item-1"));
+    // The same key on another feed is another key.
+    let elsewhere = store.apply(&[post(&topic_feed("orders:other"), 4, Some(("k1", "d1")), KEEP_3)]).await;
+    assert_eq!(outcome(&elsewhere.expect("posted")[0]), ("posted", 1));
+    assert_eq!(store.feed(&feed, LastSeq::NONE, 100, None).await.expect("read").last_seq.get(), 1);
+    // After 24 h the key is forgotten.
+    let day = 86_400_000;
+    let late = store.apply(&[post(&feed, day + 2, Some(("k1", "d1")), KEEP_3)]).await.expect("posted");
+    assert_eq!(outcome(&late[0]), ("posted", 2));
+}
+
+#[tokio::test]
+async fn read_marks_only_rise_stop_at_the_last_item_and_keep_unread_items() {
+    let database = TestDatabase::new().await;
+    let store = database.open().await;
+    let feed = Feed::User(UserId::new("customer-1").expect("id"));
+    let notifications = Retention { keep: 2, ttl_ms: None, keep_unread: true };
+    let batch: Vec<Write> = (1..=4).map(|n| post(&feed, n, None, notifications)).collect();
+    store.apply(&batch).await.expect("posted");
+    let page = store.feed(&feed, LastSeq::NONE, 100, None).await.expect("read");
+    assert_eq!(page.items.len(), 4, "unread items are kept whatever the count");
+    assert_eq!(page.unread(), 4);
+
+    let up_to = |n: u64| Write::MarkRead { feed: feed.clone(), up_to: Seq::new(n).expect("seq") };
+    let marks = store.apply(&[up_to(3), up_to(2), up_to(9)]).await.expect("marked");
+    assert_eq!(marks.iter().map(outcome).collect::<Vec<_>>(), [("read", 3), ("read unchanged", 3), ("read", 4)]);
+    let page = store.feed(&feed, LastSeq::NONE, 100, None).await.expect("read");
+    assert_eq!((page.read_seq.get(), page.unread()), (4, 0));
+
+    // Read items beyond the 2 kept go at the next post.
+    store.apply(&[post(&feed, 5, None, notifications)]).await.expect("posted");
+    let page = store.feed(&feed, LastSeq::NONE, 100, None).await.expect("read");
+    assert_eq!(page.items.iter().map(|i| i.seq.get()).collect::<Vec<_>>(), [4, 5]);
+    let nobody = Write::MarkRead { feed: Feed::User(UserId::new("nobody").expect("id")), up_to: Seq::FIRST };
+    assert_eq!(outcome(&store.apply(&[nobody]).await.expect("answered")[0]), ("read unchanged", 0));
 }

@@ -21,7 +21,15 @@ fn now_s() -> u64 {
 
 /// A token for `sub` with the given `exp` and `nbf` (seconds since the epoch).
 fn token(server: &TestServer, sub: &str, role: Role, exp: u64, nbf: Option<u64>) -> String {
-    server.keys.mint_claims(&Claims { sub: UserId::new(sub).expect("id"), role, name: sub.into(), exp, iat: None, nbf })
+    server.keys.mint_claims(&Claims {
+        sub: UserId::new(sub).expect("id"),
+        role,
+        name: sub.into(),
+        exp,
+        iat: None,
+        nbf,
+        topics: None,
+    })
 }
 
 async fn server() -> TestServer {
@@ -97,6 +105,7 @@ async fn a_refused_refresh_says_why_and_the_old_expiry_still_applies() {
         exp: later,
         iat: None,
         nbf: None,
+        topics: None,
     });
     let refusals = [
         ("other-user", token(&server, "cust-2", Role::Customer, later, None), "unauthorized"),

@@ -226,11 +226,15 @@ impl View {
                 say(&format!("[available: {}, conversations: {}]", s.available, s.active_conversations))
             }
             ServerMessage::Notification(n) => say(&format!("[{}: {}]", n.title, n.body)),
+            ServerMessage::TopicEvent(e) => say(&format!("[{} #{}: {}]", e.topic, e.seq, e.event)),
             ServerMessage::Error(e) => say(&format!("[error {}: {}]", e.code, e.message)),
             ServerMessage::ChatAck(_)
             | ServerMessage::TypingStop(_)
             | ServerMessage::Pong(_)
-            | ServerMessage::SessionRefreshed(_) => {}
+            | ServerMessage::SessionRefreshed(_)
+            | ServerMessage::NotificationRead(_)
+            | ServerMessage::TopicSubscribed(_)
+            | ServerMessage::TopicUnsubscribed(_) => {}
         }
     }
 

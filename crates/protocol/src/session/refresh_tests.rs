@@ -35,7 +35,7 @@ impl Driver {
                 "sessionId": "s", "user": {"id": "cust-1", "role": "customer", "name": "C"},
                 "heartbeatIntervalMs": 3_600_000,
                 "limits": {"maxMessageBytes": 65_536, "maxTextChars": 4_000, "messagesPerSecond": 10},
-                "conversations": [], "tokenExpiresAt": expires_at,
+                "conversations": [], "notifications": {"unread": 0, "lastSeq": 0}, "tokenExpiresAt": expires_at,
             }}),
             server_now,
         );
@@ -250,7 +250,7 @@ fn a_session_ready_on_a_closed_socket_leaves_no_deadline_in_the_past() {
             "sessionId": "s", "user": {"id": "cust-1", "role": "customer", "name": "C"},
             "heartbeatIntervalMs": 25_000,
             "limits": {"maxMessageBytes": 65_536, "maxTextChars": 4_000, "messagesPerSecond": 10},
-            "conversations": [], "tokenExpiresAt": "2026-11-22T09:00:00.000Z",
+            "conversations": [], "notifications": {"unread": 0, "lastSeq": 0}, "tokenExpiresAt": "2026-11-22T09:00:00.000Z",
         }}),
         SERVER_NOW,
     );

@@ -50,7 +50,7 @@ impl Pair {
             "sessionId": "s", "user": {"id": "cust-1", "role": "customer", "name": "C"},
             "heartbeatIntervalMs": 25_000,
             "limits": {"maxMessageBytes": 65_536, "maxTextChars": 4_000, "messagesPerSecond": 10},
-            "conversations": conversations, "tokenExpiresAt": "2026-11-22T11:00:00.000Z",
+            "conversations": conversations, "notifications": {"unread": 0, "lastSeq": 0}, "tokenExpiresAt": "2026-11-22T11:00:00.000Z",
         }}));
     }
 
@@ -417,7 +417,7 @@ impl Pair {
             "heartbeatIntervalMs": heartbeat_ms,
             "limits": {"maxMessageBytes": max_message_bytes, "maxTextChars": 4_000,
                 "messagesPerSecond": messages_per_second},
-            "conversations": [], "tokenExpiresAt": "2099-01-01T00:00:00.000Z",
+            "conversations": [], "notifications": {"unread": 0, "lastSeq": 0}, "tokenExpiresAt": "2099-01-01T00:00:00.000Z",
         }}));
     }
 
@@ -608,7 +608,7 @@ fn session_ready_heartbeat_interval_u64_max() {
         "sessionId": "s", "user": {"id": "cust-1", "role": "customer", "name": "C"},
         "heartbeatIntervalMs": u64::MAX,
         "limits": {"maxMessageBytes": 65_536, "maxTextChars": 4_000, "messagesPerSecond": 10},
-        "conversations": [], "tokenExpiresAt": "2099-01-01T00:00:00.000Z",
+        "conversations": [], "notifications": {"unread": 0, "lastSeq": 0}, "tokenExpiresAt": "2099-01-01T00:00:00.000Z",
     }}));
     assert!(pair.session.poll_timeout().is_some_and(|due| due > pair.now));
     pair.advance(1_000 * SEC);
@@ -631,7 +631,7 @@ fn session_ready_max_message_bytes_below_queued_frames() {
         "sessionId": "s", "user": {"id": "cust-1", "role": "customer", "name": "C"},
         "heartbeatIntervalMs": 25_000,
         "limits": {"maxMessageBytes": 2_000, "maxTextChars": 4_000, "messagesPerSecond": 10},
-        "conversations": [], "tokenExpiresAt": "2099-01-01T00:00:00.000Z",
+        "conversations": [], "notifications": {"unread": 0, "lastSeq": 0}, "tokenExpiresAt": "2099-01-01T00:00:00.000Z",
     }}));
     let frames: Vec<String> = std::iter::from_fn(|| pair.session.poll_transmit()).collect();
     assert!(frames.iter().all(|f| f.len() <= 2_000), "{frames:?}");
@@ -669,7 +669,7 @@ fn session_ready_messages_per_second_large_after_a_long_silence() {
         "sessionId": "s", "user": {"id": "cust-1", "role": "customer", "name": "C"},
         "heartbeatIntervalMs": u64::from(u32::MAX),
         "limits": {"maxMessageBytes": 65_536, "maxTextChars": 4_000, "messagesPerSecond": u32::MAX},
-        "conversations": [], "tokenExpiresAt": "2099-01-01T00:00:00.000Z",
+        "conversations": [], "notifications": {"unread": 0, "lastSeq": 0}, "tokenExpiresAt": "2099-01-01T00:00:00.000Z",
     }}));
     pair.now += 60 * 24 * 3_600 * SEC;
     pair.session.send_chat(pair.now, &c1(), "hello again").expect("queued");

@@ -55,14 +55,16 @@ impl ConnSink {
     }
 
     /// Queues a frame; a full queue closes the connection with 4001, so a
-    /// reader that does not read never costs more than its queue.
-    pub fn deliver(&self, frame: &Utf8Bytes) {
+    /// reader that does not read never costs more than its queue. Returns
+    /// whether the connection is still there (false once it closed).
+    pub fn deliver(&self, frame: &Utf8Bytes) -> bool {
         match self.tx.try_send(frame.clone()) {
-            Ok(()) => {}
+            Ok(()) => true,
             Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
                 self.kick.kick(CloseCode::SLOW_CONSUMER, "outbound queue full: read faster and resume");
+                true
             }
-            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {}
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 

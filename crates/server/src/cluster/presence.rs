@@ -71,7 +71,13 @@ impl RedisLink {
     /// For each user, whether it has a connection on any node, in one round trip.
     pub async fn online(&self, users: &[&str]) -> Result<Vec<bool>, ClusterError> {
         self.check_open()?;
-        self.inner.presence.online(users).await
+        Ok(self.inner.presence.totals(users).await?.into_iter().map(|total| total > 0).collect())
+    }
+
+    /// How many connections the user has across every node.
+    pub async fn connections_of(&self, user: &str) -> Result<u64, ClusterError> {
+        self.check_open()?;
+        Ok(self.inner.presence.totals(&[user]).await?.first().copied().unwrap_or(0))
     }
 }
 
@@ -182,7 +188,8 @@ impl Presence {
         Err(ClusterError::Unregistered)
     }
 
-    async fn online(&self, users: &[&str]) -> Result<Vec<bool>, ClusterError> {
+    /// Each user's connection total across registered nodes.
+    async fn totals(&self, users: &[&str]) -> Result<Vec<u64>, ClusterError> {
         if users.is_empty() {
             return Ok(Vec::new());
         }
@@ -192,7 +199,7 @@ impl Presence {
         }
         let mut conn = self.conn.clone();
         let totals: Vec<Option<i64>> = within(self.timeout, get.query_async(&mut conn)).await?;
-        Ok(totals.into_iter().map(|total| total.unwrap_or(0) > 0).collect())
+        Ok(totals.into_iter().map(|total| total.unwrap_or(0).max(0) as u64).collect())
     }
 
     /// Whether Redis may disagree with this node's record.

@@ -21,9 +21,11 @@
 //! `conversation.open`, `conversation.close` and `agent.status` go to the pool,
 //! which forwards a close to the shard behind the requests already queued there.
 
+mod access;
 mod batch;
 mod chat;
 mod conversations;
+pub(crate) mod feeds;
 pub(crate) mod frames;
 mod out;
 mod pool;
@@ -43,8 +45,12 @@ pub(crate) use out::{count_error, error_frame};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::collections::BTreeSet;
+
+use petchat_protocol::limits::MAX_TOPICS_PER_CONNECTION;
 use petchat_protocol::{
-    ClientMessage, CloseCode, ConversationId, PresenceStatus, RequestId, ServerMessage, Timestamp, User, UserId,
+    ClientMessage, CloseCode, ConversationId, ErrorCode, NotificationsState, PresenceStatus, RequestId, ServerMessage,
+    SubscribeTopic, Timestamp, TopicName, TopicPattern, User, UserId,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -52,16 +58,18 @@ use tracing::Instrument;
 
 use crate::bus::{Bus, ConnId, ConnSink};
 use crate::cluster::{Attached, Detached, LinkEvent, RedisLink};
-use crate::config::Limits;
+use crate::config::{Limits, TopicSettings};
 use crate::store::{Store, StoreError};
 
+use access::TopicAccess;
+use feeds::Feeds;
 use pool::PoolCommand;
 use registry::Registry;
 use remote::Remote;
 use shard::ShardCommand;
 
-/// A connection registered with the hub: its id and whose it is.
-#[derive(Debug, Clone)]
+/// A connection registered with the hub: its id, whose it is, and its topics.
+#[derive(Debug)]
 pub struct HubConn {
     /// The connection's id on this node.
     pub id: ConnId,
@@ -69,6 +77,18 @@ pub struct HubConn {
     pub user: User,
     /// Counted in Redis (several nodes): its close is counted off again.
     counted: bool,
+    /// Its outbound queue, which topic shards deliver to.
+    sink: ConnSink,
+    /// The topics its token grants (the `topics` claim).
+    grants: Vec<TopicPattern>,
+    /// The topics it subscribed to (at most `MAX_TOPICS_PER_CONNECTION`).
+    topics: std::sync::Mutex<BTreeSet<TopicName>>,
+}
+
+impl HubConn {
+    fn topics(&self) -> std::sync::MutexGuard<'_, BTreeSet<TopicName>> {
+        self.topics.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// This node's place in a cluster (SPEC §10): the Redis link and its events.
@@ -98,6 +118,10 @@ struct Handles {
     next_conn: AtomicU64,
     /// The other nodes, in a cluster.
     remote: Option<Arc<Remote>>,
+    /// Topics and notifications.
+    feeds: Feeds,
+    /// Who may subscribe to which topic.
+    access: TopicAccess,
 }
 
 impl std::fmt::Debug for Handles {
@@ -126,7 +150,7 @@ impl Hub {
         bus: Arc<dyn Bus>,
         limits: Limits,
     ) -> Result<(Self, JoinHandle<()>), StoreError> {
-        Self::start_in(store, bus, limits, None).await
+        Self::start_in(store, bus, limits, TopicSettings::default(), None).await
     }
 
     /// Starts the hub as [`Hub::start`] does, as a node of `cluster` when
@@ -136,6 +160,7 @@ impl Hub {
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
         limits: Limits,
+        topics: TopicSettings,
         cluster: Option<Cluster>,
     ) -> Result<(Self, JoinHandle<()>), StoreError> {
         let shards = limits.hub_shards();
@@ -155,7 +180,11 @@ impl Hub {
         let (shard_internals, shard_internal_rxs): (Vec<_>, Vec<_>) =
             (0..shards).map(|_| mpsc::unbounded_channel()).unzip();
         let peers: Arc<[_]> = shard_internals.iter().map(mpsc::UnboundedSender::downgrade).collect();
-        let mut tasks = Vec::with_capacity(shards + 1);
+        let mut tasks = Vec::with_capacity(2 * shards + 1);
+        let access = TopicAccess::new(&topics);
+        let out = out::Out { bus: bus.clone(), remote: remote.clone() };
+        let (feeds, feed_tasks) =
+            Feeds::start(store.clone(), out, topics, limits.max_replay, limits.commit_batch, shards);
         for (index, (rx, internal_rx)) in shard_rxs.into_iter().zip(shard_internal_rxs).enumerate() {
             let mine = open.iter().filter(|rec| shard_of(&rec.id, shards) == index).cloned();
             let shard = shard::Shard::new(shard::Parts {
@@ -191,10 +220,12 @@ impl Hub {
             internal: pool_internal.downgrade(),
             open,
             remote: remote.clone(),
+            feeds: feeds.clone(),
         });
         // The pool goes first: when it stops it drops the shards' internal
         // senders, so the shards drain after it.
         tasks.insert(0, tokio::spawn(pool.run(pool_rx, pool_internal_rx).in_current_span()));
+        tasks.extend(feed_tasks);
         let task = tokio::spawn(async move {
             for task in tasks {
                 let _ = task.await;
@@ -209,6 +240,8 @@ impl Hub {
             limits,
             next_conn: AtomicU64::new(1),
             remote,
+            feeds,
+            access,
         };
         Ok((Self(Arc::new(handles)), task))
     }
@@ -218,6 +251,7 @@ impl Hub {
     pub async fn connect(
         &self,
         user: User,
+        grants: Vec<TopicPattern>,
         token_expires_at: Timestamp,
         sink: ConnSink,
     ) -> Result<HubConn, (CloseCode, String)> {
@@ -235,8 +269,12 @@ impl Hub {
         let (counted, heard) = tokio::join!(self.count_in_cluster(&user), heard);
         let (counted, first) = counted?;
         // Read before the connection is attached: `session.ready` is its first frame.
-        let conversations = match hub.store.member_conversations(&user).await {
-            Ok(conversations) => conversations,
+        let max_replay = hub.limits.max_replay;
+        let read = async {
+            tokio::try_join!(hub.store.member_conversations(&user), hub.feeds.unread(&user.id, None, max_replay))
+        };
+        let (conversations, unread) = match read.await {
+            Ok(read) => read,
             Err(e) => {
                 hub.registry.unreserve(&user);
                 self.uncount_in_cluster(&user, counted);
@@ -245,10 +283,19 @@ impl Hub {
                 return Err((CloseCode::INTERNAL_ERROR, reason));
             }
         };
-        let ready = out::session_ready(&user, token_expires_at, &conversations, &hub.limits);
+        let notifications = NotificationsState { unread: unread.unread(), last_seq: unread.last_seq };
+        let ready = out::session_ready(&user, token_expires_at, &conversations, notifications, &hub.limits);
         sink.deliver(&frames::frame(ServerMessage::SessionReady(ready), None));
         out::count_out("session.ready", 1);
-        hub.registry.attach(id, &user, sink);
+        deliver_notifications(&sink, &unread.items);
+        hub.registry.attach(id, &user, sink.clone());
+        // A notification stored after the read and delivered before the
+        // attach would be missed: read what came since (usually nothing). One
+        // stored and delivered in between can then arrive twice; clients
+        // keep the last seq they showed (the session core does).
+        if let Ok(late) = hub.feeds.unread(&user.id, Some(unread.last_seq), max_replay).await {
+            deliver_notifications(&sink, &late.items);
+        }
         // The connection holds the channel now.
         drop(heard);
         if first {
@@ -257,7 +304,8 @@ impl Hub {
             self.tell_presence(ids, &user.id, PresenceStatus::Online);
         }
         tracing::debug!(conn = id, user = %user.id, role = user.role.as_str(), "connected");
-        Ok(HubConn { id, user, counted })
+        let topics = std::sync::Mutex::new(BTreeSet::new());
+        Ok(HubConn { id, user, counted, sink, grants, topics })
     }
 
     /// Counts a connection of `user` across the cluster: whether it was
@@ -347,15 +395,68 @@ impl Hub {
             }
             // The connection answers it itself (`token_clock`): the token is not the hub's.
             ClientMessage::SessionRefresh(_) => return,
+            ClientMessage::TopicSubscribe(m) => return self.subscribe(conn, id, m.clone()).await,
+            ClientMessage::TopicUnsubscribe(m) => {
+                conn.topics().remove(&m.topic);
+                return hub.feeds.unsubscribe(conn_id, conn.sink.clone(), id, m.topic.clone()).await;
+            }
+            ClientMessage::NotificationRead(m) => {
+                return hub.feeds.mark_read(user.id, m.up_to_seq, conn_id, conn.sink.clone(), id).await;
+            }
         };
         let shard = shard_of(conversation, hub.shards.len());
         let _ = hub.shards[shard].send(ShardCommand::Request { conn: conn_id, user, id, message }).await;
+    }
+
+    /// `topic.subscribe`: refused with `forbidden` unless granted (SPEC §11),
+    /// with `limit_reached` beyond the topics one connection may hold.
+    async fn subscribe(&self, conn: &HubConn, id: Option<RequestId>, request: SubscribeTopic) {
+        let hub = &self.0;
+        let refusal = if !hub.access.allows(conn.user.role, &conn.grants, &request.topic) {
+            Some((ErrorCode::Forbidden, format!("topic {} is not granted to this user", request.topic)))
+        } else {
+            let mut topics = conn.topics();
+            if topics.len() >= MAX_TOPICS_PER_CONNECTION && !topics.contains(&request.topic) {
+                Some((
+                    ErrorCode::LimitReached,
+                    format!("a connection holds at most {MAX_TOPICS_PER_CONNECTION} topics: unsubscribe first"),
+                ))
+            } else {
+                topics.insert(request.topic.clone());
+                None
+            }
+        };
+        if let Some((code, message)) = refusal {
+            out::count_error(code);
+            conn.sink.deliver(&error_frame(code, &message, id));
+            return;
+        }
+        hub.feeds.subscribe(conn.id, conn.sink.clone(), id, request.topic, request.after_seq).await;
     }
 
     /// Forgets a connection.
     pub fn disconnect(&self, conn: &HubConn) {
         self.0.registry.detach(conn.id, &conn.user);
         self.uncount_in_cluster(&conn.user, conn.counted);
+        let topics: Vec<TopicName> = std::mem::take(&mut *conn.topics()).into_iter().collect();
+        if !topics.is_empty() {
+            self.0.feeds.gone(conn.id, topics);
+        }
+    }
+
+    /// Topics and notifications, for the server API.
+    pub(crate) fn feeds(&self) -> &Feeds {
+        &self.0.feeds
+    }
+
+    /// Whether a user has connections, and how many: on every node in a
+    /// cluster (Redis's count), this node's otherwise.
+    pub(crate) async fn presence(&self, user: &UserId) -> Result<u64, crate::cluster::ClusterError> {
+        let hub = &self.0;
+        match &hub.remote {
+            Some(remote) => remote.link().connections_of(user.as_str()).await,
+            None => Ok(hub.registry.conns_of(user).len() as u64),
+        }
     }
 
     /// Whether the cluster's Redis answers (`None` on one node), for `/readyz`.
@@ -363,4 +464,17 @@ impl Hub {
         let remote = self.0.remote.as_ref()?;
         Some(remote.link().ping().await)
     }
+}
+
+/// Queues stored notifications on a new connection, oldest first.
+fn deliver_notifications(sink: &ConnSink, items: &[crate::store::FeedItem]) {
+    for item in items {
+        match feeds::notification(item) {
+            Ok(notification) => {
+                sink.deliver(&frames::frame(ServerMessage::Notification(notification), None));
+            }
+            Err(e) => tracing::warn!(error = %e, "a stored notification is unreadable: skipped"),
+        }
+    }
+    out::count_out("notification", items.len());
 }

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use petchat_protocol::{
-    ChatAck, ClientMessageId, Conversation, ConversationId, ConversationState, ErrorCode, ErrorData, RequestId,
-    ServerMessage, SessionId, SessionLimits, SessionReady, Timestamp, User, UserId,
+    ChatAck, ClientMessageId, Conversation, ConversationId, ConversationState, ErrorCode, ErrorData,
+    NotificationsState, RequestId, ServerMessage, SessionId, SessionLimits, SessionReady, Timestamp, User, UserId,
 };
 use tracing::warn;
 
@@ -149,6 +149,7 @@ pub(super) fn session_ready(
     user: &User,
     token_expires_at: Timestamp,
     conversations: &[ConversationRecord],
+    notifications: NotificationsState,
     limits: &Limits,
 ) -> SessionReady {
     SessionReady {
@@ -165,6 +166,7 @@ pub(super) fn session_ready(
             .map(|c| ConversationState { id: c.id.clone(), status: c.status, last_seq: c.last_seq })
             .collect(),
         token_expires_at,
+        notifications,
     }
 }
 

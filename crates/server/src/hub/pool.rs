@@ -8,13 +8,14 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use petchat_protocol::{
-    AgentStatus, ClientMessage, ConversationId, ConversationStatus, ErrorCode, LastSeq, Notification, OpenConversation,
-    Participant, PresenceStatus, Queued, RequestId, Role, ServerMessage, User, UserId,
+    AgentStatus, ClientMessage, ConversationId, ConversationStatus, ErrorCode, LastSeq, OpenConversation, Participant,
+    PresenceStatus, Queued, RequestId, Role, ServerMessage, User, UserId,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info};
 
 use super::batch::{Batch, Outcome, next_round};
+use super::feeds::{Feeds, server_notification};
 use super::frames::now;
 use super::out::{Out, is_member};
 use super::remote::Remote;
@@ -61,6 +62,8 @@ pub(super) struct Parts {
     pub(super) open: Vec<ConversationRecord>,
     /// The other nodes, in a cluster: then the pool's state is the store's.
     pub(super) remote: Option<Arc<Remote>>,
+    /// Where the pool's notifications to customers go.
+    pub(super) feeds: Feeds,
 }
 
 /// The pool's state.
@@ -83,6 +86,8 @@ pub(super) struct Pool {
     idle: IdleClock,
     /// Several nodes: this node's id, and the state is the store's (`shared.rs`).
     pub(super) node: Option<String>,
+    /// Stores and delivers the pool's notifications.
+    feeds: Feeds,
 }
 
 impl Pool {
@@ -100,6 +105,7 @@ impl Pool {
             tells: VecDeque::new(),
             idle: if parts.remote.is_some() { IdleClock::shared() } else { IdleClock::default() },
             node: parts.remote.as_ref().map(|remote| remote.node().to_string()),
+            feeds: parts.feeds,
         };
         if pool.node.is_some() {
             // Shared: every round reads the state from the store.
@@ -339,13 +345,12 @@ impl Pool {
                         return;
                     }
                     pool.tell_shard(&id, ShardCommand::Requeued { conversation: id.clone(), agent });
-                    let requeued = ServerMessage::Notification(Notification {
-                        kind: "conversation.requeued".into(),
-                        title: "Your agent was disconnected".into(),
-                        body: "We are finding another agent for you.".into(),
-                        link: None,
-                    });
-                    pool.out.to_user(&customer, requeued, Skip::Nobody);
+                    pool.feeds.notify_soon(server_notification(
+                        &customer,
+                        "conversation.requeued",
+                        "Your agent was disconnected",
+                        "We are finding another agent for you.",
+                    ));
                 },
             );
         }

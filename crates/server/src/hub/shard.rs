@@ -386,12 +386,15 @@ impl Shard {
                     self.stop_typing(&t.conversation_id, &user.id);
                 }
             }
-            // The pool's and the connection's; the hub never routes them here.
+            // The pool's, the feeds' and the connection's; the hub never routes them here.
             ClientMessage::ConversationOpen(_)
             | ClientMessage::ConversationClose(_)
             | ClientMessage::AgentStatus(_)
             | ClientMessage::Ping(_)
-            | ClientMessage::SessionRefresh(_) => {}
+            | ClientMessage::SessionRefresh(_)
+            | ClientMessage::TopicSubscribe(_)
+            | ClientMessage::TopicUnsubscribe(_)
+            | ClientMessage::NotificationRead(_) => {}
         }
     }
 

@@ -218,10 +218,17 @@ async fn after_the_grace_period_an_absent_agents_conversations_go_to_the_front_o
     assert_eq!(waiting.expect("conversation.queued").await["data"]["position"], 1);
     agent.disconnect();
     assert_eq!(first.expect("presence").await["data"]["status"], "offline");
-    let notice = first.expect("notification").await;
-    assert_eq!(notice["data"]["kind"], "conversation.requeued");
     assert_eq!(first.expect("conversation.queued").await["data"]["position"], 1, "it waited longest");
     assert_eq!(waiting.expect("conversation.queued").await["data"]["position"], 2);
+    // The customer is told why, by a notification that is stored (its next
+    // connection gets it as unread) before it is delivered.
+    let notice = first.expect("notification").await;
+    assert_eq!(notice["data"]["kind"], "conversation.requeued");
+    assert_eq!(notice["data"]["seq"], 1);
+    let mut phone = world.try_connect("c1", Role::Customer).await.expect("connected");
+    let ready = phone.expect("session.ready").await;
+    assert_eq!(ready["data"]["notifications"], serde_json::json!({"unread": 1, "lastSeq": 1}));
+    assert_eq!(phone.expect("notification").await["data"]["id"], notice["data"]["id"]);
 }
 
 // ----- §3 presence, typing, receipts, permissions ------------------------------

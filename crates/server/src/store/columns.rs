@@ -3,11 +3,11 @@
 //! only says how to read one column ([`Columns`]).
 
 use petchat_protocol::{
-    ClientMessageId, ConversationId, ConversationStatus, LastSeq, MessageId, MessageText, OrderId, Participant, PetId,
-    Role, Seq, Timestamp, Topic, User, UserId,
+    ClientMessageId, ConversationId, ConversationStatus, EventName, LastSeq, MessageId, MessageText, OrderId,
+    Participant, PetId, Role, Seq, Timestamp, Topic, User, UserId,
 };
 
-use super::{AgentRecord, ConversationRecord, MessageRecord, ReceiptKind, ReceiptRecord, StoreError};
+use super::{AgentRecord, ConversationRecord, FeedItem, MessageRecord, ReceiptKind, ReceiptRecord, StoreError};
 
 /// The columns of a conversation row, in the order both schemas name them.
 pub(super) const CONVERSATION_COLUMNS: &str = "id, customer_id, customer_name, agent_id, agent_name, status, \
@@ -126,6 +126,25 @@ pub(super) fn status(name: &str) -> Result<ConversationStatus, StoreError> {
         "closed" => Ok(ConversationStatus::Closed),
         other => Err(StoreError::Corrupt(format!("conversation status {other:?}"))),
     }
+}
+
+/// The columns of a feed item row.
+pub(super) const FEED_ITEM_COLUMNS: &str = "seq, id, name, body, at";
+
+/// A feed item row ([`FEED_ITEM_COLUMNS`]).
+pub(super) fn feed_item(row: &impl Columns) -> Result<FeedItem, StoreError> {
+    Ok(FeedItem {
+        seq: seq(row.int("seq")?)?,
+        id: row.text("id")?,
+        name: EventName::new(row.text("name")?).map_err(corrupt("feed item name"))?,
+        body: row.text("body")?,
+        at: time(row.int("at")?)?,
+    })
+}
+
+/// A stored last or read seq.
+pub(super) fn last_seq(n: i64) -> Result<LastSeq, StoreError> {
+    LastSeq::new(n.max(0) as u64).map_err(corrupt("last seq"))
 }
 
 /// A stored seq.

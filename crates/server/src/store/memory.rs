@@ -3,15 +3,18 @@
 //! shared agent pool's round and its rules), for the hub's deterministic
 //! tests: it answers at once, on the caller's task.
 
+mod feeds;
 mod pool;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use petchat_protocol::{ClientMessageId, ConversationId, ConversationStatus, LastSeq, Seq, User, UserId};
+use petchat_protocol::{ClientMessageId, ConversationId, ConversationStatus, LastSeq, Seq, Timestamp, User, UserId};
 
-use super::{Applied, ConversationRecord, MessageRecord, PoolRound, ReceiptRecord, Store, StoreError, Write};
+use super::{
+    Applied, ConversationRecord, Feed, FeedPage, MessageRecord, PoolRound, ReceiptRecord, Store, StoreError, Write,
+};
 
 /// Conversations, messages, receipts and agents in maps; lost when dropped.
 #[derive(Debug, Default)]
@@ -40,6 +43,8 @@ struct Data {
     agents: BTreeMap<UserId, pool::Agent>,
     /// The nodes where each agent has connections; an agent with none has no entry.
     connections: BTreeMap<UserId, BTreeSet<String>>,
+    /// Topics' events and users' notifications, by feed key.
+    feeds: BTreeMap<String, feeds::FeedState>,
 }
 
 impl MemoryStore {
@@ -157,6 +162,10 @@ impl Data {
                 self.node_gone(node, *at);
                 Applied::Done
             }
+            Write::Post { feed, item, once, retention } => {
+                self.feeds.entry(feed.key()).or_default().post(item, once.as_ref(), *retention)
+            }
+            Write::MarkRead { feed, up_to } => self.feeds.entry(feed.key()).or_default().mark_read(*up_to),
         }
     }
 
@@ -245,6 +254,16 @@ impl Store for MemoryStore {
             .collect();
         records.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(records)
+    }
+
+    async fn feed(
+        &self,
+        feed: &Feed,
+        after: LastSeq,
+        limit: usize,
+        not_before: Option<Timestamp>,
+    ) -> Result<FeedPage, StoreError> {
+        Ok(self.data().feeds.get(&feed.key()).map(|f| f.page(after, limit, not_before)).unwrap_or_default())
     }
 
     async fn lock_pool(&self) -> Result<Box<dyn PoolRound>, StoreError> {

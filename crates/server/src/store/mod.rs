@@ -27,6 +27,7 @@
 
 mod checkpoint;
 mod columns;
+mod feeds;
 mod memory;
 mod postgres;
 mod sqlite;
@@ -37,6 +38,7 @@ use petchat_protocol::{
     Participant, PetId, Role, Seq, Timestamp, Topic, User, UserId,
 };
 
+pub use feeds::{Feed, FeedItem, FeedPage, NewItem, Once, Retention};
 pub use memory::MemoryStore;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -276,6 +278,25 @@ pub enum Write {
         /// When (the agents' `offline_since`).
         at: Timestamp,
     },
+    /// Post an item to a feed with the next seq (creating the feed), then
+    /// drop what `retention` no longer keeps; with `once`, at most once per key.
+    Post {
+        /// The feed.
+        feed: Feed,
+        /// The item.
+        item: NewItem,
+        /// The idempotency key, if any.
+        once: Option<Once>,
+        /// What the feed keeps.
+        retention: Retention,
+    },
+    /// Mark a feed's items read up to `up_to` (never lowers it, never beyond the feed's last seq).
+    MarkRead {
+        /// The feed.
+        feed: Feed,
+        /// Up to which seq.
+        up_to: Seq,
+    },
 }
 
 impl Write {
@@ -310,6 +331,25 @@ pub enum Applied {
     /// A receipt: whether it moved forward.
     Receipt {
         /// False when an equal or higher receipt was already stored.
+        advanced: bool,
+    },
+    /// A post stored its item.
+    Posted(FeedItem),
+    /// A post's key was used before with the same request: nothing written;
+    /// the first post's seq and item id.
+    PostedBefore {
+        /// The first post's seq.
+        seq: Seq,
+        /// The first post's item id.
+        id: String,
+    },
+    /// A post's key was used before with another request: nothing written.
+    KeyConflict,
+    /// A feed's read mark.
+    Read {
+        /// Where it stands now.
+        read_seq: LastSeq,
+        /// Whether it moved forward.
         advanced: bool,
     },
 }
@@ -407,6 +447,16 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// Oldest first, as [`Store::member_conversations`] orders them.
     async fn user_conversations(&self, user: &UserId) -> Result<Vec<ConversationRecord>, StoreError>;
+
+    /// A feed: its last and read seqs, and its items with `seq > after`, in
+    /// order, at most `limit`, none posted before `not_before`.
+    async fn feed(
+        &self,
+        feed: &Feed,
+        after: LastSeq,
+        limit: usize,
+        not_before: Option<Timestamp>,
+    ) -> Result<FeedPage, StoreError>;
 
     /// Locks the shared agent pool for one round (several nodes): waits for the lock (bounded: StoreError::Unavailable after a timeout of a few seconds), then reads the snapshot in the same transaction.
     ///

@@ -39,14 +39,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
-use petchat_protocol::{ClientMessageId, ConversationId, LastSeq, User, UserId};
+use petchat_protocol::{ClientMessageId, ConversationId, LastSeq, Timestamp, User, UserId};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 use tracing::{debug, warn};
 
-use super::columns::{CONVERSATION_COLUMNS, Columns, MESSAGE_COLUMNS, conversation, member_column, message, receipt};
-use super::{Applied, ConversationRecord, MessageRecord, PoolRound, ReceiptRecord, Store, StoreError, Write};
+use super::columns::{
+    CONVERSATION_COLUMNS, Columns, FEED_ITEM_COLUMNS, MESSAGE_COLUMNS, conversation, feed_item, last_seq,
+    member_column, message, receipt,
+};
+use super::{
+    Applied, ConversationRecord, Feed, FeedPage, MessageRecord, PoolRound, ReceiptRecord, Store, StoreError, Write,
+};
 
 /// Conversations and messages in a PostgreSQL database that several nodes may share.
 #[derive(Debug, Clone)]
@@ -89,6 +94,7 @@ const MIGRATION_TIMEOUT: Duration = Duration::from_secs(30);
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../../migrations/postgres/0001_initial.sql")),
     (2, "agents", include_str!("../../migrations/postgres/0002_agents.sql")),
+    (3, "feeds", include_str!("../../migrations/postgres/0003_feeds.sql")),
 ];
 
 /// The open conversations, in the order SQLite gives (which sorts NULL first), ties by id.
@@ -295,6 +301,36 @@ impl Store for PostgresStore {
         let params: [&(dyn ToSql + Sync); 3] = [&conversation.as_str(), &author.as_str(), &client_message_id.as_str()];
         let rows = self.read(&sql, &params, ATTEMPT_TIMEOUT).await?;
         rows.first().map(|row| message(&Pg(row))).transpose()
+    }
+
+    async fn feed(
+        &self,
+        feed: &Feed,
+        after: LastSeq,
+        limit: usize,
+        not_before: Option<Timestamp>,
+    ) -> Result<FeedPage, StoreError> {
+        // One statement, one snapshot: the feed's row and its items.
+        let sql = format!(
+            "SELECT f.last_seq, f.read_seq, i.* FROM (SELECT 1) AS one \
+             LEFT JOIN feeds f ON f.feed = $1 \
+             LEFT JOIN LATERAL (SELECT {FEED_ITEM_COLUMNS} FROM feed_items \
+                 WHERE feed = $1 AND seq > $2 AND at >= $3 ORDER BY seq LIMIT $4) AS i ON TRUE"
+        );
+        let (key, after) = (feed.key(), after.get() as i64);
+        let (not_before, limit) =
+            (not_before.map_or(i64::MIN, Timestamp::as_unix_ms), i64::try_from(limit).unwrap_or(i64::MAX));
+        let rows = self.read(&sql, &[&key, &after, &not_before, &limit], ATTEMPT_TIMEOUT).await?;
+        let mut page = FeedPage::default();
+        for row in &rows {
+            let row = Pg(row);
+            page.last_seq = last_seq(row.optional_int("last_seq")?.unwrap_or(0))?;
+            page.read_seq = last_seq(row.optional_int("read_seq")?.unwrap_or(0))?;
+            if row.optional_int("seq")?.is_some() {
+                page.items.push(feed_item(&row)?);
+            }
+        }
+        Ok(page)
     }
 
     async fn receipts(&self, id: &ConversationId) -> Result<Vec<ReceiptRecord>, StoreError> {

@@ -9,19 +9,22 @@
 //! thread (`checkpoint.rs`). The write path is in `sqlite/batch.rs`.
 
 mod batch;
+mod feeds;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use petchat_protocol::{ClientMessageId, ConversationId, LastSeq, User, UserId};
+use petchat_protocol::{ClientMessageId, ConversationId, LastSeq, Timestamp, User, UserId};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
 use self::batch::{apply_one, one_node_only, stored_message};
 use super::checkpoint::{self, Checkpointer};
 use super::columns::{CONVERSATION_COLUMNS, Columns, MESSAGE_COLUMNS, conversation, member_column, message, receipt};
-use super::{Applied, ConversationRecord, MessageRecord, PoolRound, ReceiptRecord, Store, StoreError, Write};
+use super::{
+    Applied, ConversationRecord, Feed, FeedPage, MessageRecord, PoolRound, ReceiptRecord, Store, StoreError, Write,
+};
 
 /// Conversations and messages in one SQLite file.
 #[derive(Debug, Clone)]
@@ -38,6 +41,7 @@ pub struct SqliteStore {
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_initial.sql"),
     include_str!("../../migrations/sqlite/0002_conversations_by_agent.sql"),
+    include_str!("../../migrations/sqlite/0003_feeds.sql"),
 ];
 
 impl SqliteStore {
@@ -231,6 +235,17 @@ impl Store for SqliteStore {
             all(connection, &sql, [id.as_str()], |row| conversation(row))
         })
         .await
+    }
+
+    async fn feed(
+        &self,
+        feed: &Feed,
+        after: LastSeq,
+        limit: usize,
+        not_before: Option<Timestamp>,
+    ) -> Result<FeedPage, StoreError> {
+        let feed = feed.clone();
+        Self::on(&self.reader, move |connection| feeds::page(connection, &feed, after, limit, not_before)).await
     }
 
     async fn lock_pool(&self) -> Result<Box<dyn PoolRound>, StoreError> {

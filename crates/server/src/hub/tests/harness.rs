@@ -55,7 +55,7 @@ impl World {
         let user = User { id: UserId::new(id).expect("id"), role, name: format!("{id} name") };
         let (tx, rx) = mpsc::channel(self.limits.outbound_queue);
         let kick = Arc::new(Kick::default());
-        match self.hub.connect(user, Timestamp::MAX, ConnSink::new(tx, kick.clone())).await {
+        match self.hub.connect(user, Vec::new(), Timestamp::MAX, ConnSink::new(tx, kick.clone())).await {
             Ok(conn) => Ok(Peer { hub: self.hub.clone(), conn, rx, next_id: 0 }),
             Err((code, reason)) => Err((code.code(), reason)),
         }

@@ -12,7 +12,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
 
-use super::super::columns::{Columns, message, seq, status, status_name};
+use super::super::columns::{Columns, last_seq, message, seq, status, status_name};
+use super::super::feeds::{FeedItem, keys_not_before};
 use super::super::{Applied, MessageRecord, StoreError, Write};
 use super::{POOL_LOCK, Pg, classify, corrupt};
 
@@ -108,6 +109,24 @@ const NODE_GONE: &str = "WITH gone AS (DELETE FROM agent_connections WHERE node_
      WHERE id IN (SELECT agent_id FROM gone) \
        AND NOT EXISTS (SELECT 1 FROM agent_connections c WHERE c.agent_id = agents.id AND c.node_id <> $1)";
 
+/// Creates the feed rows a batch posts to, in key order, then locks them in
+/// that order, after the conversations: the same order in every batch.
+const CREATE_FEEDS: &str =
+    "INSERT INTO feeds (feed) SELECT f FROM unnest($1::text[]) AS f ORDER BY f ON CONFLICT DO NOTHING";
+const LOCK_FEEDS: &str = "SELECT feed FROM feeds WHERE feed = ANY($1) ORDER BY feed FOR UPDATE";
+
+/// A post (migrations/postgres/0003_feeds.sql has the function).
+const POST: &str = "SELECT out_outcome, out_seq, out_item_id \
+     FROM petchat_post($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+
+/// A read mark: raised to at most the feed's last seq, never lowered; the
+/// second column reads the statement's snapshot, from before the update.
+const MARK_READ: &str = "WITH moved AS ( \
+         UPDATE feeds SET read_seq = LEAST($1, last_seq) WHERE feed = $2 AND read_seq < LEAST($1, last_seq) \
+         RETURNING read_seq \
+     ) \
+     SELECT (SELECT read_seq FROM moved) AS moved, (SELECT read_seq FROM feeds WHERE feed = $2) AS read_seq";
+
 /// Why one attempt at a batch failed, sorted by whether to try again.
 #[derive(Debug)]
 pub(super) enum Failure {
@@ -171,6 +190,13 @@ pub(super) async fn run(
         locks.push((POOL_LOCK_SQL, vec![Box::new(POOL_LOCK)]));
     }
     locks.push((LOCK, vec![Box::new(ids)]));
+    let mut feeds: Vec<String> = batch.iter().filter_map(feed_posted_by).collect();
+    if !feeds.is_empty() {
+        feeds.sort_unstable();
+        feeds.dedup();
+        locks.push((CREATE_FEEDS, vec![Box::new(feeds.clone())]));
+        locks.push((LOCK_FEEDS, vec![Box::new(feeds)]));
+    }
 
     let kinds: Vec<&'static str> = batch.iter().map(statement_of).collect();
     let mut distinct: Vec<&'static str> = locks.iter().map(|(sql, _)| *sql).chain(kinds.iter().copied()).collect();
@@ -221,6 +247,16 @@ fn statement_of(write: &Write) -> &'static str {
         Write::AgentAvailability { .. } => AVAILABILITY,
         Write::AgentIdle { .. } => IDLE,
         Write::NodeGone { .. } => NODE_GONE,
+        Write::Post { .. } => POST,
+        Write::MarkRead { .. } => MARK_READ,
+    }
+}
+
+/// The feed a write posts to, which the batch locks before any post.
+fn feed_posted_by(write: &Write) -> Option<String> {
+    match write {
+        Write::Post { feed, .. } => Some(feed.key()),
+        _ => None,
     }
 }
 
@@ -232,7 +268,9 @@ fn conversation_locked_by(write: &Write) -> Option<&str> {
         | Write::AgentConnection { .. }
         | Write::AgentAvailability { .. }
         | Write::AgentIdle { .. }
-        | Write::NodeGone { .. } => None,
+        | Write::NodeGone { .. }
+        | Write::Post { .. }
+        | Write::MarkRead { .. } => None,
         Write::Assign { conversation, .. }
         | Write::Close { conversation, .. }
         | Write::Append { conversation, .. }
@@ -294,6 +332,20 @@ fn params_of(write: &Write) -> Vec<Param<'_>> {
         }
         Write::AgentIdle { agent, at } => vec![Box::new(agent.as_str()), Box::new(at.as_unix_ms())],
         Write::NodeGone { node, at } => vec![Box::new(node.as_str()), Box::new(at.as_unix_ms())],
+        Write::Post { feed, item, once, retention } => vec![
+            Box::new(feed.key()),
+            Box::new(item.id.as_str()),
+            Box::new(item.name.as_str()),
+            Box::new(item.body.as_str()),
+            Box::new(item.at.as_unix_ms()),
+            Box::new(once.as_ref().map(|o| o.key.as_str())),
+            Box::new(once.as_ref().map(|o| o.digest.as_str())),
+            Box::new(keys_not_before(item.at)),
+            Box::new(i64::try_from(retention.keep).unwrap_or(i64::MAX)),
+            Box::new(retention.keep_unread),
+            Box::new(retention.not_before(item.at)),
+        ],
+        Write::MarkRead { feed, up_to } => vec![Box::new(up_to.get() as i64), Box::new(feed.key())],
     }
 }
 
@@ -313,6 +365,30 @@ fn applied(write: &Write, rows: &[Row]) -> Result<Applied, StoreError> {
             }
         }
         Write::Receipt { .. } => Applied::Receipt { advanced: !rows.is_empty() },
+        Write::Post { item, .. } => {
+            let row = Pg(rows.first().ok_or_else(|| StoreError::Corrupt("a post returned no row".into()))?);
+            match row.text("out_outcome")?.as_str() {
+                "posted" => Applied::Posted(FeedItem {
+                    seq: seq(row.int("out_seq")?)?,
+                    id: item.id.clone(),
+                    name: item.name.clone(),
+                    body: item.body.clone(),
+                    at: item.at,
+                }),
+                "before" => Applied::PostedBefore { seq: seq(row.int("out_seq")?)?, id: row.text("out_item_id")? },
+                "conflict" => Applied::KeyConflict,
+                other => return Err(StoreError::Corrupt(format!("a post answered {other:?}"))),
+            }
+        }
+        Write::MarkRead { .. } => {
+            let row = Pg(rows.first().ok_or_else(|| StoreError::Corrupt("a read mark returned no row".into()))?);
+            match row.optional_int("moved")? {
+                Some(moved) => Applied::Read { read_seq: last_seq(moved)?, advanced: true },
+                None => {
+                    Applied::Read { read_seq: last_seq(row.optional_int("read_seq")?.unwrap_or(0))?, advanced: false }
+                }
+            }
+        }
         Write::Append { conversation, id, author, client_message_id, text, sent_at } => {
             let row = Pg(rows.first().ok_or_else(|| StoreError::Corrupt("an append returned no row".into()))?);
             if let Some(appended) = row.optional_int("appended")? {

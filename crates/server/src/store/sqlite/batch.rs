@@ -150,6 +150,8 @@ pub(super) fn apply_one(tx: &Transaction<'_>, write: &Write) -> Result<Applied, 
         | Write::AgentAvailability { .. }
         | Write::AgentIdle { .. }
         | Write::NodeGone { .. } => Err(one_node_only()),
+        Write::Post { feed, item, once, retention } => super::feeds::post(tx, feed, item, once.as_ref(), *retention),
+        Write::MarkRead { feed, up_to } => super::feeds::mark_read(tx, feed, *up_to),
     }
 }
 
