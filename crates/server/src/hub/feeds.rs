@@ -139,10 +139,10 @@ impl Feeds {
                 settings: settings.clone(),
                 max_replay,
                 commit_batch: commit_batch.max(1),
-                internal: internal.downgrade(),
+                internal,
+                reading: 0,
                 topics: HashMap::new(),
             };
-            drop(internal);
             tasks.push(tokio::spawn(shard.run(rx, internal_rx).in_current_span()));
             senders.push(tx);
         }
@@ -322,16 +322,17 @@ struct Shard {
     settings: Arc<TopicSettings>,
     max_replay: usize,
     commit_batch: usize,
-    /// Where reads come back (weak: the loop ends when the handles are gone
-    /// and no read is under way).
-    internal: mpsc::WeakUnboundedSender<FeedCommand>,
+    /// Where reads come back.
+    internal: mpsc::UnboundedSender<FeedCommand>,
+    /// Reads under way: the loop ends once the handles are gone and none is.
+    reading: usize,
     topics: HashMap<TopicName, TopicState>,
 }
 
 impl Shard {
     async fn run(mut self, mut rx: mpsc::Receiver<FeedCommand>, mut internal_rx: mpsc::UnboundedReceiver<FeedCommand>) {
         let mut open = true;
-        loop {
+        while open || self.reading > 0 {
             let first = tokio::select! {
                 biased;
                 Some(command) = internal_rx.recv() => command,
@@ -339,7 +340,6 @@ impl Shard {
                     Some(command) => command,
                     None => { open = false; continue; }
                 },
-                else => break,
             };
             let mut commands = vec![first];
             while commands.len() < self.commit_batch {
@@ -542,8 +542,9 @@ impl Shard {
     }
 
     /// Reads a topic for a subscription, off the loop.
-    fn load(&self, conn: ConnId, sink: ConnSink, id: Option<RequestId>, topic: TopicName, after: Option<LastSeq>) {
-        let Some(internal) = self.internal.upgrade() else { return };
+    fn load(&mut self, conn: ConnId, sink: ConnSink, id: Option<RequestId>, topic: TopicName, after: Option<LastSeq>) {
+        let internal = self.internal.clone();
+        self.reading += 1;
         let store = self.store.clone();
         // Every kept event when replaying (the newest `max_replay` are sent);
         // only the last seq otherwise.
