@@ -49,14 +49,24 @@ impl ApiKeys {
     }
 }
 
-/// An API error response.
-fn refuse(code: ApiErrorCode, message: impl Into<String>) -> Response {
-    let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, Json(ApiError::new(code, message))).into_response()
+/// A refused call: its code (which names the status) and why.
+#[derive(Debug)]
+pub(crate) struct Refusal(ApiErrorCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(ApiError::new(self.0, self.1))).into_response()
+    }
+}
+
+/// A refusal with this code and message.
+pub(crate) fn refuse(code: ApiErrorCode, message: impl Into<String>) -> Refusal {
+    Refusal(code, message.into())
 }
 
 /// Refuses a call without one of the keys.
-fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), Refusal> {
     let key = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     match key {
         Some(key) if app.api_keys.accepts(key.trim()) => Ok(()),
@@ -66,7 +76,7 @@ fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), Response> {
 }
 
 /// Reads a JSON body of at most `MAX_API_BODY_BYTES`, naming the field that is wrong.
-async fn body<T: DeserializeOwned>(body: Body) -> Result<T, Response> {
+pub(crate) async fn body<T: DeserializeOwned>(body: Body) -> Result<T, Refusal> {
     // Reading fails past the limit, or when the peer cuts the body short
     // (and then nobody reads the answer).
     let bytes: Bytes = axum::body::to_bytes(body, MAX_API_BODY_BYTES)
@@ -83,7 +93,7 @@ async fn body<T: DeserializeOwned>(body: Body) -> Result<T, Response> {
 }
 
 /// The answer to a post that failed.
-fn post_failed(e: PostError, what: &str) -> Response {
+fn post_failed(e: PostError, what: &str) -> Refusal {
     match e {
         PostError::KeyConflict => refuse(
             ApiErrorCode::IdempotencyConflict,
@@ -97,69 +107,60 @@ fn post_failed(e: PostError, what: &str) -> Response {
 }
 
 /// `POST /v1/api/publish`.
-pub(crate) async fn publish(State(app): State<AppState>, headers: HeaderMap, raw: Body) -> Response {
-    if let Err(refused) = authorize(&app, &headers) {
-        return refused;
-    }
-    let request: PublishRequest = match body(raw).await {
-        Ok(request) => request,
-        Err(refused) => return refused,
-    };
+pub(crate) async fn publish(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    raw: Body,
+) -> Result<Json<Published>, Refusal> {
+    authorize(&app, &headers)?;
+    let request: PublishRequest = body(raw).await?;
     let size = serde_json::to_string(&request.data).map_or(usize::MAX, |s| s.len());
     if size > MAX_EVENT_DATA_BYTES {
-        return refuse(
+        return Err(refuse(
             ApiErrorCode::TooLarge,
             format!("data is {size} bytes of JSON, at most {MAX_EVENT_DATA_BYTES} are allowed"),
-        );
+        ));
     }
     let topic = request.topic.clone();
-    match app.hub.feeds().publish(request).await {
-        Ok(posted) => Json(Published { topic, seq: posted.seq }).into_response(),
-        Err(e) => post_failed(e, "publishing"),
-    }
+    let posted = app.hub.feeds().publish(request).await.map_err(|e| post_failed(e, "publishing"))?;
+    Ok(Json(Published { topic, seq: posted.seq }))
 }
 
 /// `POST /v1/api/notify`.
-pub(crate) async fn notify(State(app): State<AppState>, headers: HeaderMap, raw: Body) -> Response {
-    if let Err(refused) = authorize(&app, &headers) {
-        return refused;
-    }
-    let request: NotifyRequest = match body(raw).await {
-        Ok(request) => request,
-        Err(refused) => return refused,
-    };
+pub(crate) async fn notify(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    raw: Body,
+) -> Result<Json<Notified>, Refusal> {
+    authorize(&app, &headers)?;
+    let request: NotifyRequest = body(raw).await?;
     let user_id = request.user_id.clone();
-    match app.hub.feeds().notify(request).await {
-        Ok(posted) => match NotificationId::new(posted.id) {
-            Ok(id) => Json(Notified { user_id, id, seq: posted.seq }).into_response(),
-            Err(e) => {
-                error!(error = %e, "a stored notification has no valid id");
-                refuse(ApiErrorCode::Unavailable, "the notification's id could not be read")
-            }
-        },
-        Err(e) => post_failed(e, "notifying"),
-    }
+    let posted = app.hub.feeds().notify(request).await.map_err(|e| post_failed(e, "notifying"))?;
+    let id = NotificationId::new(posted.id).map_err(|e| {
+        error!(error = %e, "a stored notification has no valid id");
+        refuse(ApiErrorCode::Unavailable, "the notification's id could not be read")
+    })?;
+    Ok(Json(Notified { user_id, id, seq: posted.seq }))
 }
 
 /// `GET /v1/api/presence/{userId}`.
-pub(crate) async fn presence(State(app): State<AppState>, headers: HeaderMap, Path(user): Path<String>) -> Response {
-    if let Err(refused) = authorize(&app, &headers) {
-        return refused;
-    }
-    let Ok(user_id) = UserId::new(user) else {
-        return refuse(ApiErrorCode::InvalidRequest, "userId must be 1 to 128 characters");
-    };
-    match app.hub.presence(&user_id).await {
-        Ok(connections) => Json(PresenceAnswer { user_id, online: connections > 0, connections }).into_response(),
-        Err(e) => {
-            error!(error = %e, "presence: redis does not answer");
-            refuse(ApiErrorCode::Unavailable, "presence is unavailable: redis does not answer")
-        }
-    }
+pub(crate) async fn presence(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+) -> Result<Json<PresenceAnswer>, Refusal> {
+    authorize(&app, &headers)?;
+    let user_id =
+        UserId::new(user).map_err(|_| refuse(ApiErrorCode::InvalidRequest, "userId must be 1 to 128 characters"))?;
+    let connections = app.hub.presence(&user_id).await.map_err(|e| {
+        error!(error = %e, "presence: redis does not answer");
+        refuse(ApiErrorCode::Unavailable, "presence is unavailable: redis does not answer")
+    })?;
+    Ok(Json(PresenceAnswer { user_id, online: connections > 0, connections }))
 }
 
 /// Anything else under `/v1/api/`.
-pub(crate) async fn not_found() -> Response {
+pub(crate) async fn not_found() -> Refusal {
     refuse(ApiErrorCode::NotFound, "no such endpoint of the server API")
 }
 

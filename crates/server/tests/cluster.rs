@@ -8,6 +8,8 @@
 //! - `cluster/node_death.rs`: a node SIGKILLed under load, its users'
 //!   presence, its agent's grace (with `cluster/member.rs`, a client that
 //!   reconnects, resumes and resends as real ones do);
+//! - `cluster/live.rs`: §11–§13 across nodes (topic events in seq order
+//!   whichever node publishes, notifications and read marks, presence);
 //! - `cluster/outages.rs`: Redis and PostgreSQL lost and back, `/readyz`,
 //!   and what a node refuses at start;
 //! - `cluster/through_nginx.rs`: the same behind nginx, no sticky sessions.
@@ -22,6 +24,8 @@ mod common;
 mod assignment;
 #[path = "cluster/chat.rs"]
 mod chat;
+#[path = "cluster/live.rs"]
+mod live;
 #[path = "cluster/member.rs"]
 mod member;
 #[path = "cluster/node_death.rs"]

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TestServer, WAIT};
+use common::TestServer;
 use petchat_protocol::Role;
 use serde_json::{Value, json};
 
@@ -18,22 +18,8 @@ async fn server() -> TestServer {
     .await
 }
 
-/// A raw HTTP/1.1 POST of `body` with an optional API key; returns (status, JSON body).
 async fn post(server: &TestServer, path: &str, key: Option<&str>, body: &str) -> (u16, Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(server.addr).await.expect("connect");
-    let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        server.addr,
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = String::new();
-    tokio::time::timeout(WAIT, stream.read_to_string(&mut response)).await.expect("in time").expect("read");
-    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    common::http_post(server, path, key, body).await
 }
 
 async fn publish(server: &TestServer, topic: &str, event: &str, n: u64) -> u64 {

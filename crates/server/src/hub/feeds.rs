@@ -12,9 +12,12 @@
 //! read reached every event this shard committed meanwhile, so an event is
 //! never missed between the replay and the live ones.
 
+mod topic;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::extract::ws::Utf8Bytes;
 use petchat_protocol::api::{NotifyRequest, PublishRequest};
 use petchat_protocol::{
     ErrorCode, EventName, LastSeq, Link, Notification, NotificationBody, NotificationId, NotificationRead,
@@ -25,14 +28,20 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, warn};
 
+use self::topic::{Next, TopicState};
 use super::frames::{frame, now};
 use super::out::{Out, count_out, error_frame};
+use super::remote::Remote;
 use crate::bus::{ConnId, ConnSink, Skip};
 use crate::config::TopicSettings;
 use crate::store::{Applied, Feed, FeedItem, FeedPage, NewItem, Once, Retention, Store, StoreError, Write};
 
 /// Read notifications a user keeps beyond its unread ones.
 const READ_NOTIFICATIONS_KEPT: usize = 100;
+
+/// How long an event waits for its predecessor before the gap is read from
+/// the store (as chat messages wait, `sequence.rs`).
+const GAP_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What a post to a feed can come to, besides success.
 #[derive(Debug, thiserror::Error)]
@@ -88,12 +97,22 @@ pub(super) enum FeedCommand {
     Unsubscribe { conn: ConnId, sink: ConnSink, id: Option<RequestId>, topic: TopicName },
     /// A connection closed: it leaves these topics.
     Gone { conn: ConnId, topics: Vec<TopicName> },
+    /// An event stored by another node.
+    RemoteEvent { topic: TopicName, seq: Seq, frame: Utf8Bytes },
+    /// An event waited for its predecessor: read the gap if it still does.
+    GapCheck { topic: TopicName },
+    /// The store's events after the last delivered one, read for a gap.
+    GapRead { topic: TopicName, page: Result<FeedPage, StoreError> },
+    /// Redis came back: read every held topic's missed events.
+    CatchUp,
 }
 
 /// The feeds' handle: which shard owns which feed.
 #[derive(Clone)]
 pub(crate) struct Feeds {
     shards: Vec<mpsc::Sender<FeedCommand>>,
+    /// Each shard's internal channel, for what other nodes publish.
+    internals: Vec<mpsc::UnboundedSender<FeedCommand>>,
     store: Arc<dyn Store>,
 }
 
@@ -113,6 +132,10 @@ impl std::fmt::Debug for FeedCommand {
             Self::Loaded { .. } => "Loaded",
             Self::Unsubscribe { .. } => "Unsubscribe",
             Self::Gone { .. } => "Gone",
+            Self::RemoteEvent { .. } => "RemoteEvent",
+            Self::GapCheck { .. } => "GapCheck",
+            Self::GapRead { .. } => "GapRead",
+            Self::CatchUp => "CatchUp",
         })
     }
 }
@@ -129,6 +152,7 @@ impl Feeds {
     ) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
         let settings = Arc::new(settings);
         let mut senders = Vec::with_capacity(shards);
+        let mut internals = Vec::with_capacity(shards);
         let mut tasks = Vec::with_capacity(shards);
         for _ in 0..shards.max(1) {
             let (tx, rx) = mpsc::channel(4 * commit_batch.max(64));
@@ -139,14 +163,16 @@ impl Feeds {
                 settings: settings.clone(),
                 max_replay,
                 commit_batch: commit_batch.max(1),
-                internal,
+                internal: internal.clone(),
                 reading: 0,
                 topics: HashMap::new(),
+                remote: out.remote.clone(),
             };
+            internals.push(internal);
             tasks.push(tokio::spawn(shard.run(rx, internal_rx).in_current_span()));
             senders.push(tx);
         }
-        (Self { shards: senders, store }, tasks)
+        (Self { shards: senders, internals, store }, tasks)
     }
 
     /// Which shard owns a feed: FNV-1a of its key, as conversations are placed.
@@ -230,6 +256,19 @@ impl Feeds {
         self.send(&feed, FeedCommand::MarkRead { user, up_to, conn, sink, id }).await;
     }
 
+    /// An event another node stored and published on the topic's channel.
+    pub(super) fn remote_event(&self, topic: TopicName, seq: Seq, frame: Utf8Bytes) {
+        let shard = self.shard_index(&Feed::Topic(topic.clone()));
+        let _ = self.internals[shard].send(FeedCommand::RemoteEvent { topic, seq, frame });
+    }
+
+    /// Redis is back: every topic held here reads what it may have missed.
+    pub(super) fn catch_up(&self) {
+        for internal in &self.internals {
+            let _ = internal.send(FeedCommand::CatchUp);
+        }
+    }
+
     /// A connection closed: its topics forget it.
     pub(super) fn gone(&self, conn: ConnId, topics: Vec<TopicName>) {
         let mut by_shard: HashMap<usize, Vec<TopicName>> = HashMap::new();
@@ -291,30 +330,6 @@ fn topic_event(topic: &TopicName, item: &FeedItem) -> Result<TopicEvent, StoreEr
     Ok(TopicEvent { topic: topic.clone(), seq: item.seq, event: item.name.clone(), data, published_at: item.at })
 }
 
-/// A connection hearing a topic.
-struct Subscriber {
-    conn: ConnId,
-    sink: ConnSink,
-}
-
-/// A topic with connections on this node, or a read for one under way.
-#[derive(Default)]
-struct TopicState {
-    /// The seq of the last event this shard committed or read.
-    last_seq: LastSeq,
-    subscribers: Vec<Subscriber>,
-    /// Connections whose subscription read is under way.
-    loading: Vec<ConnId>,
-    /// Unsubscribes that wait for their connection's read.
-    leaving: Vec<(ConnId, ConnSink, Option<RequestId>)>,
-}
-
-impl TopicState {
-    fn idle(&self) -> bool {
-        self.subscribers.is_empty() && self.loading.is_empty()
-    }
-}
-
 /// One shard: its topics' subscribers, and the writes of its feeds.
 struct Shard {
     store: Arc<dyn Store>,
@@ -327,6 +342,8 @@ struct Shard {
     /// Reads under way: the loop ends once the handles are gone and none is.
     reading: usize,
     topics: HashMap<TopicName, TopicState>,
+    /// The other nodes, in a cluster: a topic held here is heard on its channel.
+    remote: Option<Arc<Remote>>,
 }
 
 impl Shard {
@@ -434,7 +451,11 @@ impl Shard {
                     data: request.data,
                     published_at: at,
                 };
-                self.deliver_event(&request.topic, event);
+                let frame = frame(ServerMessage::TopicEvent(event), None);
+                if let Some(remote) = &self.remote {
+                    remote.event(&request.topic, item.seq, &frame);
+                }
+                self.accept(&request.topic, item.seq, frame);
                 let _ = reply.send(Ok(Posted { seq: item.seq, id: item.id }));
             }
             (FeedCommand::Notify { request, reply, .. }, Applied::Posted(item)) => {
@@ -494,27 +515,81 @@ impl Shard {
         }
     }
 
-    /// Serializes a live event once and queues it on every subscriber.
-    fn deliver_event(&mut self, topic: &TopicName, event: TopicEvent) {
+    /// A stored event for the topic's subscribers here, in seq order.
+    fn accept(&mut self, topic: &TopicName, seq: Seq, frame: Utf8Bytes) {
         let Some(state) = self.topics.get_mut(topic) else { return };
-        state.last_seq = state.last_seq.max(event.seq.into());
-        if state.subscribers.is_empty() {
-            return;
+        let next = state.accept(seq, frame);
+        self.after(topic, next);
+    }
+
+    /// Schedules a gap check when an event waits.
+    fn after(&mut self, topic: &TopicName, next: Next) {
+        let Some(state) = self.topics.get_mut(topic) else { return };
+        if next == Next::Gap && !state.gap_pending {
+            state.gap_pending = true;
+            let internal = self.internal.clone();
+            let topic = topic.clone();
+            self.reading += 1;
+            tokio::spawn(async move {
+                tokio::time::sleep(GAP_WAIT).await;
+                let _ = internal.send(FeedCommand::GapCheck { topic });
+            });
         }
-        let frame = frame(ServerMessage::TopicEvent(event), None);
-        state.subscribers.retain(|s| s.sink.deliver(&frame));
-        count_out("topic.event", state.subscribers.len());
+    }
+
+    /// Reads the store after the topic's last delivered event, off the loop.
+    fn read_gap(&mut self, topic: &TopicName) {
+        let Some(state) = self.topics.get_mut(topic) else { return };
+        state.gap_pending = true;
+        let after = state.last_seq();
+        let (store, internal, topic) = (self.store.clone(), self.internal.clone(), topic.clone());
+        let (limit, not_before) = (self.settings.topic_history.max(1), not_before(&self.settings));
+        self.reading += 1;
+        tokio::spawn(
+            async move {
+                let page = store.feed(&Feed::Topic(topic.clone()), after, limit, not_before).await;
+                let _ = internal.send(FeedCommand::GapRead { topic, page });
+            }
+            .in_current_span(),
+        );
+    }
+
+    fn gap_read(&mut self, topic: &TopicName, page: Result<FeedPage, StoreError>) {
+        let Some(state) = self.topics.get_mut(topic) else { return };
+        state.gap_pending = false;
+        let page = match page {
+            Ok(page) => page,
+            Err(e) => {
+                warn!(error = %e, %topic, "reading a topic's missed events failed; trying again");
+                let next = state.next();
+                return self.after(topic, next);
+            }
+        };
+        let first_kept = page.items.first().map(|item| item.seq.get());
+        let events = page.items.iter().filter_map(|item| Some((item.seq, event_frame(topic, item)?))).collect();
+        let next = state.fill(first_kept, events, page.last_seq);
+        self.after(topic, next);
+        self.forget_if_idle(topic);
     }
 
     fn handle(&mut self, command: FeedCommand) {
         match command {
             FeedCommand::Subscribe { conn, sink, id, topic, after } => {
-                let state = self.topics.entry(topic.clone()).or_default();
+                let state = match self.topics.entry(topic.clone()) {
+                    std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(entry) => {
+                        if let Some(remote) = &self.remote {
+                            remote.hold_topic(&topic);
+                        }
+                        entry.insert(TopicState::default())
+                    }
+                };
                 state.loading.push(conn);
                 self.load(conn, sink, id, topic, after);
             }
             FeedCommand::Loaded { conn, sink, id, topic, after, page } => {
-                self.loaded(conn, sink, id, topic, after, page)
+                self.reading -= 1;
+                self.loaded(conn, sink, id, topic, after, page);
             }
             FeedCommand::Unsubscribe { conn, sink, id, topic } => {
                 if let Some(state) = self.topics.get_mut(&topic) {
@@ -537,21 +612,50 @@ impl Shard {
                     self.forget_if_idle(&topic);
                 }
             }
+            FeedCommand::RemoteEvent { topic, seq, frame } => self.accept(&topic, seq, frame),
+            FeedCommand::GapCheck { topic } => {
+                self.reading -= 1;
+                let Some(state) = self.topics.get_mut(&topic) else { return };
+                state.gap_pending = false;
+                if state.next() == Next::Gap && state.known() {
+                    self.read_gap(&topic);
+                }
+            }
+            FeedCommand::GapRead { topic, page } => {
+                self.reading -= 1;
+                self.gap_read(&topic, page);
+            }
+            FeedCommand::CatchUp => {
+                let held: Vec<TopicName> =
+                    self.topics.iter().filter(|(_, s)| s.known() && !s.gap_pending).map(|(t, _)| t.clone()).collect();
+                for topic in held {
+                    self.read_gap(&topic);
+                }
+            }
             command => warn!(?command, "a feed write reached the read path"),
         }
     }
 
-    /// Reads a topic for a subscription, off the loop.
+    /// Reads a topic for a subscription, off the loop; in a cluster the
+    /// first read of a topic waits until Redis confirmed its channel, so
+    /// that no event published after the read is missed.
     fn load(&mut self, conn: ConnId, sink: ConnSink, id: Option<RequestId>, topic: TopicName, after: Option<LastSeq>) {
         let internal = self.internal.clone();
         self.reading += 1;
         let store = self.store.clone();
+        let heard = match (&self.remote, self.topics.get(&topic)) {
+            (Some(remote), Some(state)) if !state.known() => Some(remote.subscribed()),
+            _ => None,
+        };
         // Every kept event when replaying (the newest `max_replay` are sent);
         // only the last seq otherwise.
         let limit = if after.is_some() { self.settings.topic_history.max(1) } else { 0 };
         let not_before = not_before(&self.settings);
         tokio::spawn(
             async move {
+                if let Some(heard) = heard {
+                    heard.await;
+                }
                 let feed = Feed::Topic(topic.clone());
                 let page = store.feed(&feed, after.unwrap_or(LastSeq::NONE), limit, not_before).await;
                 let _ = internal.send(FeedCommand::Loaded { conn, sink, id, topic, after, page });
@@ -583,12 +687,15 @@ impl Shard {
                 return self.after_load(&topic, conn);
             }
         };
-        if after.is_some() && page.last_seq < state.last_seq {
-            // This shard committed events after the read's snapshot: read again.
+        // What waited for the first read follows it (to the subscribers
+        // already here; this one's replay covers it when it asked for one).
+        let next = state.learned(page.last_seq);
+        if after.is_some() && page.last_seq < state.last_seq() {
+            // Events were delivered here after the read's snapshot: read again.
+            self.after(&topic, next);
             return self.load(conn, sink, id, topic, after);
         }
-        state.last_seq = state.last_seq.max(page.last_seq);
-        let last_seq = state.last_seq;
+        let last_seq = state.last_seq();
         let (replay, recovered) = match after {
             None => (Vec::new(), true),
             Some(after) => {
@@ -605,17 +712,14 @@ impl Shard {
         let subscribed = TopicSubscribed { topic: topic.clone(), last_seq, recovered };
         sink.deliver(&frame(ServerMessage::TopicSubscribed(subscribed), id));
         for item in &replay {
-            match topic_event(&topic, item) {
-                Ok(event) => {
-                    sink.deliver(&frame(ServerMessage::TopicEvent(event), None));
-                }
-                Err(e) => warn!(error = %e, "a stored topic event is unreadable: skipped"),
+            if let Some(frame) = event_frame(&topic, item) {
+                sink.deliver(&frame);
             }
         }
         count_out("topic.event", replay.len());
         state.loading.retain(|c| *c != conn);
-        state.subscribers.retain(|s| s.conn != conn);
-        state.subscribers.push(Subscriber { conn, sink });
+        state.add(conn, sink);
+        self.after(&topic, next);
         self.after_load(&topic, conn);
     }
 
@@ -631,8 +735,22 @@ impl Shard {
     }
 
     fn forget_if_idle(&mut self, topic: &TopicName) {
-        if self.topics.get(topic).is_some_and(TopicState::idle) {
+        if self.topics.get(topic).is_some_and(|s| s.idle() && !s.gap_pending) {
             self.topics.remove(topic);
+            if let Some(remote) = &self.remote {
+                remote.drop_topic(topic);
+            }
+        }
+    }
+}
+
+/// The frame of a stored event, or none (logged) if it is unreadable.
+fn event_frame(topic: &TopicName, item: &FeedItem) -> Option<Utf8Bytes> {
+    match topic_event(topic, item) {
+        Ok(event) => Some(frame(ServerMessage::TopicEvent(event), None)),
+        Err(e) => {
+            warn!(error = %e, "a stored topic event is unreadable: skipped");
+            None
         }
     }
 }

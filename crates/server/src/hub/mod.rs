@@ -209,6 +209,7 @@ impl Hub {
                 store: store.clone(),
                 shards: peers.to_vec(),
                 pool: pool_internal.downgrade(),
+                feeds: feeds.clone(),
             };
             tokio::spawn(router.run(events).in_current_span());
         }

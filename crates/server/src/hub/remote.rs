@@ -9,10 +9,13 @@
 //! - `conv:{id}`: a conversation's traffic, for the nodes that hold it (a
 //!   shard holds a conversation while one of its members used it there);
 //! - `user:{id}`: a user's frames, for the nodes where it has a connection,
-//!   and the assignment changes its connections must hear of.
+//!   and the assignment changes its connections must hear of (notifications
+//!   and read marks among the frames);
+//! - `topic:{name}`: a topic's events, for the nodes with subscribers of it.
 //!
-//! Chat messages carry their `seq`: the receiving shard delivers them in
-//! order and fills a gap from the store ([`super::sequence`]). Assignments,
+//! Chat messages and topic events carry their `seq`: the receiving shard
+//! delivers them in order and fills a gap from the store
+//! ([`super::sequence`], `feeds/topic.rs`). Assignments,
 //! re-queueings and closes are told as facts; each node speaks of them to
 //! its own connections. A node hears its own publishes back and drops them.
 
@@ -21,11 +24,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::ws::Utf8Bytes;
-use petchat_protocol::{ConversationId, Participant, PresenceStatus, UserId};
+use petchat_protocol::{ConversationId, Participant, PresenceStatus, Seq, TopicName, UserId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use super::feeds::Feeds;
 use super::pool::PoolCommand;
 use super::shard::ShardCommand;
 use super::shard_of;
@@ -58,6 +62,8 @@ pub(super) enum What {
     Requeued { conversation: ConversationId, agent: UserId },
     /// The conversation was closed by `by` (stored); `members` hear it.
     Closed { conversation: ConversationId, by: UserId, members: Vec<UserId> },
+    /// A stored `topic.event` (the frame) with its seq.
+    Event { topic: TopicName, seq: u64 },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -106,6 +112,10 @@ fn conversation_channel(conversation: &ConversationId) -> String {
 
 fn user_channel(user: &UserId) -> String {
     format!("user:{user}")
+}
+
+fn topic_channel(topic: &TopicName) -> String {
+    format!("topic:{topic}")
 }
 
 /// This node's side of the cluster, as the hub uses it.
@@ -183,6 +193,22 @@ impl Remote {
     /// One reference less to the conversation's channel.
     pub(super) fn drop_conversation(&self, conversation: &ConversationId) {
         self.link.unsubscribe(&conversation_channel(conversation));
+    }
+
+    /// A stored topic event, for the nodes with subscribers of the topic.
+    pub(super) fn event(&self, topic: &TopicName, seq: Seq, frame: &Utf8Bytes) {
+        let what = What::Event { topic: topic.clone(), seq: seq.get() };
+        self.send(&topic_channel(topic), what, frame);
+    }
+
+    /// This node hears the topic's channel from now on (counted).
+    pub(super) fn hold_topic(&self, topic: &TopicName) {
+        self.link.subscribe(&topic_channel(topic));
+    }
+
+    /// One reference less to the topic's channel.
+    pub(super) fn drop_topic(&self, topic: &TopicName) {
+        self.link.unsubscribe(&topic_channel(topic));
     }
 
     /// This node hears the user's channel from now on (its first connection here).
@@ -263,6 +289,7 @@ pub(super) struct Router {
     pub(super) store: Arc<dyn Store>,
     pub(super) shards: Vec<mpsc::WeakUnboundedSender<ShardCommand>>,
     pub(super) pool: mpsc::WeakUnboundedSender<PoolCommand>,
+    pub(super) feeds: Feeds,
 }
 
 impl Router {
@@ -278,6 +305,7 @@ impl Router {
                     for shard in &self.shards {
                         tell(shard, ShardCommand::CatchUp);
                     }
+                    self.feeds.catch_up();
                 }
                 LinkEvent::NodeGone { node, offline_users } => {
                     warn!(%node, users = offline_users.len(), "a node is gone: its users are offline");
@@ -316,6 +344,10 @@ impl Router {
                 let skip = skip.as_ref().map_or(Skip::Nobody, Skip::User);
                 let delivered = self.bus.publish(&topic, &envelope.frame, skip);
                 metrics::counter!("petchat_cluster_frames_in_total").increment(delivered as u64);
+            }
+            What::Event { topic, seq } => {
+                let Ok(seq) = Seq::new(*seq) else { return };
+                self.feeds.remote_event(topic.clone(), seq, envelope.frame.clone());
             }
             What::Message { conversation, .. }
             | What::Assigned { conversation, .. }

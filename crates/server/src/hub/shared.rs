@@ -185,7 +185,7 @@ impl Shard {
             What::Assigned { conversation, agent, .. } => self.assigned(&conversation, agent, false),
             What::Requeued { conversation, agent } => self.requeued(&conversation, &agent, false),
             What::Closed { conversation, by, members } => self.closed_elsewhere(&conversation, by, members),
-            What::Message { .. } | What::Frame { .. } => {}
+            What::Message { .. } | What::Frame { .. } | What::Event { .. } => {}
         }
     }
 

@@ -347,6 +347,26 @@ pub async fn http_with(server: &TestServer, path: &str, headers: &[(&str, &str)]
     (status, head, response[split + 4..].to_vec())
 }
 
+/// A raw HTTP/1.1 POST of a JSON `body`, with an optional Bearer key;
+/// returns (status, the JSON body, or null when it is not JSON).
+pub async fn http_post(server: &TestServer, path: &str, bearer: Option<&str>, body: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.expect("connect");
+    let auth = bearer.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        server.addr,
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    tokio::time::timeout(WAIT, stream.read_to_string(&mut response)).await.expect("an answer in time").expect("read");
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
 /// The body of a GET, whatever the status.
 pub async fn http_get(server: &TestServer, path: &str) -> String {
     http(server, path, None).await.1
