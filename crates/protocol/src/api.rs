@@ -96,8 +96,7 @@ pub struct PresenceAnswer {
     pub connections: u64,
 }
 
-/// The answer of `GET /v1/api/stats`, across every node; also the data of the
-/// `support.stats` events of the `support:stats` topic.
+/// The answer of `GET /v1/api/stats`, across every node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
@@ -110,6 +109,44 @@ pub struct Stats {
     pub agents: AgentStats,
     /// The conversations.
     pub conversations: ConversationStats,
+}
+
+/// The data of the `support.stats` events the server publishes on the
+/// `support:stats` topic (for the agents' dashboard): [`Stats`] and the
+/// first-response time of the last hour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SupportStats {
+    /// What `/v1/api/stats` answers.
+    #[serde(flatten)]
+    pub stats: Stats,
+    /// How long customers waited for an agent's first message.
+    pub first_response: FirstResponse,
+}
+
+/// First-response time: from a conversation's opening to its agent's first
+/// message, over the conversations opened in the last hour that an agent
+/// answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct FirstResponse {
+    /// How many conversations it covers.
+    pub conversations: u64,
+    /// The median, in milliseconds (0 when it covers none).
+    pub median_ms: u64,
+    /// The 90th percentile, in milliseconds (0 when it covers none).
+    pub p90_ms: u64,
+}
+
+impl FirstResponse {
+    /// The figures of a set of waits, in milliseconds.
+    pub fn of(mut waits: Vec<u64>) -> Self {
+        waits.sort_unstable();
+        let at = |q: f64| waits.get(((waits.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0);
+        Self { conversations: waits.len() as u64, median_ms: at(0.5), p90_ms: at(0.9) }
+    }
 }
 
 /// The queue of [`Stats`].
@@ -258,5 +295,18 @@ impl ApiErrorCode {
             Self::RateLimited => "rate_limited",
             Self::Unavailable => "unavailable",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_response_figures_are_the_median_and_the_90th_percentile() {
+        assert_eq!(FirstResponse::of(Vec::new()), FirstResponse::default());
+        let figures = FirstResponse::of(vec![900, 100, 500, 300, 700, 200, 400, 600, 800, 1000, 50]);
+        assert_eq!((figures.conversations, figures.median_ms, figures.p90_ms), (11, 500, 900));
+        assert_eq!(FirstResponse::of(vec![42]).median_ms, 42);
     }
 }

@@ -14,7 +14,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use petchat_protocol::api::{
-    ApiError, ApiErrorCode, Notified, NotifyRequest, PresenceAnswer, PublishRequest, Published,
+    ApiError, ApiErrorCode, Notified, NotifyRequest, PresenceAnswer, PublishRequest, Published, Stats,
 };
 use petchat_protocol::limits::{MAX_API_BODY_BYTES, MAX_EVENT_DATA_BYTES};
 use petchat_protocol::{NotificationId, UserId};
@@ -157,6 +157,13 @@ pub(crate) async fn presence(
         refuse(ApiErrorCode::Unavailable, "presence is unavailable: redis does not answer")
     })?;
     Ok(Json(PresenceAnswer { user_id, online: connections > 0, connections }))
+}
+
+/// `GET /v1/api/stats`.
+pub(crate) async fn stats(State(app): State<AppState>, headers: HeaderMap) -> Result<Json<Stats>, Refusal> {
+    authorize(&app, &headers)?;
+    let stats = app.hub.stats().await;
+    stats.map(Json).ok_or_else(|| refuse(ApiErrorCode::Unavailable, "the stats are unavailable: retry later"))
 }
 
 /// Anything else under `/v1/api/`.

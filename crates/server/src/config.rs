@@ -88,6 +88,11 @@ pub struct TopicSettings {
     /// The longest a topic keeps an event, in milliseconds.
     #[arg(long, env = "PETCHAT_TOPIC_HISTORY_TTL_MS", default_value_t = limits::DEFAULT_TOPIC_HISTORY_TTL_MS)]
     pub topic_history_ttl_ms: u64,
+
+    /// How often the server publishes its support stats on `support:stats`
+    /// (when they changed), in milliseconds; 0 turns it off.
+    #[arg(long, env = "PETCHAT_SUPPORT_STATS_INTERVAL_MS", default_value_t = 5_000)]
+    pub support_stats_interval_ms: u64,
 }
 
 impl Default for TopicSettings {
@@ -98,6 +103,7 @@ impl Default for TopicSettings {
             agent_topics: vec![TopicPattern::new("support:*").expect("a valid pattern")],
             topic_history: limits::DEFAULT_TOPIC_HISTORY,
             topic_history_ttl_ms: limits::DEFAULT_TOPIC_HISTORY_TTL_MS,
+            support_stats_interval_ms: 5_000,
         }
     }
 }

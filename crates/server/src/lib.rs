@@ -154,6 +154,11 @@ pub async fn run(
         .await?;
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
+    hub::dashboard::spawn(
+        hub.clone(),
+        std::time::Duration::from_millis(config.topics.support_stats_interval_ms),
+        stop.clone(),
+    );
     let state = AppState(Arc::new(Shared {
         hub,
         keys: Keys::new(secret.as_bytes()).with_leeway_ms(config.limits.token_leeway_ms),
@@ -180,6 +185,7 @@ pub async fn run(
         .route("/v1/api/publish", post(api::publish))
         .route("/v1/api/notify", post(api::notify))
         .route("/v1/api/presence/{user}", get(api::presence))
+        .route("/v1/api/stats", get(api::stats))
         .route("/v1/api/{*rest}", any(api::not_found))
         .route("/dev/token", get(http::dev_token))
         .route("/", get(http::page))

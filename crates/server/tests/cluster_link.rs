@@ -457,3 +457,37 @@ async fn connect_fails_promptly_when_redis_is_unreachable() {
         Err(ClusterError::Url(_))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_summed_over_live_nodes_and_a_user_counts_on_every_node() {
+    let redis = RedisServer::start();
+    let (a, _a_events) = link(&redis, "a").await;
+    let (b, _b_events) = link(&redis, "b").await;
+    for (link, user) in [(&a, "u1"), (&a, "u2"), (&b, "u1")] {
+        link.attach(user, 10).await.expect("attach");
+    }
+    assert_eq!(a.connections_total().await.expect("total"), 3);
+    assert_eq!(b.connections_of("u1").await.expect("count"), 2);
+    assert_eq!(b.connections_of("nobody").await.expect("count"), 0);
+    b.detach("u1").await.expect("detach");
+    assert_eq!(a.connections_total().await.expect("total"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_is_held_by_one_node_until_it_stops_renewing() {
+    let redis = RedisServer::start();
+    let (a, _a_events) = link(&redis, "a").await;
+    let (b, _b_events) = link(&redis, "b").await;
+    let hold = Duration::from_millis(300);
+    assert!(a.lease("chore", hold).await.expect("lease"));
+    assert!(!b.lease("chore", hold).await.expect("lease"), "a holds it");
+    assert!(a.lease("chore", hold).await.expect("lease"), "the holder renews");
+    assert!(b.lease("other", hold).await.expect("lease"), "another lease is another lease");
+    // a stops renewing: b takes over once the hold has run out.
+    let deadline = Instant::now() + WAIT;
+    while !b.lease("chore", hold).await.expect("lease") {
+        assert!(Instant::now() < deadline, "b never took the lease over");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!a.lease("chore", hold).await.expect("lease"), "b holds it now");
+}

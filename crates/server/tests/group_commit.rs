@@ -85,6 +85,9 @@ impl Store for GatedStore {
     ) -> Result<petchat_server::store::FeedPage, StoreError> {
         self.inner.feed(feed, after, limit, not_before).await
     }
+    async fn first_responses(&self, since: petchat_protocol::Timestamp) -> Result<Vec<u64>, StoreError> {
+        self.inner.first_responses(since).await
+    }
     async fn lock_pool(&self) -> Result<Box<dyn PoolRound>, StoreError> {
         self.inner.lock_pool().await
     }

@@ -227,3 +227,52 @@ async fn presence_counts_a_users_connections_and_a_stranger_is_offline() {
     );
     assert_eq!(common::http(&server, "/v1/api/presence/cust-1", None).await.0, 401);
 }
+
+#[tokio::test]
+async fn stats_count_the_queue_the_agents_and_the_open_conversations_and_feed_the_dashboard_topic() {
+    let server = TestServer::start_with(|config| {
+        config.api_keys = vec![KEY.into()];
+        config.limits.max_conversations_per_agent = 1;
+        config.topics.support_stats_interval_ms = 50;
+    })
+    .await;
+    let (_customer, mut agent, conversation) = server.pair("cust-1", "agent-1").await;
+    let mut waiting = server.connect("cust-2", Role::Customer).await;
+    waiting.send(json!({"type": "conversation.open", "data": {}})).await;
+    waiting.recv_until("conversation.queued").await;
+    agent.send(common::chat(&conversation, "Hello, how can I help?")).await;
+    agent.recv_until("chat.ack").await;
+
+    let (status, body) = common::http(&server, "/v1/api/stats", Some(KEY)).await;
+    assert_eq!(status, 200, "{body}");
+    let stats: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(stats["connections"], 3);
+    assert_eq!(stats["queue"]["length"], 1);
+    assert!(stats["queue"]["oldestWaitMs"].as_u64().is_some(), "{stats}");
+    assert_eq!(stats["agents"], json!({"available": 0, "busy": 1}), "the agent is at its cap of 1");
+    assert_eq!(stats["conversations"], json!({"open": 2}));
+    assert_eq!(common::http(&server, "/v1/api/stats", None).await.0, 401);
+
+    // The dashboard's topic, replayed from its first event: the latest one
+    // has the same figures and the first response of the answered conversation.
+    let mut dashboard = server.connect("agent-2", Role::Agent).await;
+    let latest = loop {
+        dashboard.send(subscribe("support:stats", Some(0))).await;
+        let subscribed = dashboard.recv_type("topic.subscribed").await;
+        let count = subscribed["data"]["lastSeq"].as_u64().expect("a seq");
+        let mut events = Vec::new();
+        for _ in 0..count.min(100) {
+            events.push(dashboard.recv_type("topic.event").await);
+        }
+        dashboard.send(json!({"type": "topic.unsubscribe", "data": {"topic": "support:stats"}})).await;
+        dashboard.recv_type("topic.unsubscribed").await;
+        match events.pop() {
+            Some(event) if event["data"]["data"]["firstResponse"]["conversations"] == 1 => break event,
+            _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    };
+    assert_eq!(latest["data"]["event"], "support.stats");
+    let data = &latest["data"]["data"];
+    assert_eq!((data["queue"]["length"].clone(), data["conversations"]["open"].clone()), (json!(1), json!(2)));
+    assert!(data["firstResponse"]["medianMs"].as_u64().is_some(), "{data}");
+}

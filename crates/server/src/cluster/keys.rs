@@ -49,6 +49,11 @@ impl Keys {
         format!("{}ch:", self.prefix)
     }
 
+    /// A lease one node holds at a time ([`crate::cluster::RedisLink::lease`]).
+    pub(super) fn lease(&self, name: &str) -> String {
+        format!("{}lease:{name}", self.prefix)
+    }
+
     /// The channel on which a leaving node wakes the others up to reap it.
     pub(super) fn wake_channel(&self) -> String {
         format!("{}node-left", self.prefix)

@@ -30,6 +30,8 @@ use super::{ClusterError, LinkEvent, NodeId, RedisLink, within};
 static ATTACH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/attach.lua")));
 static DETACH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/detach.lua")));
 static RECOUNT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/recount.lua")));
+static CONNECTIONS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/connections.lua")));
+static LEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/lease.lua")));
 
 /// What `attach` decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +74,30 @@ impl RedisLink {
     pub async fn online(&self, users: &[&str]) -> Result<Vec<bool>, ClusterError> {
         self.check_open()?;
         Ok(self.inner.presence.totals(users).await?.into_iter().map(|total| total > 0).collect())
+    }
+
+    /// Every connection on every registered node.
+    pub async fn connections_total(&self) -> Result<u64, ClusterError> {
+        self.check_open()?;
+        let presence = &self.inner.presence;
+        let mut invocation = CONNECTIONS.prepare_invoke();
+        invocation.key(presence.keys.nodes()).arg(presence.keys.node_counts_prefix());
+        let mut conn = presence.conn.clone();
+        let total: i64 = within(presence.timeout, invocation.invoke_async(&mut conn)).await?;
+        Ok(total.max(0) as u64)
+    }
+
+    /// Takes or renews the lease `name` for `hold`: true while this node
+    /// holds it (one node at a time does a cluster-wide chore; another takes
+    /// over once a holder stops renewing).
+    pub async fn lease(&self, name: &str, hold: Duration) -> Result<bool, ClusterError> {
+        self.check_open()?;
+        let presence = &self.inner.presence;
+        let mut invocation = LEASE.prepare_invoke();
+        invocation.key(presence.keys.lease(name)).arg(presence.node.as_str()).arg(hold.as_millis() as u64);
+        let mut conn = presence.conn.clone();
+        let held: i64 = within(presence.timeout, invocation.invoke_async(&mut conn)).await?;
+        Ok(held == 1)
     }
 
     /// How many connections the user has across every node.

@@ -25,6 +25,7 @@ mod access;
 mod batch;
 mod chat;
 mod conversations;
+pub(crate) mod dashboard;
 pub(crate) mod feeds;
 pub(crate) mod frames;
 mod out;
@@ -47,6 +48,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use std::collections::BTreeSet;
 
+use petchat_protocol::api::{FirstResponse, Stats, SupportStats};
 use petchat_protocol::limits::MAX_TOPICS_PER_CONNECTION;
 use petchat_protocol::{
     ClientMessage, CloseCode, ConversationId, ErrorCode, NotificationsState, PresenceStatus, RequestId, ServerMessage,
@@ -448,6 +450,46 @@ impl Hub {
     /// Topics and notifications, for the server API.
     pub(crate) fn feeds(&self) -> &Feeds {
         &self.0.feeds
+    }
+
+    /// `/v1/api/stats`: the connections, the queue, the agents and the open
+    /// conversations, across every node; `None` when the pool or Redis
+    /// does not answer.
+    pub(crate) async fn stats(&self) -> Option<Stats> {
+        let hub = &self.0;
+        let (reply, answer) = pool::StatsReply::new();
+        hub.pool.send(PoolCommand::Stats { reply }).await.ok()?;
+        let connections = async {
+            match &hub.remote {
+                Some(remote) => remote.link().connections_total().await.map_err(|e| {
+                    tracing::warn!(error = %e, "stats: counting connections in redis failed");
+                }),
+                None => Ok(hub.registry.total() as u64),
+            }
+        };
+        let (pool, connections) = tokio::join!(answer, connections);
+        let (pool, connections) = (pool.ok()?, connections.ok()?);
+        Some(Stats { connections, queue: pool.queue, agents: pool.agents, conversations: pool.conversations })
+    }
+
+    /// The data of a `support.stats` event: [`Hub::stats`] and the first
+    /// responses of the conversations opened in the last hour.
+    pub(crate) async fn support_stats(&self) -> Option<SupportStats> {
+        let since = Timestamp::from_unix_ms(frames::now().as_unix_ms() - 3_600_000)?;
+        let (stats, waits) = tokio::join!(self.stats(), self.0.store.first_responses(since));
+        let waits = waits.map_err(|e| tracing::warn!(error = %e, "stats: reading first responses failed")).ok()?;
+        Some(SupportStats { stats: stats?, first_response: FirstResponse::of(waits) })
+    }
+
+    /// Whether this node holds the cluster-wide lease `name` (always on one node).
+    pub(crate) async fn holds_lease(&self, name: &str, hold: std::time::Duration) -> bool {
+        match &self.0.remote {
+            Some(remote) => remote.link().lease(name, hold).await.unwrap_or_else(|e| {
+                tracing::debug!(error = %e, name, "taking a lease failed");
+                false
+            }),
+            None => true,
+        }
     }
 
     /// Whether a user has connections, and how many: on every node in a

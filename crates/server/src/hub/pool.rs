@@ -7,6 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
+use petchat_protocol::api::{AgentStats, ConversationStats, QueueStats};
 use petchat_protocol::{
     AgentStatus, ClientMessage, ConversationId, ConversationStatus, ErrorCode, LastSeq, OpenConversation, Participant,
     PresenceStatus, Queued, RequestId, Role, ServerMessage, User, UserId,
@@ -47,6 +48,34 @@ pub(super) enum PoolCommand {
     NodeGone { node: String },
     /// Several nodes: re-queue the conversations of agents whose grace period is over.
     Sweep,
+    /// `/v1/api/stats`: the queue, the agents and the open conversations now.
+    Stats { reply: StatsReply },
+}
+
+/// Where the pool's [`PoolStats`] go (cloneable, as commands are; the first send wins).
+#[derive(Debug, Clone)]
+pub(super) struct StatsReply(Arc<std::sync::Mutex<Option<oneshot::Sender<PoolStats>>>>);
+
+impl StatsReply {
+    /// A reply and where it arrives.
+    pub(super) fn new() -> (Self, oneshot::Receiver<PoolStats>) {
+        let (tx, rx) = oneshot::channel();
+        (Self(Arc::new(std::sync::Mutex::new(Some(tx)))), rx)
+    }
+
+    fn send(&self, stats: PoolStats) {
+        if let Some(tx) = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            let _ = tx.send(stats);
+        }
+    }
+}
+
+/// The pool's part of `/v1/api/stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct PoolStats {
+    pub(super) queue: QueueStats,
+    pub(super) agents: AgentStats,
+    pub(super) conversations: ConversationStats,
 }
 
 /// What the pool starts from.
@@ -193,6 +222,7 @@ impl Pool {
             PoolCommand::GraceExpired { agent, generation } => self.grace_expired(&agent, generation, batch),
             PoolCommand::NodeGone { node } => self.node_gone(node, batch),
             PoolCommand::Sweep => self.sweep(batch),
+            PoolCommand::Stats { reply } => reply.send(self.stats()),
             PoolCommand::Position { conn, conversation } => {
                 if let Some(position) = self.queue_position(&conversation) {
                     let queued = Queued { conversation_id: conversation, position };
@@ -356,6 +386,25 @@ impl Pool {
         }
         self.serve_queue(batch);
         self.announce_queue_positions(batch);
+    }
+
+    /// The queue, the agents and the open conversations, as the pool holds them now.
+    fn stats(&self) -> PoolStats {
+        let now_ms = now().as_unix_ms();
+        let oldest = self.queue.front().and_then(|id| self.open.get(id)).and_then(|rec| rec.queued_at);
+        let oldest_wait_ms = oldest.map_or(0, |at| (now_ms - at.as_unix_ms()).max(0) as u64);
+        let max = self.max_conversations();
+        let online = self.agents.values().filter(|agent| agent.online);
+        let (mut available, mut busy) = (0, 0);
+        for agent in online {
+            available += u64::from(agent.available && agent.active.len() < max);
+            busy += u64::from(!agent.active.is_empty());
+        }
+        PoolStats {
+            queue: QueueStats { length: self.queue.len() as u64, oldest_wait_ms },
+            agents: AgentStats { available, busy },
+            conversations: ConversationStats { open: self.open.len() as u64 },
+        }
     }
 
     // ----- requests ---------------------------------------------------------

@@ -150,6 +150,11 @@ impl Registry {
         self.inner().users.get(user).is_some_and(|c| !c.attached.is_empty())
     }
 
+    /// This node's connections (connecting ones included).
+    pub(super) fn total(&self) -> usize {
+        self.inner().total
+    }
+
     /// One frame to one connection.
     pub(super) fn send_to(&self, conn: ConnId, frame: &Utf8Bytes) {
         self.bus.send_to(conn, frame);

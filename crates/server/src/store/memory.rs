@@ -266,6 +266,17 @@ impl Store for MemoryStore {
         Ok(self.data().feeds.get(&feed.key()).map(|f| f.page(after, limit, not_before)).unwrap_or_default())
     }
 
+    async fn first_responses(&self, since: Timestamp) -> Result<Vec<u64>, StoreError> {
+        let data = self.data();
+        let waits = data.conversations.values().filter(|rec| rec.created_at >= since).filter_map(|rec| {
+            let messages = data.messages.get(&rec.id)?;
+            let first =
+                messages.iter().filter(|m| m.author.role == petchat_protocol::Role::Agent).map(|m| m.sent_at).min()?;
+            Some((first.as_unix_ms() - rec.created_at.as_unix_ms()).max(0) as u64)
+        });
+        Ok(waits.collect())
+    }
+
     async fn lock_pool(&self) -> Result<Box<dyn PoolRound>, StoreError> {
         pool::lock(&self.shared, &self.pool).await
     }

@@ -458,6 +458,11 @@ pub trait Store: Send + Sync + 'static {
         not_before: Option<Timestamp>,
     ) -> Result<FeedPage, StoreError>;
 
+    /// For each conversation opened at or after `since` that an agent has
+    /// answered: how long, in ms, from its opening to the agent's first
+    /// message (the dashboard's first-response time), in no particular order.
+    async fn first_responses(&self, since: Timestamp) -> Result<Vec<u64>, StoreError>;
+
     /// Locks the shared agent pool for one round (several nodes): waits for the lock (bounded: StoreError::Unavailable after a timeout of a few seconds), then reads the snapshot in the same transaction.
     ///
     /// SQLite serves one node only and refuses it ([`StoreError::Refused`]).

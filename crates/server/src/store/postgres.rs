@@ -333,6 +333,12 @@ impl Store for PostgresStore {
         Ok(page)
     }
 
+    async fn first_responses(&self, since: Timestamp) -> Result<Vec<u64>, StoreError> {
+        let sql = "SELECT MIN(m.sent_at) - c.created_at AS wait FROM conversations c JOIN messages m ON m.conversation_id = c.id AND m.author_role = 'agent' WHERE c.created_at >= $1 GROUP BY c.id, c.created_at";
+        let rows = self.read(sql, &[&since.as_unix_ms()], ATTEMPT_TIMEOUT).await?;
+        rows.iter().map(|row| Ok(Pg(row).int("wait")?.max(0) as u64)).collect()
+    }
+
     async fn receipts(&self, id: &ConversationId) -> Result<Vec<ReceiptRecord>, StoreError> {
         // Byte order, as SQLite sorts, whatever the database's collation.
         let sql = "SELECT user_id, kind, up_to_seq, at FROM receipts WHERE conversation_id = $1 \

@@ -248,6 +248,14 @@ impl Store for SqliteStore {
         Self::on(&self.reader, move |connection| feeds::page(connection, &feed, after, limit, not_before)).await
     }
 
+    async fn first_responses(&self, since: Timestamp) -> Result<Vec<u64>, StoreError> {
+        Self::on(&self.reader, move |connection| {
+            let sql = "SELECT MIN(m.sent_at) - c.created_at AS wait FROM conversations c JOIN messages m ON m.conversation_id = c.id AND m.author_role = 'agent' WHERE c.created_at >= ? GROUP BY c.id, c.created_at";
+            all(connection, sql, [since.as_unix_ms()], |row| Ok(row.get::<_, i64>("wait")?.max(0) as u64))
+        })
+        .await
+    }
+
     async fn lock_pool(&self) -> Result<Box<dyn PoolRound>, StoreError> {
         Err(one_node_only())
     }

@@ -89,3 +89,23 @@ async fn a_notification_and_its_read_mark_reach_the_users_connections_on_every_n
     let presence: Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(presence, json!({"userId": "cust-1", "online": true, "connections": 2}), "SPEC §13: across nodes");
 }
+
+/// An agent on n1 at its cap of one, its customer on n2, a second customer
+/// queued on n3: every node's `/v1/api/stats` counts all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_the_whole_cluster_on_every_node() {
+    let cluster = Cluster::of(3).flag("--api-keys", KEY).flag("--max-conversations-per-agent", 1).start().await;
+    let _pair = cluster.pair(2, "cust-1", 1, "agent-1").await;
+    let mut waiting = cluster.node(3).connect("cust-2", Role::Customer).await;
+    waiting.send(json!({"type": "conversation.open", "data": {}}));
+    waiting.recv_until("conversation.queued").await;
+    for n in 1..=3 {
+        let (status, body) = http(&TestServer::at(cluster.node(n).addr), "/v1/api/stats", Some(KEY)).await;
+        assert_eq!(status, 200, "{body}");
+        let stats: Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(stats["connections"], 3, "SPEC §13: n{n} counts the connections of every node: {stats}");
+        assert_eq!(stats["queue"]["length"], 1, "n{n}: {stats}");
+        assert_eq!(stats["agents"], json!({"available": 0, "busy": 1}), "n{n}: {stats}");
+        assert_eq!(stats["conversations"], json!({"open": 2}), "n{n}: {stats}");
+    }
+}
