@@ -221,6 +221,11 @@ pub struct Limits {
     #[arg(long, env = "PETCHAT_COMMIT_BATCH", default_value_t = 256)]
     pub commit_batch: usize,
 
+    /// An SSE stream sends a comment after this long without an event, so
+    /// that proxies never see it silent for 15 s (SPEC §14).
+    #[arg(long, env = "PETCHAT_SSE_KEEPALIVE_MS", default_value_t = limits::SSE_KEEPALIVE_MS)]
+    pub sse_keepalive_ms: u64,
+
     /// Hub shards: conversations are partitioned across this many tasks, each
     /// with its own group commit; 0 means one per core.
     #[arg(long, env = "PETCHAT_HUB_SHARDS", default_value_t = 0)]
@@ -236,6 +241,11 @@ impl Limits {
             n => n,
         };
         shards.clamp(1, MAX_HUB_SHARDS)
+    }
+
+    /// The SSE keep-alive interval.
+    pub fn sse_keepalive(&self) -> Duration {
+        Duration::from_millis(self.sse_keepalive_ms.max(1))
     }
 
     /// The heartbeat interval.

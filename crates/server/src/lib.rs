@@ -15,6 +15,7 @@ mod gate;
 mod http;
 pub mod hub;
 mod listen;
+mod sse;
 pub mod store;
 mod telemetry;
 mod token_clock;
@@ -96,6 +97,8 @@ pub(crate) struct Shared {
     history_gate: gate::Gate,
     /// The server API's keys.
     api_keys: api::ApiKeys,
+    /// SSE tickets, kept until used or expired.
+    tickets: sse::tickets::Tickets,
 }
 
 impl Deref for AppState {
@@ -173,6 +176,7 @@ pub async fn run(
         dev: config.dev,
         history_gate: gate::Gate::new(config.limits.max_history_requests, config.limits.max_history_requests_per_user),
         api_keys: api::ApiKeys::new(&config.api_keys),
+        tickets: sse::tickets::Tickets::new(node_link.clone()),
     }));
     let app = Router::new()
         .route(petchat_protocol::handshake::PATH, get(ws::upgrade))
@@ -187,6 +191,8 @@ pub async fn run(
         .route("/v1/api/presence/{user}", get(api::presence))
         .route("/v1/api/stats", get(api::stats))
         .route("/v1/api/{*rest}", any(api::not_found))
+        .route("/v1/sse", get(sse::stream))
+        .route("/v1/sse/tickets", post(sse::ticket))
         .route("/dev/token", get(http::dev_token))
         .route("/", get(http::page))
         .route("/agent", get(http::page))

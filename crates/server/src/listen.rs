@@ -101,6 +101,19 @@ pub(crate) async fn serve(
     }
 }
 
+/// A connection's place among those in their HTTP phase, in every request's
+/// extensions: a long-lived response (an SSE stream) gives it back, as an
+/// upgraded WebSocket does, since the hub's connection caps count it instead.
+#[derive(Clone)]
+pub(crate) struct HandshakeSlot(Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>>);
+
+impl HandshakeSlot {
+    /// Gives the slot back now.
+    pub(crate) fn release(&self) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+    }
+}
+
 /// Serves one connection's HTTP phase: requests until it closes or upgrades.
 async fn connection(
     tcp: TcpStream,
@@ -113,6 +126,12 @@ async fn connection(
     let io = TokioIo::new(WriteDeadline::new(tcp, settings.write_timeout));
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(settings.handshake_timeout);
+    let slot = HandshakeSlot(Arc::new(std::sync::Mutex::new(Some(slot))));
+    let request_slot = slot.clone();
+    let app = tower::ServiceExt::map_request(app, move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(request_slot.clone());
+        request
+    });
     let conn = builder.serve_connection(io, TowerToHyperService::new(app)).with_upgrades();
     let mut conn = std::pin::pin!(conn);
     let result = tokio::select! {
@@ -131,7 +150,7 @@ async fn connection(
         debug!(error = %e, "HTTP connection ended");
     }
     metrics::gauge!("petchat_http_connections").decrement(1.0);
-    drop(slot);
+    slot.release();
 }
 
 /// Accept errors that concern one connection only, not the listener.

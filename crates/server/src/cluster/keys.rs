@@ -54,6 +54,11 @@ impl Keys {
         format!("{}lease:{name}", self.prefix)
     }
 
+    /// An SSE ticket ([`crate::cluster::RedisLink::put_ticket`]).
+    pub(super) fn ticket(&self, id: &str) -> String {
+        format!("{}ticket:{id}", self.prefix)
+    }
+
     /// The channel on which a leaving node wakes the others up to reap it.
     pub(super) fn wake_channel(&self) -> String {
         format!("{}node-left", self.prefix)

@@ -49,6 +49,7 @@
 
 mod fanout;
 mod keys;
+mod kv;
 mod nodes;
 mod presence;
 

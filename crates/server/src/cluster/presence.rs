@@ -31,7 +31,6 @@ static ATTACH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua
 static DETACH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/detach.lua")));
 static RECOUNT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/recount.lua")));
 static CONNECTIONS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/connections.lua")));
-static LEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/lease.lua")));
 
 /// What `attach` decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,19 +86,6 @@ impl RedisLink {
         Ok(total.max(0) as u64)
     }
 
-    /// Takes or renews the lease `name` for `hold`: true while this node
-    /// holds it (one node at a time does a cluster-wide chore; another takes
-    /// over once a holder stops renewing).
-    pub async fn lease(&self, name: &str, hold: Duration) -> Result<bool, ClusterError> {
-        self.check_open()?;
-        let presence = &self.inner.presence;
-        let mut invocation = LEASE.prepare_invoke();
-        invocation.key(presence.keys.lease(name)).arg(presence.node.as_str()).arg(hold.as_millis() as u64);
-        let mut conn = presence.conn.clone();
-        let held: i64 = within(presence.timeout, invocation.invoke_async(&mut conn)).await?;
-        Ok(held == 1)
-    }
-
     /// How many connections the user has across every node.
     pub async fn connections_of(&self, user: &str) -> Result<u64, ClusterError> {
         self.check_open()?;
@@ -110,13 +96,13 @@ impl RedisLink {
 /// This node's side of presence, shared by the handle and the heartbeat task.
 pub(super) struct Presence {
     /// The command connection.
-    conn: ConnectionManager,
+    pub(super) conn: ConnectionManager,
     /// Key names.
-    keys: Keys,
+    pub(super) keys: Keys,
     /// Who counts.
-    node: NodeId,
+    pub(super) node: NodeId,
     /// How long one command may take.
-    timeout: Duration,
+    pub(super) timeout: Duration,
     /// Attach and detach share it; a recount takes it alone, so that it writes
     /// a record no script in flight is about to change.
     gate: RwLock<()>,

@@ -280,8 +280,9 @@ impl Feeds {
         }
     }
 
-    /// The user's notifications for a new connection: where they stand and
-    /// the unread ones after `after` (oldest first, at most `limit`).
+    /// The user's notifications for a new connection: where they stand and,
+    /// oldest first, at most `limit` of them: those after `after`, or the
+    /// unread ones.
     pub(super) async fn unread(
         &self,
         user: &UserId,
@@ -290,7 +291,7 @@ impl Feeds {
     ) -> Result<FeedPage, StoreError> {
         let feed = Feed::User(user.clone());
         let state = self.store.feed(&feed, LastSeq::NONE, 0, None).await?;
-        let from = after.unwrap_or(state.read_seq).max(state.read_seq);
+        let from = after.unwrap_or(state.read_seq);
         let mut page = self.store.feed(&feed, from, limit, None).await?;
         page.read_seq = page.read_seq.max(state.read_seq);
         Ok(page)

@@ -51,8 +51,8 @@ use std::collections::BTreeSet;
 use petchat_protocol::api::{FirstResponse, Stats, SupportStats};
 use petchat_protocol::limits::MAX_TOPICS_PER_CONNECTION;
 use petchat_protocol::{
-    ClientMessage, CloseCode, ConversationId, ErrorCode, NotificationsState, PresenceStatus, RequestId, ServerMessage,
-    SubscribeTopic, Timestamp, TopicName, TopicPattern, User, UserId,
+    ClientMessage, CloseCode, ConversationId, ErrorCode, LastSeq, NotificationsState, PresenceStatus, RequestId,
+    ServerMessage, SubscribeTopic, Timestamp, TopicName, TopicPattern, User, UserId,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -258,6 +258,32 @@ impl Hub {
         token_expires_at: Timestamp,
         sink: ConnSink,
     ) -> Result<HubConn, (CloseCode, String)> {
+        self.connect_from(user, grants, token_expires_at, sink, None).await
+    }
+
+    /// Registers an SSE stream as [`Hub::connect`] registers a socket (it
+    /// counts toward the same caps and hears the user's notifications); its
+    /// notifications start after `notifications_after` when it resumes, with
+    /// the unread ones otherwise.
+    pub(crate) async fn connect_stream(
+        &self,
+        user: User,
+        grants: Vec<TopicPattern>,
+        token_expires_at: Timestamp,
+        sink: ConnSink,
+        notifications_after: Option<LastSeq>,
+    ) -> Result<HubConn, (CloseCode, String)> {
+        self.connect_from(user, grants, token_expires_at, sink, notifications_after).await
+    }
+
+    async fn connect_from(
+        &self,
+        user: User,
+        grants: Vec<TopicPattern>,
+        token_expires_at: Timestamp,
+        sink: ConnSink,
+        notifications_after: Option<LastSeq>,
+    ) -> Result<HubConn, (CloseCode, String)> {
         let hub = &self.0;
         let id = hub.next_conn.fetch_add(1, Ordering::Relaxed);
         hub.registry.reserve(&user)?;
@@ -274,7 +300,10 @@ impl Hub {
         // Read before the connection is attached: `session.ready` is its first frame.
         let max_replay = hub.limits.max_replay;
         let read = async {
-            tokio::try_join!(hub.store.member_conversations(&user), hub.feeds.unread(&user.id, None, max_replay))
+            tokio::try_join!(
+                hub.store.member_conversations(&user),
+                hub.feeds.unread(&user.id, notifications_after, max_replay)
+            )
         };
         let (conversations, unread) = match read.await {
             Ok(read) => read,
@@ -435,6 +464,17 @@ impl Hub {
             return;
         }
         hub.feeds.subscribe(conn.id, conn.sink.clone(), id, request.topic, request.after_seq).await;
+    }
+
+    /// Whether the connection's user may subscribe to `topic` (SPEC §11).
+    pub(crate) fn allows(&self, conn: &HubConn, topic: &TopicName) -> bool {
+        self.0.access.allows(conn.user.role, &conn.grants, topic)
+    }
+
+    /// Subscribes an SSE stream to a topic (its access checked by the caller).
+    pub(crate) async fn subscribe_stream(&self, conn: &HubConn, topic: TopicName, after: Option<LastSeq>) {
+        conn.topics().insert(topic.clone());
+        self.0.feeds.subscribe(conn.id, conn.sink.clone(), None, topic, after).await;
     }
 
     /// Forgets a connection.
