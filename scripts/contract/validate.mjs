@@ -1,6 +1,7 @@
 // Validates the generated contract with validators nobody on the team wrote:
 // ajv (JSON Schema draft 2020-12, with ajv-formats) for schemas/*.schema.json
-// and the golden examples, and @asyncapi/parser for schemas/asyncapi.yaml.
+// and the golden examples, @asyncapi/parser for schemas/asyncapi.yaml, and
+// @seriousme/openapi-schema-validator (OpenAPI 3.1) for schemas/openapi.json.
 // Prints one line per failure and ends with "N passed, N failed".
 import { readFileSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -9,6 +10,7 @@ import Ajv2020 from 'ajv/dist/2020.js';
 import Ajv07 from 'ajv';
 import addFormats from 'ajv-formats';
 import { Parser } from '@asyncapi/parser';
+import { Validator as OpenApiValidator } from '@seriousme/openapi-schema-validator';
 
 const schemas = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'schemas');
 const read = (...parts) => readFileSync(join(schemas, ...parts), 'utf8');
@@ -144,6 +146,35 @@ if (document) {
       check(validate(example.payload), `asyncapi payload of ${key} accepts example ${example.name}`, ajv07.errorsText(validate.errors));
     }
   }
+}
+
+// --- OpenAPI 3.1 --------------------------------------------------------------
+const openapi = JSON.parse(read('openapi.json'));
+const openapiResult = await new OpenApiValidator().validate(openapi);
+check(openapiResult.valid, 'openapi.json is a valid OpenAPI 3.1 document (@seriousme/openapi-schema-validator)',
+  JSON.stringify(openapiResult.errors ?? []).slice(0, 2000));
+check(openapi.openapi === '3.1.0', 'openapi.json is OpenAPI 3.1.0', openapi.openapi);
+for (const [path, method] of [['/v1/api/publish', 'post'], ['/v1/api/notify', 'post'], ['/v1/api/presence/{userId}', 'get'],
+  ['/v1/api/stats', 'get'], ['/v1/sse/tickets', 'post'], ['/v1/sse', 'get']]) {
+  check(Boolean(openapi.paths?.[path]?.[method]), `openapi.json has ${method.toUpperCase()} ${path}`);
+}
+// Every component schema compiles as draft 2020-12 (the document's dialect), strictly.
+const ajvOpenApi = new Ajv2020({ strict: true });
+addFormats(ajvOpenApi);
+addIntegerFormats(ajvOpenApi);
+// The document is the schemas' root; `components` is where they live, not a keyword.
+ajvOpenApi.addKeyword('components');
+ajvOpenApi.addSchema({ $id: 'urn:petchat:openapi', components: openapi.components });
+for (const name of Object.keys(openapi.components.schemas)) {
+  let ok = true;
+  let detail = '';
+  try {
+    ajvOpenApi.compile({ $ref: `urn:petchat:openapi#/components/schemas/${name}` });
+  } catch (e) {
+    ok = false;
+    detail = String(e);
+  }
+  check(ok, `openapi.json component ${name} compiles (ajv, draft 2020-12)`, detail);
 }
 
 console.log(`contract: ${passed} passed, ${failed} failed`);

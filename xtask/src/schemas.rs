@@ -76,7 +76,7 @@ fn leftovers(root: &Path, expected: &BTreeMap<PathBuf, String>) -> Result<Vec<Pa
         for entry in entries {
             let name = entry?.file_name().to_string_lossy().into_owned();
             let path = Path::new(dir).join(&name);
-            let generated = name.ends_with(".schema.json") || name == "asyncapi.yaml";
+            let generated = name.ends_with(".schema.json") || name == "asyncapi.yaml" || name == "openapi.json";
             if generated && !expected.contains_key(&path) {
                 found.push(path);
             }

@@ -64,6 +64,15 @@ pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render()).into_response()
 }
 
+/// `GET /openapi.json`: the HTTP API's document, as committed (its server is
+/// `/`, whichever host serves it).
+pub(crate) async fn openapi() -> Response {
+    match SCHEMAS.get_file("openapi.json") {
+        Some(file) => ([(CONTENT_TYPE, "application/json")], file.contents()).into_response(),
+        None => (StatusCode::NOT_FOUND, "no such file\n").into_response(),
+    }
+}
+
 /// `GET /asyncapi.yaml`, naming this server (the request's `Host`) as its
 /// server rather than the default address the generated file holds.
 pub(crate) async fn asyncapi(headers: HeaderMap) -> Response {

@@ -184,6 +184,7 @@ pub async fn run(
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))
         .route("/asyncapi.yaml", get(http::asyncapi))
+        .route("/openapi.json", get(http::openapi))
         .route("/schemas/{*path}", get(http::schemas))
         .route("/v1/conversations/{id}/messages", get(http::history))
         .route("/v1/api/publish", post(api::publish))

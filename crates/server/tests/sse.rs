@@ -75,6 +75,7 @@ impl Events {
             // An error body: read what the server sends (it may be chunked or sized).
             let _ = tokio::time::timeout(Duration::from_millis(300), events.fill()).await;
             let body = events.unchunk_all();
+            common::openapi::check("GET", path, status, &body);
             (status, None, body)
         }
     }
@@ -247,6 +248,7 @@ async fn a_ticket_opens_one_stream_once_and_bad_requests_are_refused_before_the_
         stream.read_to_string(&mut response).await.expect("read");
         let status: u16 = response.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status");
         let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        common::openapi::check("POST", "/v1/sse/tickets", status, &body);
         (status, serde_json::from_str::<Value>(&body).expect("JSON"))
     };
     assert_eq!(status, 200, "{ticket}");

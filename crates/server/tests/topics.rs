@@ -276,3 +276,26 @@ async fn stats_count_the_queue_the_agents_and_the_open_conversations_and_feed_th
     assert_eq!((data["queue"]["length"].clone(), data["conversations"]["open"].clone()), (json!(1), json!(2)));
     assert!(data["firstResponse"]["medianMs"].as_u64().is_some(), "{data}");
 }
+
+#[test]
+fn the_openapi_check_refuses_an_answer_the_document_does_not_describe() {
+    let refused = |status, body: &'static str| {
+        std::panic::catch_unwind(|| common::openapi::check("POST", "/v1/api/publish", status, body)).is_err()
+    };
+    assert!(refused(200, "{}"), "a body without its required fields");
+    assert!(refused(418, "{}"), "a status the operation does not list");
+    assert!(refused(401, r#"{"error": {"code": "nope", "message": ""}}"#), "an unknown error code");
+    assert!(!refused(200, r#"{"topic": "pets:1", "seq": 1}"#));
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_served_as_committed() {
+    let server = server().await;
+    let (status, body) = common::http(&server, "/openapi.json", None).await;
+    assert_eq!(status, 200);
+    let committed = include_str!("../../../schemas/openapi.json");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("JSON"),
+        serde_json::from_str::<Value>(committed).expect("JSON")
+    );
+}

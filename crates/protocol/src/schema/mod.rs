@@ -1,7 +1,7 @@
 //! Generation of the contract's documents from the Rust types (feature `schema`).
 //!
 //! [`generate`] returns every file of `schemas/` (the JSON Schemas, draft
-//! 2020-12, and `asyncapi.yaml`) and [`protocol_doc_section`] the generated
+//! 2020-12, `asyncapi.yaml` and `openapi.json`) and [`protocol_doc_section`] the generated
 //! part of `docs/protocol.md`; `cargo xtask schemas` writes them and a test
 //! checks that the committed copies are fresh. Only the golden examples are
 //! read from disk, by the caller.
@@ -9,6 +9,7 @@
 mod asyncapi;
 mod json;
 mod markdown;
+mod openapi;
 mod yaml;
 
 use serde_json::Value;
@@ -94,6 +95,7 @@ impl Example {
 pub fn generate(examples: &[Example]) -> Vec<GeneratedFile> {
     let mut files = json::schema_files();
     files.push(GeneratedFile { path: "asyncapi.yaml".into(), contents: asyncapi::document(examples) });
+    files.push(openapi::file());
     files
 }
 

@@ -12,6 +12,7 @@
 pub mod cluster;
 pub mod database;
 pub mod nginx;
+pub mod openapi;
 pub mod peer;
 pub mod private_postgres;
 pub mod process;
@@ -325,6 +326,7 @@ pub async fn http(server: &TestServer, path: &str, bearer: Option<&str>) -> (u16
     stream.read_to_string(&mut response).await.expect("read");
     let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    openapi::check("GET", path, status, &body);
     (status, body)
 }
 
@@ -364,6 +366,7 @@ pub async fn http_post(server: &TestServer, path: &str, bearer: Option<&str>, bo
     tokio::time::timeout(WAIT, stream.read_to_string(&mut response)).await.expect("an answer in time").expect("read");
     let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    openapi::check("POST", path, status, body);
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
