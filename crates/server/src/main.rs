@@ -66,16 +66,22 @@ async fn serve(mut config: Config) -> Result<()> {
         let secret: [u8; 32] = rand::random();
         config.jwt_secret = Some(secret.iter().map(|b| format!("{b:02x}")).collect());
     }
+    // --dev without --api-keys: a random key, printed below (a configured key never is).
+    let dev_key = (config.api_keys.is_empty() && config.dev).then(|| {
+        let key: [u8; 16] = rand::random();
+        format!("dev-{}", key.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    });
+    config.api_keys.extend(dev_key.clone());
     let listener =
         tokio::net::TcpListener::bind(config.bind).await.with_context(|| format!("binding {}", config.bind))?;
     if config.dev {
-        print_dev_tokens(&config, listener.local_addr()?);
+        print_dev_tokens(&config, listener.local_addr()?, dev_key.as_deref());
     }
     petchat_server::run(listener, config, shutdown_signal()).await?;
     Ok(())
 }
 
-fn print_dev_tokens(config: &Config, addr: std::net::SocketAddr) {
+fn print_dev_tokens(config: &Config, addr: std::net::SocketAddr, api_key: Option<&str>) {
     let keys = Keys::new(config.jwt_secret.as_deref().unwrap_or_default().as_bytes());
     let day = Duration::from_secs(24 * 3600);
     let customer = keys.mint(&UserId::new("dev-customer").expect("valid id"), Role::Customer, "Casey (customer)", day);
@@ -89,7 +95,11 @@ fn print_dev_tokens(config: &Config, addr: std::net::SocketAddr) {
     } else {
         println!("  pages:          not built yet: run `cargo xtask web`, then open http://{addr}/");
     }
-    println!("  contract:       http://{addr}/asyncapi.yaml");
+    if let Some(key) = api_key {
+        println!("  api key:        {key}  (POST http://{addr}/v1/api/publish, /v1/api/notify; GET /v1/api/stats)");
+    }
+    println!("  live events:    http://{addr}/v1/sse?topics=<topic,…>  (Bearer token, or ?ticket= from POST /v1/sse/tickets)");
+    println!("  contract:       http://{addr}/asyncapi.yaml and http://{addr}/openapi.json");
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -79,7 +79,7 @@ async fn dev_mode_prints_tokens_that_work() {
         .spawn()
         .expect("starts");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let (mut customer, mut agent, mut addr) = (None, None, None);
+    let (mut customer, mut agent, mut addr, mut key) = (None, None, None, None);
     tokio::time::timeout(WAIT, async {
         while let Ok(Some(line)) = lines.next_line().await {
             let line = line.trim().to_owned();
@@ -89,8 +89,10 @@ async fn dev_mode_prints_tokens_that_work() {
                 agent = Some(t.trim().to_owned());
             } else if let Some(rest) = line.strip_prefix("connect:") {
                 addr = rest.trim().strip_prefix("ws://").and_then(|r| r.split('/').next()).map(str::to_owned);
+            } else if let Some(rest) = line.strip_prefix("api key:") {
+                key = rest.split_whitespace().next().map(str::to_owned);
             }
-            if customer.is_some() && agent.is_some() && addr.is_some() {
+            if customer.is_some() && agent.is_some() && addr.is_some() && key.is_some() {
                 break;
             }
         }
@@ -105,6 +107,11 @@ async fn dev_mode_prints_tokens_that_work() {
             .await;
         client.recv_type("session.ready").await;
     }
+    // So does the server API key it printed (SPEC §8: --dev prints a key).
+    let key = key.expect("an api key");
+    let (status, _) = common::http(&server, "/v1/api/stats", Some(&key)).await;
+    assert_eq!(status, 200);
+    assert_eq!(common::http(&server, "/v1/api/stats", Some("dev-wrong")).await.0, 401);
     child.start_kill().expect("kill");
     let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
 }
