@@ -4,7 +4,8 @@
 //! policy (full-jitter backoff, the close-code table), the outbox replayed
 //! with its original `clientMessageId`s, resume from the highest contiguous
 //! `seq`, pacing to `messagesPerSecond`, automatic delivery receipts, typing
-//! throttling and the heartbeat. It does no I/O, reads no clock and draws no
+//! throttling, the heartbeat, and live updates (`live.rs`: topics resumed
+//! with `afterSeq`, notifications handed on once each). It does no I/O, reads no clock and draws no
 //! randomness of its own: time comes in as milliseconds on any monotonic
 //! clock, randomness as a seed.
 //!
@@ -26,6 +27,9 @@
 
 mod backoff;
 mod json;
+mod live;
+#[cfg(test)]
+mod live_tests;
 mod refresh;
 #[cfg(test)]
 mod tests;
@@ -34,6 +38,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::ops::RangeInclusive;
 
 pub use backoff::Backoff;
+pub use live::NotificationStatus;
 pub use refresh::{REFRESH_LEAD_MAX_MS, REFRESH_RETRY_BASE_MS, REFRESH_RETRY_CAP_MS};
 
 use crate::close::{self, CloseCode, Reconnect};
@@ -46,7 +51,7 @@ use crate::limits::{
 use crate::{
     ChatAck, ChatMessage, ClientEnvelope, ClientMessage, ClientMessageId, ConversationId, ConversationRef,
     JoinConversation, LastSeq, MessageText, OpenConversation, ReceiptUpTo, RequestId, SendChat, Seq, ServerEnvelope,
-    ServerMessage, SetAgentStatus, TextError, User,
+    ServerMessage, SetAgentStatus, TextError, TopicName, User,
 };
 
 /// Milliseconds on the driver's monotonic clock.
@@ -263,6 +268,12 @@ pub struct Session {
     next_request: u64,
     /// The token's lifetime on this connection (`refresh.rs`).
     refresh: refresh::Refresh,
+    /// The topics subscribed to (`live.rs`).
+    topics: BTreeMap<TopicName, live::TopicTrack>,
+    /// The subscriptions on their way, by request id.
+    subscribes: BTreeMap<RequestId, TopicName>,
+    /// The user's notification position (`live.rs`).
+    notifications: live::NotificationTrack,
 }
 
 impl Session {
@@ -295,6 +306,9 @@ impl Session {
             events: VecDeque::new(),
             next_request: 1,
             refresh: refresh::Refresh::default(),
+            topics: BTreeMap::new(),
+            subscribes: BTreeMap::new(),
+            notifications: live::NotificationTrack::default(),
         }
     }
 
@@ -549,6 +563,9 @@ impl Session {
             ClientMessage::MessageRead(r) => self.raise_receipt(r, true),
             ClientMessage::TypingStart(t) => self.typing(now, &t.conversation_id),
             ClientMessage::TypingStop(t) => self.stop_typing(&t.conversation_id),
+            message @ (ClientMessage::TopicSubscribe(_)
+            | ClientMessage::TopicUnsubscribe(_)
+            | ClientMessage::NotificationRead(_)) => self.send_live(message, id),
             ClientMessage::ConversationLeave(ConversationRef { conversation_id }) => {
                 self.tracks.remove(&conversation_id);
                 let leave = ClientMessage::ConversationLeave(ConversationRef { conversation_id });
@@ -702,9 +719,14 @@ impl Session {
                         track.joining = true;
                     }
                 }
+                self.live_ready(ready);
                 self.set_state(ConnectionState::Connected);
                 true
             }
+            ServerMessage::TopicSubscribed(subscribed) => self.on_subscribed(envelope.id.as_ref(), subscribed),
+            ServerMessage::TopicEvent(event) => self.on_topic_event(event),
+            ServerMessage::Notification(notification) => self.on_notification(notification),
+            ServerMessage::NotificationRead(read) => self.on_notifications_read(read),
             ServerMessage::ConversationOpened(snapshot) | ServerMessage::ConversationJoined(snapshot) => {
                 let id = snapshot.conversation.id.clone();
                 let last = snapshot.conversation.last_seq.get();
@@ -790,6 +812,8 @@ impl Session {
                     });
                 }
             }
+        } else if self.on_subscribe_refused(ref_id) {
+            // The topic is dropped; the error tells the application why.
         } else if let Some(id) = self.joins.remove(ref_id) {
             if error.code == ErrorCode::RateLimited {
                 self.queue_join(&id);
