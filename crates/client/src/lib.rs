@@ -27,8 +27,8 @@ use std::time::Duration;
 
 use petchat_protocol::session::{Event, SendError, SessionConfig};
 use petchat_protocol::{
-    ClientMessage, ClientMessageId, ConversationId, ConversationRef, JoinConversation, OpenConversation, ReceiptUpTo,
-    RequestId, Seq, SetAgentStatus,
+    ClientMessage, ClientMessageId, ConversationId, ConversationRef, JoinConversation, NotificationRead,
+    OpenConversation, ReceiptUpTo, RequestId, Seq, SetAgentStatus, SubscribeTopic, TopicName, TopicRef,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -167,6 +167,22 @@ impl Client {
     pub async fn mark_read(&self, conversation: &ConversationId, seq: Seq) -> Result<(), ClientError> {
         let receipt = ReceiptUpTo { conversation_id: conversation.clone(), up_to_seq: seq };
         self.send(ClientMessage::MessageRead(receipt), None).await
+    }
+
+    /// Subscribes to a topic's live events; the session resumes it after every
+    /// reconnect from the last event it handed on.
+    pub async fn subscribe(&self, topic: &TopicName) -> Result<(), ClientError> {
+        self.send(ClientMessage::TopicSubscribe(SubscribeTopic { topic: topic.clone(), after_seq: None }), None).await
+    }
+
+    /// Ends a topic subscription.
+    pub async fn unsubscribe(&self, topic: &TopicName) -> Result<(), ClientError> {
+        self.send(ClientMessage::TopicUnsubscribe(TopicRef { topic: topic.clone() }), None).await
+    }
+
+    /// Marks the user's notifications read up to `seq`, on all of its connections.
+    pub async fn mark_notifications_read(&self, seq: Seq) -> Result<(), ClientError> {
+        self.send(ClientMessage::NotificationRead(NotificationRead { up_to_seq: seq }), None).await
     }
 
     /// Enters or leaves the agent pool.

@@ -23,6 +23,13 @@ enum Command {
     Send(cli::SendArgs),
     /// Print a signed token (HS256) for a user.
     Token(cli::TokenArgs),
+    /// Print the events of topics (and the user's notifications), one JSON
+    /// envelope per line, resuming after every reconnect.
+    Subscribe(cli::SubscribeArgs),
+    /// Publish a topic event through the server API.
+    Publish(cli::PublishArgs),
+    /// Notify a user through the server API.
+    Notify(cli::NotifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +46,9 @@ fn main() -> ExitCode {
             Command::Chat(args) => cli::chat(args).await,
             Command::Send(args) => cli::send(args).await,
             Command::Token(args) => cli::token(args),
+            Command::Subscribe(args) => cli::subscribe(args).await,
+            Command::Publish(args) => cli::publish(args).await,
+            Command::Notify(args) => cli::notify(args).await,
         }
     });
     match result {

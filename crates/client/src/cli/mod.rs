@@ -2,6 +2,7 @@
 
 mod human;
 mod json;
+mod live;
 
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use petchat_protocol::{ClientMessage, CloseCode, ConversationId, OpenConversatio
 
 pub(crate) use human::chat_lines;
 pub(crate) use json::chat_json;
+pub(crate) use live::{NotifyArgs, PublishArgs, SubscribeArgs, notify, publish, subscribe};
 
 /// Exit codes, documented in docs/client.md.
 pub(crate) mod exit {
