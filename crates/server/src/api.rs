@@ -85,7 +85,15 @@ pub(crate) async fn body<T: DeserializeOwned>(body: Body) -> Result<T, Refusal> 
     let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();
-        let message = if path == "." { e.inner().to_string() } else { format!("{path}: {}", e.inner()) };
+        let inner = e.inner();
+        // A field's error names the field; where in the text it was adds nothing.
+        let mut why = inner.to_string();
+        if inner.classify() == serde_json::error::Category::Data
+            && let Some(at) = why.rfind(" at line ")
+        {
+            why.truncate(at);
+        }
+        let message = if path == "." { why } else { format!("{path}: {why}") };
         refuse(ApiErrorCode::InvalidRequest, message)
     })?;
     deserializer.end().map_err(|e| refuse(ApiErrorCode::InvalidRequest, format!("after the JSON value: {e}")))?;

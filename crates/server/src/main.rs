@@ -98,7 +98,9 @@ fn print_dev_tokens(config: &Config, addr: std::net::SocketAddr, api_key: Option
     if let Some(key) = api_key {
         println!("  api key:        {key}  (POST http://{addr}/v1/api/publish, /v1/api/notify; GET /v1/api/stats)");
     }
-    println!("  live events:    http://{addr}/v1/sse?topics=<topic,…>  (Bearer token, or ?ticket= from POST /v1/sse/tickets)");
+    println!(
+        "  live events:    http://{addr}/v1/sse?topics=<topic,…>  (Bearer token, or ?ticket= from POST /v1/sse/tickets)"
+    );
     println!("  contract:       http://{addr}/asyncapi.yaml and http://{addr}/openapi.json");
 }
 
