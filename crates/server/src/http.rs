@@ -151,10 +151,14 @@ pub(crate) async fn page(State(app): State<AppState>, uri: axum::http::Uri) -> R
 pub(crate) struct DevTokenQuery {
     role: String,
     sub: String,
+    /// Comma-separated topic patterns for the token's `topics` claim.
+    #[serde(default)]
+    topics: Option<String>,
 }
 
-/// `GET /dev/token?role=&sub=`: in `--dev` mode only, a token for the pages,
-/// so a newcomer needs no setup; 404 otherwise.
+/// `GET /dev/token?role=&sub=&topics=`: in `--dev` mode only, a token for the
+/// pages (granting `topics`, as a shop's backend grants a customer its own
+/// orders), so a newcomer needs no setup; 404 otherwise.
 pub(crate) async fn dev_token(
     State(app): State<AppState>,
     query: Result<Query<DevTokenQuery>, axum::extract::rejection::QueryRejection>,
@@ -169,7 +173,38 @@ pub(crate) async fn dev_token(
         Role::Customer => format!("Customer {}", sub.as_str().rsplit('-').next().unwrap_or_default()),
         Role::Agent => format!("Agent {}", sub.as_str().rsplit('-').next().unwrap_or_default()),
     };
-    app.keys.mint(&sub, role, &name, std::time::Duration::from_secs(24 * 3600)).into_response()
+    let topics = match query.topics.as_deref().filter(|t| !t.is_empty()) {
+        None => None,
+        Some(list) => match list.split(',').map(petchat_protocol::TopicPattern::new).collect::<Result<Vec<_>, _>>() {
+            Ok(patterns) => Some(patterns),
+            Err(e) => return refuse(StatusCode::BAD_REQUEST, ErrorCode::InvalidMessage, &format!("topics: {e}")),
+        },
+    };
+    let now = crate::auth::now_ms() / 1000;
+    let claims =
+        petchat_protocol::token::Claims { sub, role, name, exp: now + 24 * 3600, iat: Some(now), nbf: None, topics };
+    app.keys.mint_claims(&claims).into_response()
+}
+
+/// `POST /dev/publish`: `--dev` only, a topic event as `/v1/api/publish`
+/// publishes it, without an API key, so that a demo page can drive a topic
+/// (the customer page's order status). 404 otherwise.
+pub(crate) async fn dev_publish(State(app): State<AppState>, body: axum::body::Body) -> Response {
+    if !app.dev {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    }
+    let request: petchat_protocol::api::PublishRequest = match crate::api::body(body).await {
+        Ok(request) => request,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let topic = request.topic.clone();
+    match app.hub.feeds().publish(request).await {
+        Ok(posted) => Json(petchat_protocol::api::Published { topic, seq: posted.seq }).into_response(),
+        Err(e) => {
+            error!(error = %e, "dev publish failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "publishing failed\n").into_response()
+        }
+    }
 }
 
 /// The history query.

@@ -195,6 +195,7 @@ pub async fn run(
         .route("/v1/sse", get(sse::stream))
         .route("/v1/sse/tickets", post(sse::ticket))
         .route("/dev/token", get(http::dev_token))
+        .route("/dev/publish", post(http::dev_publish))
         .route("/", get(http::page))
         .route("/agent", get(http::page))
         .fallback(http::static_file)

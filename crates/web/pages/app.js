@@ -1,6 +1,7 @@
 // The customer page and the agent console, on the petchat browser client.
 // Plain JavaScript: the client (pkg/petchat_web.js) does the protocol work.
 import init, { connect } from "/pkg/petchat_web.js";
+import { live, orderOfPage } from "/live.js";
 
 const role = document.body.dataset.role;
 const $ = (id) => document.getElementById(id);
@@ -10,9 +11,13 @@ const ui = { banner: $("banner"), status: $("status"), messages: $("messages"), 
 const userKey = `petchat.dev.${role}`;
 const userId = localStorage.getItem(userKey) || `${role}-${Math.random().toString(36).slice(2, 8)}`;
 localStorage.setItem(userKey, userId);
+// The order the customer page is about (`?order=1234`): its token grants the
+// order's topic, as a shop's backend grants a customer its own orders.
+const order = role === "customer" ? orderOfPage() : null;
 async function getToken() {
   // A failed fetch throws: the client then retries with backoff. No token (not --dev): null stops it.
-  const response = await fetch(`/dev/token?role=${role}&sub=${encodeURIComponent(userId)}`);
+  const topics = order ? `&topics=${encodeURIComponent(`orders:${order}`)}` : "";
+  const response = await fetch(`/dev/token?role=${role}&sub=${encodeURIComponent(userId)}${topics}`);
   if (response.status === 404) return null;
   if (!response.ok) throw new Error(`token: ${response.status}`);
   return response.text();
@@ -34,8 +39,11 @@ function conversation(id) {
 await init();
 // One outbox per signed-in user: the customer page and the agent console share localStorage.
 const storageKey = `petchat.outbox.${role}.${userId}`;
+let onLive = null;
 const client = connect({ url: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/v1/ws/chat`, getToken, onEvent, storageKey });
 window.petchat = client; // for the console and the tests
+onLive = live(client, role, order);
+if (order) $("order").hidden = false;
 
 // Messages typed offline before a reload are still in the outbox: show them as pending.
 for (const m of client.outbox()) {
@@ -45,13 +53,14 @@ for (const m of client.outbox()) {
 
 function onEvent(event) {
   const d = event.data;
+  onLive?.(event);
   switch (event.type) {
     case "client.state": return showState(d);
     case "session.ready":
       state.me = d.user;
       state.names.set(d.user.id, d.user.name);
       ui.status.textContent = role === "agent" ? `Signed in as ${d.user.name}: waiting for conversations` : "Finding an agent…";
-      if (role === "customer" && d.conversations.length === 0) client.open(null);
+      if (role === "customer" && d.conversations.length === 0) client.open(null, order);
       for (const c of d.conversations) conversation(c.id);
       if (role === "customer" && d.conversations[0]) select(d.conversations[0].id);
       if (role === "agent") { $("available").checked = true; client.setAvailable(true); }
@@ -121,7 +130,7 @@ function onEvent(event) {
     case "conversation.closed":
       if (d.conversationId === state.current) ui.status.textContent = "This conversation is closed";
       return;
-    case "notification": ui.status.textContent = `${d.title}: ${d.body}`; return;
+    case "notification": return;
     case "agent.status": $("available").checked = d.available; return;
     case "error": console.warn("petchat error", d.code, d.message); return;
   }

@@ -25,8 +25,8 @@ use std::rc::Rc;
 
 use petchat_protocol::session::{Action, Backoff, Event, Session, SessionConfig};
 use petchat_protocol::{
-    ClientEnvelope, ClientMessage, ClientMessageId, ConversationId, ConversationRef, JoinConversation,
-    OpenConversation, ReceiptUpTo, SendChat, Seq, SetAgentStatus, Topic,
+    ClientEnvelope, ClientMessage, ClientMessageId, ConversationId, ConversationRef, JoinConversation, LastSeq,
+    OpenConversation, OrderId, ReceiptUpTo, SendChat, Seq, SetAgentStatus, SubscribeTopic, Topic, TopicName,
 };
 use wasm_bindgen::prelude::*;
 
@@ -61,6 +61,35 @@ export interface PendingMessage {
   conversationId: string;
   clientMessageId: string;
   text: string;
+}
+/** `topic.event` data: one event of a subscribed topic (SPEC §11). */
+export interface TopicEventData {
+  topic: string;
+  seq: number;
+  event: string;
+  data: Record<string, unknown>;
+  publishedAt: string;
+}
+/** `notification` data: a message for the user on all of its devices (SPEC §12). */
+export interface NotificationData {
+  id: string;
+  seq: number;
+  kind: string;
+  title: string;
+  body: string;
+  link?: string;
+  createdAt: string;
+}
+/** Where the user's notifications stand, as `notifications()` says. */
+export interface NotificationStatus {
+  lastSeq: number;
+  readSeq: number;
+  unread: number;
+}
+/** A subscribed topic and the seq of the last event handed on, as `topics()` lists them. */
+export interface TopicPosition {
+  topic: string;
+  lastSeq: number | null;
 }
 /** `client.state` data. */
 export interface ConnectionState {
@@ -182,14 +211,20 @@ impl PetchatClient {
         self.with(|s, now| s.send(now, envelope.message, envelope.id))
     }
 
-    /// Opens (or finds) the customer's conversation.
-    pub fn open(&self, topic: Option<String>) -> Result<(), JsError> {
+    /// Opens (or finds) the customer's conversation, about `topic` (in the
+    /// customer's words) and, when given, the order `orderId`.
+    pub fn open(
+        &self,
+        topic: Option<String>,
+        #[wasm_bindgen(js_name = orderId)] order_id: Option<String>,
+    ) -> Result<(), JsError> {
         let topic = topic
             .filter(|t| !t.trim().is_empty())
             .map(Topic::new)
             .transpose()
             .map_err(|e| JsError::new(&e.to_string()))?;
-        self.with(|s, now| s.open_conversation(now, OpenConversation { topic, ..Default::default() }))
+        let order_id = order_id.map(OrderId::new).transpose().map_err(|e| JsError::new(&format!("orderId {e}")))?;
+        self.with(|s, now| s.open_conversation(now, OpenConversation { topic, order_id, ..Default::default() }))
     }
 
     /// Joins a conversation.
@@ -235,6 +270,56 @@ impl PetchatClient {
     #[wasm_bindgen(js_name = setAvailable)]
     pub fn set_available(&self, available: bool) -> Result<(), JsError> {
         self.with(|s, now| s.send(now, ClientMessage::AgentStatus(SetAgentStatus { available }), None))
+    }
+
+    /// Subscribes to a topic's live events (`topic.event`); with `afterSeq`
+    /// the stored events after it come first (0: every kept one). After every
+    /// reconnect the client subscribes again from the last event it handed
+    /// on, so each event comes once, in order.
+    pub fn subscribe(
+        &self,
+        topic: &str,
+        #[wasm_bindgen(js_name = afterSeq)] after_seq: Option<f64>,
+    ) -> Result<(), JsError> {
+        let topic = TopicName::new(topic).map_err(|e| JsError::new(&format!("topic {e}")))?;
+        let after_seq = after_seq
+            .map(|n| LastSeq::new(n as u64))
+            .transpose()
+            .map_err(|e| JsError::new(&format!("afterSeq {e}")))?;
+        self.with(|s, now| s.send(now, ClientMessage::TopicSubscribe(SubscribeTopic { topic, after_seq }), None))
+    }
+
+    /// Ends a topic subscription.
+    pub fn unsubscribe(&self, topic: &str) -> Result<(), JsError> {
+        let topic = TopicName::new(topic).map_err(|e| JsError::new(&format!("topic {e}")))?;
+        self.with(|s, now| s.unsubscribe(now, &topic))
+    }
+
+    /// The topics subscribed to, with the seq of the last event handed on.
+    #[wasm_bindgen(unchecked_return_type = "TopicPosition[]")]
+    pub fn topics(&self) -> JsValue {
+        let session = self.inner.session.borrow();
+        let topics: Vec<serde_json::Value> = session
+            .topics()
+            .map(|(topic, last)| serde_json::json!({"topic": topic.as_str(), "lastSeq": last}))
+            .collect();
+        json_to_js(&serde_json::Value::Array(topics))
+    }
+
+    /// Marks the user's notifications read up to `seq`, on all of its devices.
+    #[wasm_bindgen(js_name = markNotificationsRead)]
+    pub fn mark_notifications_read(&self, seq: f64) -> Result<(), JsError> {
+        let up_to = Seq::new(seq as u64).map_err(|e| JsError::new(&e.to_string()))?;
+        self.with(|s, now| s.mark_notifications_read(now, up_to))
+    }
+
+    /// Where the user's notifications stand: `{lastSeq, readSeq, unread}`.
+    #[wasm_bindgen(unchecked_return_type = "NotificationStatus")]
+    pub fn notifications(&self) -> JsValue {
+        let status = self.inner.session.borrow().notification_status();
+        json_to_js(&serde_json::json!({
+            "lastSeq": status.last_seq, "readSeq": status.read_seq, "unread": status.unread(),
+        }))
     }
 
     /// Ends a conversation for both sides.

@@ -209,7 +209,7 @@ async fn conversation(url: &str) -> (Probe, Probe, String) {
     agent.client.set_available(true).expect("agents set their availability");
     agent.next("agent.status", |d| d["available"] == true).await;
     let customer = Probe::ready(url, "customer").await;
-    customer.client.open(Some("my cat sneezes".into())).expect("customers open conversations");
+    customer.client.open(Some("my cat sneezes".into()), None).expect("customers open conversations");
     let opened = customer.next("conversation.opened", |_| true).await;
     let id = opened["conversation"]["id"].as_str().expect("a conversation id").to_owned();
     agent.next("agent.assigned", in_conversation(&id)).await;
