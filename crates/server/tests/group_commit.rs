@@ -79,7 +79,7 @@ impl Store for GatedStore {
     async fn feed(
         &self,
         feed: &petchat_server::store::Feed,
-        after: LastSeq,
+        after: Option<LastSeq>,
         limit: usize,
         not_before: Option<petchat_protocol::Timestamp>,
     ) -> Result<petchat_server::store::FeedPage, StoreError> {

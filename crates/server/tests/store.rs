@@ -311,18 +311,18 @@ async fn a_feed_numbers_its_items_without_gaps_and_keeps_only_its_last_ones() {
     let expected: Vec<_> = (1..=5).flat_map(|n| [("posted", n), ("posted", n)]).collect();
     assert_eq!(seqs, expected);
 
-    let page = store.feed(&orders, LastSeq::NONE, 100, None).await.expect("read");
+    let page = store.feed(&orders, Some(LastSeq::NONE), 100, None).await.expect("read");
     assert_eq!(page.last_seq.get(), 5);
     let kept: Vec<u64> = page.items.iter().map(|i| i.seq.get()).collect();
     assert_eq!(kept, [3, 4, 5], "only the last 3 are kept");
     assert_eq!(page.items[0].body, r#"{"n":3}"#);
     assert_eq!(page.items[0].at, at(3));
 
-    let after = store.feed(&orders, LastSeq::new(4).expect("seq"), 100, None).await.expect("read");
+    let after = store.feed(&orders, Some(LastSeq::new(4).expect("seq")), 100, None).await.expect("read");
     assert_eq!(after.items.iter().map(|i| i.seq.get()).collect::<Vec<_>>(), [5]);
-    let limited = store.feed(&orders, LastSeq::NONE, 2, None).await.expect("read");
+    let limited = store.feed(&orders, Some(LastSeq::NONE), 2, None).await.expect("read");
     assert_eq!(limited.items.len(), 2);
-    let never = store.feed(&topic_feed("orders:never"), LastSeq::NONE, 100, None).await.expect("read");
+    let never = store.feed(&topic_feed("orders:never"), Some(LastSeq::NONE), 100, None).await.expect("read");
     assert_eq!((never.last_seq.get(), never.items.len()), (0, 0));
 }
 
@@ -335,9 +335,9 @@ async fn a_feed_drops_items_older_than_its_ttl_and_reads_skip_them() {
     store.apply(&[post(&feed, 0, None, ttl), post(&feed, 5, None, ttl)]).await.expect("posted");
     // Posting at 20 drops what is older than 10.
     store.apply(&[post(&feed, 20, None, ttl)]).await.expect("posted");
-    let page = store.feed(&feed, LastSeq::NONE, 100, None).await.expect("read");
+    let page = store.feed(&feed, Some(LastSeq::NONE), 100, None).await.expect("read");
     assert_eq!(page.items.iter().map(|i| i.seq.get()).collect::<Vec<_>>(), [3]);
-    let page = store.feed(&feed, LastSeq::NONE, 100, Some(at(21))).await.expect("read");
+    let page = store.feed(&feed, Some(LastSeq::NONE), 100, Some(at(21))).await.expect("read");
     assert!(page.items.is_empty(), "a read skips what is older than asked");
     assert_eq!(page.last_seq.get(), 3);
 }
@@ -358,7 +358,7 @@ async fn an_idempotency_key_posts_once_and_refuses_another_request() {
     // The same key on another feed is another key.
     let elsewhere = store.apply(&[post(&topic_feed("orders:other"), 4, Some(("k1", "d1")), KEEP_3)]).await;
     assert_eq!(outcome(&elsewhere.expect("posted")[0]), ("posted", 1));
-    assert_eq!(store.feed(&feed, LastSeq::NONE, 100, None).await.expect("read").last_seq.get(), 1);
+    assert_eq!(store.feed(&feed, Some(LastSeq::NONE), 100, None).await.expect("read").last_seq.get(), 1);
     // After 24 h the key is forgotten.
     let day = 86_400_000;
     let late = store.apply(&[post(&feed, day + 2, Some(("k1", "d1")), KEEP_3)]).await.expect("posted");
@@ -373,20 +373,23 @@ async fn read_marks_only_rise_stop_at_the_last_item_and_keep_unread_items() {
     let notifications = Retention { keep: 2, ttl_ms: None, keep_unread: true };
     let batch: Vec<Write> = (1..=4).map(|n| post(&feed, n, None, notifications)).collect();
     store.apply(&batch).await.expect("posted");
-    let page = store.feed(&feed, LastSeq::NONE, 100, None).await.expect("read");
+    let page = store.feed(&feed, Some(LastSeq::NONE), 100, None).await.expect("read");
     assert_eq!(page.items.len(), 4, "unread items are kept whatever the count");
     assert_eq!(page.unread(), 4);
 
     let up_to = |n: u64| Write::MarkRead { feed: feed.clone(), up_to: Seq::new(n).expect("seq") };
     let marks = store.apply(&[up_to(3), up_to(2), up_to(9)]).await.expect("marked");
     assert_eq!(marks.iter().map(outcome).collect::<Vec<_>>(), [("read", 3), ("read unchanged", 3), ("read", 4)]);
-    let page = store.feed(&feed, LastSeq::NONE, 100, None).await.expect("read");
+    let page = store.feed(&feed, Some(LastSeq::NONE), 100, None).await.expect("read");
     assert_eq!((page.read_seq.get(), page.unread()), (4, 0));
 
     // Read items beyond the 2 kept go at the next post.
     store.apply(&[post(&feed, 5, None, notifications)]).await.expect("posted");
-    let page = store.feed(&feed, LastSeq::NONE, 100, None).await.expect("read");
+    let page = store.feed(&feed, Some(LastSeq::NONE), 100, None).await.expect("read");
     assert_eq!(page.items.iter().map(|i| i.seq.get()).collect::<Vec<_>>(), [4, 5]);
+    // Without `after`: the unread ones, after the read mark.
+    let unread = store.feed(&feed, None, 100, None).await.expect("read");
+    assert_eq!((unread.read_seq.get(), unread.items.iter().map(|i| i.seq.get()).collect::<Vec<_>>()), (4, vec![5]));
     let nobody = Write::MarkRead { feed: Feed::User(UserId::new("nobody").expect("id")), up_to: Seq::FIRST };
     assert_eq!(outcome(&store.apply(&[nobody]).await.expect("answered")[0]), ("read unchanged", 0));
 }

@@ -289,12 +289,7 @@ impl Feeds {
         after: Option<LastSeq>,
         limit: usize,
     ) -> Result<FeedPage, StoreError> {
-        let feed = Feed::User(user.clone());
-        let state = self.store.feed(&feed, LastSeq::NONE, 0, None).await?;
-        let from = after.unwrap_or(state.read_seq);
-        let mut page = self.store.feed(&feed, from, limit, None).await?;
-        page.read_seq = page.read_seq.max(state.read_seq);
-        Ok(page)
+        self.store.feed(&Feed::User(user.clone()), after, limit, None).await
     }
 }
 
@@ -548,7 +543,7 @@ impl Shard {
         self.reading += 1;
         tokio::spawn(
             async move {
-                let page = store.feed(&Feed::Topic(topic.clone()), after, limit, not_before).await;
+                let page = store.feed(&Feed::Topic(topic.clone()), Some(after), limit, not_before).await;
                 let _ = internal.send(FeedCommand::GapRead { topic, page });
             }
             .in_current_span(),
@@ -658,7 +653,7 @@ impl Shard {
                     heard.await;
                 }
                 let feed = Feed::Topic(topic.clone());
-                let page = store.feed(&feed, after.unwrap_or(LastSeq::NONE), limit, not_before).await;
+                let page = store.feed(&feed, Some(after.unwrap_or(LastSeq::NONE)), limit, not_before).await;
                 let _ = internal.send(FeedCommand::Loaded { conn, sink, id, topic, after, page });
             }
             .in_current_span(),

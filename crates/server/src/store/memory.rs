@@ -259,7 +259,7 @@ impl Store for MemoryStore {
     async fn feed(
         &self,
         feed: &Feed,
-        after: LastSeq,
+        after: Option<LastSeq>,
         limit: usize,
         not_before: Option<Timestamp>,
     ) -> Result<FeedPage, StoreError> {

@@ -448,12 +448,13 @@ pub trait Store: Send + Sync + 'static {
     /// Oldest first, as [`Store::member_conversations`] orders them.
     async fn user_conversations(&self, user: &UserId) -> Result<Vec<ConversationRecord>, StoreError>;
 
-    /// A feed: its last and read seqs, and its items with `seq > after`, in
-    /// order, at most `limit`, none posted before `not_before`.
+    /// A feed: its last and read seqs, and its items with `seq > after` (the
+    /// unread ones, after the read mark, when `after` is `None`), in order, at
+    /// most `limit`, none posted before `not_before`; one snapshot.
     async fn feed(
         &self,
         feed: &Feed,
-        after: LastSeq,
+        after: Option<LastSeq>,
         limit: usize,
         not_before: Option<Timestamp>,
     ) -> Result<FeedPage, StoreError>;

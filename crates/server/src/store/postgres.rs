@@ -306,7 +306,7 @@ impl Store for PostgresStore {
     async fn feed(
         &self,
         feed: &Feed,
-        after: LastSeq,
+        after: Option<LastSeq>,
         limit: usize,
         not_before: Option<Timestamp>,
     ) -> Result<FeedPage, StoreError> {
@@ -315,9 +315,9 @@ impl Store for PostgresStore {
             "SELECT f.last_seq, f.read_seq, i.* FROM (SELECT 1) AS one \
              LEFT JOIN feeds f ON f.feed = $1 \
              LEFT JOIN LATERAL (SELECT {FEED_ITEM_COLUMNS} FROM feed_items \
-                 WHERE feed = $1 AND seq > $2 AND at >= $3 ORDER BY seq LIMIT $4) AS i ON TRUE"
+                 WHERE feed = $1 AND seq > COALESCE($2, f.read_seq, 0) AND at >= $3 ORDER BY seq LIMIT $4) AS i ON TRUE"
         );
-        let (key, after) = (feed.key(), after.get() as i64);
+        let (key, after) = (feed.key(), after.map(|seq| seq.get() as i64));
         let (not_before, limit) =
             (not_before.map_or(i64::MIN, Timestamp::as_unix_ms), i64::try_from(limit).unwrap_or(i64::MAX));
         let rows = self.read(&sql, &[&key, &after, &not_before, &limit], ATTEMPT_TIMEOUT).await?;

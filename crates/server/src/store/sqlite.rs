@@ -240,7 +240,7 @@ impl Store for SqliteStore {
     async fn feed(
         &self,
         feed: &Feed,
-        after: LastSeq,
+        after: Option<LastSeq>,
         limit: usize,
         not_before: Option<Timestamp>,
     ) -> Result<FeedPage, StoreError> {

@@ -56,11 +56,12 @@ impl FeedState {
     }
 
     /// A read, as `Store::feed` says.
-    pub(super) fn page(&self, after: LastSeq, limit: usize, not_before: Option<Timestamp>) -> FeedPage {
+    pub(super) fn page(&self, after: Option<LastSeq>, limit: usize, not_before: Option<Timestamp>) -> FeedPage {
+        let after = after.map_or(self.read_seq, LastSeq::get);
         let items = self
             .items
             .iter()
-            .filter(|i| i.seq.get() > after.get() && not_before.is_none_or(|t| i.at >= t))
+            .filter(|i| i.seq.get() > after && not_before.is_none_or(|t| i.at >= t))
             .take(limit)
             .cloned()
             .collect();

@@ -82,26 +82,27 @@ pub(super) fn mark_read(tx: &Transaction<'_>, feed: &Feed, up_to: Seq) -> Result
     Ok(Applied::Read { read_seq: last_seq(read.unwrap_or(0))?, advanced: false })
 }
 
-/// `Store::feed`: the items first, then the feed's row, so that `last_seq`
-/// is at least the seq of every item returned.
+/// `Store::feed`: the feed's row and its items in one read transaction (one snapshot).
 pub(super) fn page(
-    connection: &Connection,
+    connection: &mut Connection,
     feed: &Feed,
-    after: LastSeq,
+    after: Option<LastSeq>,
     limit: usize,
     not_before: Option<Timestamp>,
 ) -> Result<FeedPage, StoreError> {
     let key = feed.key();
+    let tx = connection.transaction()?;
+    let seqs: Option<(i64, i64)> = tx
+        .prepare_cached("SELECT last_seq, read_seq FROM feeds WHERE feed = ?")?
+        .query_row([&key], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let (last, read) = seqs.unwrap_or((0, 0));
+    let after = after.map_or(read, |seq| seq.get() as i64);
     let sql = format!(
         "SELECT {FEED_ITEM_COLUMNS} FROM feed_items WHERE feed = ? AND seq > ? AND at >= ? ORDER BY seq LIMIT ?"
     );
     let not_before = not_before.map_or(i64::MIN, Timestamp::as_unix_ms);
-    let items =
-        all(connection, &sql, params![key, after.get() as i64, not_before, limit as i64], |row| feed_item(row))?;
-    let seqs: Option<(i64, i64)> = connection
-        .prepare_cached("SELECT last_seq, read_seq FROM feeds WHERE feed = ?")?
-        .query_row([key], |row| Ok((row.get(0)?, row.get(1)?)))
-        .optional()?;
-    let (last, read) = seqs.unwrap_or((0, 0));
+    let items = all(&tx, &sql, params![key, after, not_before, limit as i64], |row| feed_item(row))?;
+    tx.commit()?;
     Ok(FeedPage { last_seq: last_seq(last)?, read_seq: last_seq(read)?, items })
 }
