@@ -3,6 +3,8 @@
 # need on a fresh Debian machine, skipping what is already there, then runs
 # every check. Each step prints a "==>" header; the first failure stops it.
 set -euo pipefail
+# Incremental build data is never reused between CI runs and grew target/ to 77 GB here.
+export CARGO_INCREMENTAL=0
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
