@@ -9,6 +9,9 @@
 //!   announced last, whatever the server sends (an announcement below
 //!   [`ANNOUNCEMENT_FLOOR`] counts as that floor);
 //! - the outbox never holds more than `outbox_capacity` messages;
+//! - a notification's `seq` is handed to the application at most once, and
+//!   each topic's events in strictly increasing `seq` (until the application
+//!   subscribes it again with its own `afterSeq`);
 //! - the driver never spins: once [`Session::handle_timeout`] ran at `now`,
 //!   [`Session::poll_timeout`] is not at or before `now` any more.
 
@@ -18,13 +21,16 @@ use petchat_protocol::limits::{MAX_MESSAGE_BYTES, MAX_SEQ};
 use petchat_protocol::session::{Action, Backoff, Event, Millis, Session, SessionConfig};
 use petchat_protocol::{
     ClientEnvelope, ClientMessage, ClientMessageId, CloseCode, ConversationId, JoinConversation, LastSeq, MessageText,
-    OpenConversation, SendChat, Seq, ServerMessage, Timestamp,
+    OpenConversation, SendChat, Seq, ServerMessage, SubscribeTopic, Timestamp, TopicName,
 };
 use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 
 /// The conversations a script talks about; the first is the golden examples' one.
 const CONVERSATIONS: [&str; 3] = ["c-7f3a9b", "c-2", "c-3"];
+/// The topics a script talks about; the first is the golden examples' one.
+const TOPICS: [&str; 2] = ["orders:ord-2026-0042", "pets:42"];
 /// The session's own user, as in the golden `session.ready`.
 const ME: &str = "cust-42";
 /// The virtual clock stops here (about 285,000 years): the findings are about
@@ -47,14 +53,22 @@ const GOLDEN: &[&str] = &[
     include_str!("../../schemas/examples/valid/server.conversation.joined.json"),
     include_str!("../../schemas/examples/valid/server.conversation.opened.json"),
     include_str!("../../schemas/examples/valid/server.conversation.queued.json"),
+    include_str!("../../schemas/examples/valid/server.error--limit-reached.json"),
     include_str!("../../schemas/examples/valid/server.error--rate-limited.json"),
+    include_str!("../../schemas/examples/valid/server.error--token-expired.json"),
+    include_str!("../../schemas/examples/valid/server.error--unauthorized.json"),
     include_str!("../../schemas/examples/valid/server.error.json"),
     include_str!("../../schemas/examples/valid/server.message.delivered.json"),
     include_str!("../../schemas/examples/valid/server.message.read.json"),
     include_str!("../../schemas/examples/valid/server.notification.json"),
+    include_str!("../../schemas/examples/valid/server.notification.read.json"),
     include_str!("../../schemas/examples/valid/server.pong.json"),
     include_str!("../../schemas/examples/valid/server.presence.json"),
     include_str!("../../schemas/examples/valid/server.session.ready.json"),
+    include_str!("../../schemas/examples/valid/server.session.refreshed.json"),
+    include_str!("../../schemas/examples/valid/server.topic.event.json"),
+    include_str!("../../schemas/examples/valid/server.topic.subscribed.json"),
+    include_str!("../../schemas/examples/valid/server.topic.unsubscribed.json"),
     include_str!("../../schemas/examples/valid/server.typing.start.json"),
     include_str!("../../schemas/examples/valid/server.typing.stop.json"),
 ];
@@ -108,6 +122,20 @@ impl Conv {
 
     fn id(self) -> ConversationId {
         ConversationId::new(self.name()).expect("a valid conversation id")
+    }
+}
+
+/// One of [`TOPICS`].
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub struct Topic(u8);
+
+impl Topic {
+    fn name(self) -> &'static str {
+        TOPICS[usize::from(self.0) % TOPICS.len()]
+    }
+
+    fn id(self) -> TopicName {
+        TopicName::new(self.name()).expect("a valid topic name")
     }
 }
 
@@ -226,6 +254,8 @@ pub enum Frame {
         conversations: Vec<(Conv, Number)>,
         /// `tokenExpiresAt` (SPEC §1; decoders that do not know it ignore it).
         token_expires: Expiry,
+        /// `notifications.unread` and `notifications.lastSeq` (SPEC §12).
+        notifications: (Number, Number),
     },
     /// `session.refreshed` (SPEC §1), answering a `session.refresh`.
     Refreshed {
@@ -274,6 +304,34 @@ pub enum Frame {
         /// Its `retryAfterMs`.
         retry_after_ms: Option<Number>,
     },
+    /// `topic.subscribed` (SPEC §11).
+    Subscribed {
+        /// The topic.
+        topic: Topic,
+        /// Its `id`.
+        reference: Reference,
+        /// `lastSeq`.
+        last_seq: Number,
+        /// `recovered`.
+        recovered: bool,
+    },
+    /// `topic.event`.
+    TopicEvent {
+        /// The topic.
+        topic: Topic,
+        /// Its `seq`.
+        seq: Number,
+    },
+    /// `notification` (SPEC §12).
+    Notification {
+        /// Its `seq`.
+        seq: Number,
+    },
+    /// `notification.read` from another connection of the user.
+    NotificationsRead {
+        /// `upToSeq`.
+        up_to: Number,
+    },
     /// One of the golden examples.
     Golden(u8),
     /// Any text.
@@ -315,6 +373,8 @@ pub enum Reference {
     Heartbeat(u8),
     /// `rt-N`, a token refresh.
     Refresh(u8),
+    /// `t-N`, a topic subscription.
+    Subscribe(u8),
     /// Anything.
     Text(String),
 }
@@ -327,6 +387,7 @@ impl Reference {
             Reference::Join(c) => Some(format!("j-{}", c.name())),
             Reference::Heartbeat(n) => Some(format!("hb-{n}")),
             Reference::Refresh(n) => Some(format!("rt-{n}")),
+            Reference::Subscribe(n) => Some(format!("t-{n}")),
             Reference::Text(text) => Some(text.clone()),
         }
     }
@@ -359,6 +420,14 @@ pub enum Command {
     Ping,
     /// `restore_outbox` with keys from a small pool (so that some repeat).
     Restore(Vec<(Conv, u8)>),
+    /// `subscribe`.
+    Subscribe(Topic),
+    /// `send(topic.subscribe)` with an `afterSeq`.
+    SubscribeAfter(Topic, Number),
+    /// `unsubscribe`.
+    Unsubscribe(Topic),
+    /// `mark_notifications_read`.
+    MarkNotificationsRead(Number),
 }
 
 /// A chat text.
@@ -400,6 +469,10 @@ struct Driver {
     /// Token requests answered so far: every other one fails, as a token
     /// provider that is sometimes down would (`Session::refresh_failed`).
     refreshes: u64,
+    /// The seq of the last event handed on, per topic.
+    topic_seqs: BTreeMap<String, u64>,
+    /// The notification seqs handed on.
+    notification_seqs: BTreeSet<u64>,
 }
 
 /// Plays a script; panics when an invariant of the module docs breaks.
@@ -430,6 +503,8 @@ impl Driver {
             announced: MAX_MESSAGE_BYTES,
             capacity,
             refreshes: 0,
+            topic_seqs: BTreeMap::new(),
+            notification_seqs: BTreeSet::new(),
         }
     }
 
@@ -526,6 +601,24 @@ impl Driver {
                 self.session.restore_outbox(now, messages.collect::<Vec<_>>());
                 Ok(())
             }
+            Command::Subscribe(t) => self.session.subscribe(now, &t.id()),
+            Command::SubscribeAfter(t, after) => match LastSeq::new(after.get()) {
+                Ok(after) => {
+                    // The application starts the topic where it chooses.
+                    self.topic_seqs.remove(t.name());
+                    let subscribe = SubscribeTopic { topic: t.id(), after_seq: Some(after) };
+                    self.session.send(now, ClientMessage::TopicSubscribe(subscribe), None)
+                }
+                Err(_) => Ok(()),
+            },
+            Command::Unsubscribe(t) => {
+                self.topic_seqs.remove(t.name());
+                self.session.unsubscribe(now, &t.id())
+            }
+            Command::MarkNotificationsRead(up_to) => match Seq::new(up_to.get()) {
+                Ok(up_to) => self.session.mark_notifications_read(now, up_to),
+                Err(_) => Ok(()),
+            },
         };
     }
 
@@ -541,7 +634,14 @@ impl Driver {
                 }
                 frame
             }
-            Frame::Ready { heartbeat, max_message_bytes, messages_per_second, conversations, token_expires } => json!({
+            Frame::Ready {
+                heartbeat,
+                max_message_bytes,
+                messages_per_second,
+                conversations,
+                token_expires,
+                notifications: (unread, last_seq),
+            } => json!({
                 "type": "session.ready",
                 "data": {
                     "sessionId": "s-1",
@@ -556,8 +656,41 @@ impl Driver {
                         "id": c.name(), "status": "active", "lastSeq": last.get(),
                     })).collect::<Vec<Value>>(),
                     "tokenExpiresAt": token_expires.timestamp(),
+                    "notifications": {"unread": unread.get(), "lastSeq": last_seq.get()},
                 },
             }),
+            Frame::Subscribed { topic, reference, last_seq, recovered } => {
+                let data = json!({"topic": topic.name(), "lastSeq": last_seq.get(), "recovered": recovered});
+                let mut frame = json!({"type": "topic.subscribed", "data": data});
+                if let Some(id) = reference.text() {
+                    frame["id"] = json!(id);
+                }
+                frame
+            }
+            Frame::TopicEvent { topic, seq } => json!({
+                "type": "topic.event",
+                "data": {
+                    "topic": topic.name(),
+                    "seq": seq.get(),
+                    "event": "order.status",
+                    "data": {"status": "shipped"},
+                    "publishedAt": TIMESTAMP,
+                },
+            }),
+            Frame::Notification { seq } => json!({
+                "type": "notification",
+                "data": {
+                    "id": format!("n-{}", seq.get()),
+                    "seq": seq.get(),
+                    "kind": "order.shipped",
+                    "title": "Shipped",
+                    "body": "",
+                    "createdAt": TIMESTAMP,
+                },
+            }),
+            Frame::NotificationsRead { up_to } => {
+                json!({"type": "notification.read", "data": {"upToSeq": up_to.get()}})
+            }
             Frame::Joined { conversation, last_seq, has_more, opened } => {
                 let mut data = json!({"conversation": {
                     "id": conversation.name(),
@@ -655,12 +788,28 @@ impl Driver {
             }
         }
         while let Some(event) = self.session.poll_event() {
-            if let Event::Message(envelope) = &event
-                && let ServerMessage::SessionReady(ready) = &envelope.message
-            {
-                self.announced = (ready.limits.max_message_bytes as usize).max(ANNOUNCEMENT_FLOOR);
+            let Event::Message(envelope) = &event else { continue };
+            match &envelope.message {
+                ServerMessage::SessionReady(ready) => {
+                    self.announced = (ready.limits.max_message_bytes as usize).max(ANNOUNCEMENT_FLOOR);
+                }
+                ServerMessage::TopicEvent(event) => {
+                    let topic = event.topic.as_str();
+                    let seq = event.seq.get();
+                    if let Some(last) = self.topic_seqs.insert(topic.to_owned(), seq) {
+                        assert!(seq > last, "{topic}: event {seq} handed on after {last}");
+                    }
+                }
+                ServerMessage::Notification(notification) => {
+                    let seq = notification.seq.get();
+                    assert!(self.notification_seqs.insert(seq), "notification {seq} handed on twice");
+                }
+                _ => {}
             }
         }
+        // A topic the session dropped (refused) starts afresh when subscribed again.
+        let subscribed: BTreeSet<&str> = self.session.topics().map(|(t, _)| t.as_str()).collect();
+        self.topic_seqs.retain(|t, _| subscribed.contains(t.as_str()));
         while let Some(frame) = self.session.poll_transmit() {
             assert_eq!(self.socket, Socket::Open, "a frame to write with no open socket: {frame}");
             if let Err(e) = ClientEnvelope::decode(&frame) {
@@ -705,7 +854,12 @@ mod tests {
                 messages_per_second: n,
                 conversations: vec![(Conv(0), n)],
                 token_expires: Expiry::In(Number::Edge(4)),
+                notifications: (n, Number::Edge(9)),
             },
+            Frame::Subscribed { topic: Topic(1), reference: Reference::Subscribe(3), last_seq: n, recovered: false },
+            Frame::TopicEvent { topic: Topic(0), seq: n },
+            Frame::Notification { seq: n },
+            Frame::NotificationsRead { up_to: n },
             Frame::Joined { conversation: Conv(1), last_seq: n, has_more: Some(true), opened: false },
             Frame::Joined { conversation: Conv(2), last_seq: n, has_more: None, opened: true },
             Frame::Message { conversation: Conv(0), seq: n, mine: false, text: "hi".into() },

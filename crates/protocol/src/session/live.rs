@@ -6,7 +6,8 @@
 //!
 //! A topic event that skips a `seq` (the server delivers in order, so one was
 //! lost) is held back and the topic is subscribed again from the last one
-//! handed on; a notification is handed on unless it was already (its `seq`
+//! handed on, except the first after a `topic.subscribed` with
+//! `recovered: false` (the server no longer keeps the ones in between); a notification is handed on unless it was already (its `seq`
 //! is at most the contiguous position, or among those seen beyond it).
 
 use std::collections::BTreeSet;
@@ -27,6 +28,9 @@ pub(super) struct TopicTrack {
     last_seq: Option<u64>,
     /// A `topic.subscribe` is queued or on its way.
     subscribing: bool,
+    /// The last subscription came with `recovered: false`: the next event
+    /// may skip seqs, since the server no longer keeps the ones in between.
+    resync: bool,
 }
 
 /// The user's notifications as the session has handed them on.
@@ -176,27 +180,31 @@ impl Session {
         }
         let Some(track) = self.topics.get_mut(&subscribed.topic) else { return true };
         track.subscribing = false;
+        track.resync = !subscribed.recovered;
         if track.last_seq.is_none() {
             track.last_seq = Some(subscribed.last_seq.get());
         }
         true
     }
 
-    /// `topic.event`: handed on once, in order; a skipped seq subscribes again.
+    /// `topic.event`: handed on once, in order; a skipped seq subscribes
+    /// again. An event of a topic not subscribed (one in flight when the
+    /// application unsubscribed) or before its `topic.subscribed` is dropped.
     pub(super) fn on_topic_event(&mut self, event: &TopicEvent) -> bool {
-        let Some(track) = self.topics.get_mut(&event.topic) else { return true };
-        let Some(last) = track.last_seq else { return true };
+        let Some(track) = self.topics.get_mut(&event.topic) else { return false };
+        let Some(last) = track.last_seq else { return false };
         let seq = event.seq.get();
         if seq <= last {
             return false;
         }
-        if seq > last + 1 {
+        if seq > last + 1 && !track.resync {
             if !track.subscribing {
                 self.queue_subscribe(&event.topic);
             }
             return false;
         }
         track.last_seq = Some(seq);
+        track.resync = false;
         true
     }
 

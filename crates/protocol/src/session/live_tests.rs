@@ -154,6 +154,40 @@ fn a_skipped_seq_is_held_back_and_the_topic_is_read_again_from_the_last_one() {
 }
 
 #[test]
+fn history_that_no_longer_reaches_back_hands_on_what_the_server_kept_without_subscribing_again() {
+    // SPEC §11: `recovered: false`, then the events still stored with
+    // `seq > afterSeq`; the gap is the server's answer, not a lost frame.
+    let mut live = Live::new();
+    live.connect(0, 0);
+    live.session.subscribe(live.now, &orders()).expect("queued");
+    let sent = live.transmits();
+    live.subscribed(&subscribe_of(&sent)["id"], 4, true);
+    live.event(5);
+    assert_eq!(live.handed_on().0, [5]);
+
+    live.drop_and_reconnect(0, 0);
+    let sent = live.transmits();
+    let again = subscribe_of(&sent);
+    assert_eq!(again["data"]["afterSeq"], 5);
+    live.subscribed(&again["id"], 20, false);
+    for seq in 15..=21 {
+        live.event(seq);
+    }
+    assert_eq!(live.handed_on().0, (15..=21).collect::<Vec<_>>());
+    assert!(live.transmits().iter().all(|f| f["type"] != "topic.subscribe"), "the topic is not subscribed again");
+
+    // Nothing kept at all: the next live event is handed on too, and a gap
+    // after it is a lost frame again.
+    live.drop_and_reconnect(0, 0);
+    let sent = live.transmits();
+    live.subscribed(&subscribe_of(&sent)["id"], 40, false);
+    live.event(41);
+    live.event(43);
+    assert_eq!(live.handed_on().0, [41]);
+    assert_eq!(subscribe_of(&live.transmits())["data"]["afterSeq"], 41);
+}
+
+#[test]
 fn an_unsubscribed_or_refused_topic_is_not_subscribed_again() {
     let mut live = Live::new();
     live.connect(0, 0);
