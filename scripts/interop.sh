@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Interop tests with clients nobody here wrote: Python `websockets` and Node.js
-# `ws` talk to the built petchat-server, then Python `websockets` again through
+# `ws` talk to the built petchat-server; `httpx`, `httpx-sse` and the npm
+# `eventsource` call its server API and read its SSE streams; then Python `websockets` again through
 # nginx (deploy/nginx/petchat.conf) in front of two nodes, and across a cluster
 # of two nodes on one PostgreSQL database and one Redis (SPEC §10). Installs
 # them (a venv under target/, npm ci in tests/interop/node, nginx, PostgreSQL
@@ -19,8 +20,9 @@ if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
   }
 fi
-"$venv/bin/python" -c 'import websockets, jsonschema, rfc3339_validator' 2>/dev/null \
-  || "$venv/bin/pip" install --quiet --disable-pip-version-check 'websockets>=13,<16' 'jsonschema>=4.20' rfc3339-validator
+"$venv/bin/python" -c 'import websockets, jsonschema, rfc3339_validator, httpx, httpx_sse' 2>/dev/null \
+  || "$venv/bin/pip" install --quiet --disable-pip-version-check 'websockets>=13,<16' 'jsonschema>=4.20' \
+    rfc3339-validator 'httpx>=0.27,<1' 'httpx-sse>=0.4,<1'
 source scripts/lib.sh
 source scripts/nginx.sh
 npm_ci tests/interop/node
@@ -44,15 +46,20 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-start_server "$server" "$work" "$secret"
+api_key="interop-key-$RANDOM$RANDOM"
+start_server "$server" "$work" "$secret" --api-keys "$api_key" --public-topics 'pets:*'
 pids+=("$SERVER_PID")
-export PETCHAT_URL="ws://$SERVER_ADDR/v1/ws/chat"
+export PETCHAT_URL="ws://$SERVER_ADDR/v1/ws/chat" PETCHAT_HTTP="http://$SERVER_ADDR" PETCHAT_API_KEY="$api_key"
 token() { "$server" token --secret "$secret" --sub "$1" --role "$2" --name "$1" --ttl 10m; }
 
 PETCHAT_AGENT_TOKEN=$(token agent-py agent) PETCHAT_CUSTOMER_TOKEN=$(token cust-py customer) \
   "$venv/bin/python" tests/interop/interop.py
 PETCHAT_AGENT_TOKEN=$(token agent-node agent) PETCHAT_CUSTOMER_TOKEN=$(token cust-node customer) \
-  node --test tests/interop/node/
+  node --test tests/interop/node/interop.test.mjs
+PETCHAT_CUSTOMER_ID=cust-live-py PETCHAT_CUSTOMER_TOKEN=$(token cust-live-py customer) \
+  "$venv/bin/python" tests/interop/live.py
+PETCHAT_CUSTOMER_ID=cust-live-node PETCHAT_CUSTOMER_TOKEN=$(token cust-live-node customer) \
+  node --test tests/interop/node/live.test.mjs
 
 # Through nginx, in front of this node and a second one.
 first=$SERVER_ADDR

@@ -60,6 +60,10 @@ pub(crate) struct StreamQuery {
     /// A ticket from `POST /v1/sse/tickets`, for clients that cannot send a header.
     #[serde(default)]
     ticket: Option<String>,
+    /// Where to resume, for a new `EventSource` (which cannot send
+    /// `Last-Event-ID`); the header wins when both are given.
+    #[serde(default, rename = "lastEventId")]
+    last_event_id: Option<String>,
 }
 
 /// The token of an `Authorization: Bearer` header, if any.
@@ -113,7 +117,12 @@ pub(crate) async fn stream(
     };
     let topics = topics_of(query.topics.as_deref())?;
     let resume = match headers.get("last-event-id").map(|v| v.to_str()) {
-        None => None,
+        None => match query.last_event_id.as_deref() {
+            None => None,
+            Some(id) => {
+                Some(Cursor::parse(id).map_err(|e| refuse(ApiErrorCode::InvalidRequest, format!("lastEventId: {e}")))?)
+            }
+        },
         Some(Ok(id)) => {
             Some(Cursor::parse(id).map_err(|e| refuse(ApiErrorCode::InvalidRequest, format!("Last-Event-ID: {e}")))?)
         }

@@ -234,6 +234,38 @@ async fn a_stream_carries_topic_events_and_notifications_with_one_cursor_and_res
 }
 
 #[tokio::test]
+async fn a_new_event_source_resumes_from_last_event_id_in_the_query() {
+    // An EventSource cannot send Last-Event-ID when it is opened, only when
+    // it reconnects by itself, which a spent ticket cannot: a page opening a
+    // new one on a new ticket puts the cursor in the query.
+    let server = server().await;
+    let bearer = format!("Bearer {}", server.token("cust-1", Role::Customer));
+    let (_, events, _) = Events::open(&server, "/v1/sse?topics=pets:1", &[("Authorization", &bearer)]).await;
+    let mut events = events.expect("a stream");
+    publish(&server, "pets:1", 1).await;
+    let first = events.next_event().await.id.expect("an id");
+    drop(events);
+    publish(&server, "pets:1", 2).await;
+    publish(&server, "pets:1", 3).await;
+    let encoded = first.replace('=', "%3D").replace(';', "%3B").replace(':', "%3A");
+    let path = format!("/v1/sse?topics=pets:1&lastEventId={encoded}");
+    let (status, events, body) = Events::open(&server, &path, &[("Authorization", &bearer)]).await;
+    assert_eq!(status, 200, "{body}");
+    let mut events = events.expect("a stream");
+    for seq in [2, 3] {
+        assert_eq!(events.next_event().await.data.expect("data")["data"]["seq"], seq);
+    }
+
+    // The header, which a reconnecting EventSource sends, wins over the query.
+    let (_, events, _) =
+        Events::open(&server, &path, &[("Authorization", &bearer), ("Last-Event-ID", "n=0;pets:1=2")]).await;
+    assert_eq!(events.expect("a stream").next_event().await.data.expect("data")["data"]["seq"], 3);
+    let (status, _, body) =
+        Events::open(&server, "/v1/sse?topics=pets:1&lastEventId=garbage", &[("Authorization", &bearer)]).await;
+    assert_eq!(status, 400, "{body}");
+}
+
+#[tokio::test]
 async fn a_ticket_opens_one_stream_once_and_bad_requests_are_refused_before_the_stream() {
     let server = server().await;
     let token = server.token("cust-1", Role::Customer);

@@ -4,33 +4,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
+import { open } from './socket.mjs';
 
 const URL_BASE = process.env.PETCHAT_URL;
-
-function open(url, protocols) {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, protocols);
-    const frames = [];
-    const waiters = [];
-    ws.on('message', (data) => {
-      const frame = JSON.parse(data.toString());
-      const i = waiters.findIndex((w) => w.kind === frame.type);
-      if (i >= 0) waiters.splice(i, 1)[0].resolve(frame);
-      else frames.push(frame);
-    });
-    ws.next = (kind) => {
-      const i = frames.findIndex((f) => f.type === kind);
-      if (i >= 0) return Promise.resolve(frames.splice(i, 1)[0]);
-      return new Promise((res, rej) => {
-        waiters.push({ kind, resolve: res });
-        setTimeout(() => rej(new Error(`no ${kind} within 10 s`)), 10_000).unref();
-      });
-    };
-    ws.send_ = (frame) => ws.send(JSON.stringify(frame));
-    ws.once('open', () => resolve(ws));
-    ws.once('error', reject);
-  });
-}
 
 test('a customer and an agent chat through the ws client', async () => {
   const agent = await open(URL_BASE, ['petchat.v1', `bearer.${process.env.PETCHAT_AGENT_TOKEN}`]);

@@ -232,6 +232,10 @@ fn document() -> Value {
                     { "name": "Last-Event-ID", "in": "header", "required": false,
                       "description": "The id of the last event received: the stream resumes after it.",
                       "schema": { "type": "string" } },
+                    { "name": "lastEventId", "in": "query", "required": false,
+                      "description": "As Last-Event-ID, for a new EventSource (which cannot send the header) \
+                        resuming where an earlier one stopped; the header wins when both are given.",
+                      "schema": { "type": "string" } },
                 ],
                 "responses": sse_responses,
             } },
