@@ -47,7 +47,7 @@ cleanup() {
 }
 trap cleanup EXIT
 api_key="interop-key-$RANDOM$RANDOM"
-start_server "$server" "$work" "$secret" --api-keys "$api_key" --public-topics 'pets:*'
+start_server "$server" "$work" "$secret" --api-keys "$api_key" --public-topics 'pets:*' --sse-keepalive-ms 500
 pids+=("$SERVER_PID")
 export PETCHAT_URL="ws://$SERVER_ADDR/v1/ws/chat" PETCHAT_HTTP="http://$SERVER_ADDR" PETCHAT_API_KEY="$api_key"
 token() { "$server" token --secret "$secret" --sub "$1" --role "$2" --name "$1" --ttl 10m; }
@@ -60,6 +60,8 @@ PETCHAT_CUSTOMER_ID=cust-live-py PETCHAT_CUSTOMER_TOKEN=$(token cust-live-py cus
   "$venv/bin/python" tests/interop/live.py
 PETCHAT_CUSTOMER_ID=cust-live-node PETCHAT_CUSTOMER_TOKEN=$(token cust-live-node customer) \
   node --test tests/interop/node/live.test.mjs
+PETCHAT_NODE_USER=docs-node PETCHAT_NODE_TOKEN=$(token docs-node customer) PETCHAT_PYTHON_USER=docs-py \
+  PETCHAT_PYTHON_TOKEN=$(token docs-py customer) PETCHAT_KEEPALIVE_S=1.5 "$venv/bin/python" tests/interop/docs_examples.py
 
 # Through nginx, in front of this node and a second one.
 first=$SERVER_ADDR

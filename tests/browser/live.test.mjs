@@ -2,11 +2,12 @@
 // its order's status as the backend publishes it and the user's
 // notifications with an unread count that a read on another tab clears; the
 // agent console's dashboard follows support:stats; and the browser's own
-// EventSource reads a stream opened with a ticket.
+// EventSource reads a stream opened with a ticket; the page example of
+// docs/protocol.md follows an order across a server restart.
 // Run by scripts/browser.sh, which builds the package and sets PETCHAT_SERVER.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -138,6 +139,53 @@ test("the browser's EventSource reads a stream opened with a ticket, which is go
     await page.evaluate(() => window.source.close());
     // The one error the page logs is the refused reuse of the ticket, which it asked for.
     assert.deepEqual(errors.filter((e) => !e.includes('status of 401')), [], 'no console errors');
+  } finally {
+    await context.close();
+    await server.kill();
+  }
+});
+
+test('the page example of docs/protocol.md follows an order across a server restart, each event once', { timeout: 90_000 }, async () => {
+  const docs = readFileSync(join(root, 'docs/protocol.md'), 'utf8');
+  const example = docs.match(/<!-- example: follow-order\.js -->\n```js\n([\s\S]*?)\n```/);
+  assert.ok(example, 'docs/protocol.md has the follow-order.js example');
+  const server = new Server(await freePort(), ['--api-keys', KEY]);
+  await server.start();
+  const { context, errors, watch } = await browser();
+  try {
+    const page = watch(await context.newPage(), 'page');
+    await context.route('**/favicon.ico', (route) => route.fulfill({ status: 204 }));
+    await page.goto(`http://127.0.0.1:${server.port}/openapi.json`);
+    await page.addScriptTag({ content: example[1] });
+    await page.evaluate(() => {
+      window.got = [];
+      const token = async () => (await fetch('/dev/token?role=customer&sub=docs-page&topics=orders:77')).text();
+      window.stop = followOrder('77', token, (message) => window.got.push(message));
+    });
+    const seqs = async (n) => {
+      await page.waitForFunction((n) => window.got.filter((m) => m.type === 'topic.event').length >= n, n, { timeout: 30_000 });
+      return page.evaluate(() => window.got.filter((m) => m.type === 'topic.event').map((m) => m.data.seq));
+    };
+    // The stream is open once the page holds a ticket stream; publish until the first arrives.
+    await page.waitForFunction(() => performance.getEntriesByType('resource').some((r) => r.name.includes('/v1/sse?')));
+    await api(server, '/v1/api/publish', { topic: 'orders:77', event: 'order.status', data: { status: 'packed' } });
+    assert.deepEqual(await seqs(1), [1]);
+
+    // A restart drops the stream; the events published meanwhile come once
+    // the page resumes with lastEventId on a new ticket, then live ones.
+    await server.kill();
+    await server.start();
+    for (const status of ['shipped', 'out for delivery']) {
+      await api(server, '/v1/api/publish', { topic: 'orders:77', event: 'order.status', data: { status } });
+    }
+    assert.deepEqual(await seqs(3), [1, 2, 3]);
+    await api(server, '/v1/api/notify', { userId: 'docs-page', kind: 'order.shipped', title: 'Shipped', body: '' });
+    await page.waitForFunction(() => window.got.some((m) => m.type === 'notification'));
+    await api(server, '/v1/api/publish', { topic: 'orders:77', event: 'order.status', data: { status: 'delivered' } });
+    assert.deepEqual(await seqs(4), [1, 2, 3, 4]);
+    await page.evaluate(() => window.stop());
+    // What the page logs: the refused retries of the spent ticket and of the stopped server.
+    assert.deepEqual(errors.filter((e) => !/status of 401|ERR_CONNECTION_REFUSED|EventSource/.test(e)), [], 'no console errors');
   } finally {
     await context.close();
     await server.kill();

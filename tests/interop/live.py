@@ -65,6 +65,8 @@ class Stream:
 
     async def next(self):
         event = await asyncio.wait_for(anext(self.events), 10)
+        while not event.data:  # httpx-sse yields an empty event after a keep-alive comment
+            event = await asyncio.wait_for(anext(self.events), 10)
         data = valid(json.loads(event.data), "sse")
         check(event.event == data["type"], f"the SSE event is the message type: {event.event}")
         return event, data
