@@ -32,10 +32,11 @@ source scripts/lib.sh
 # (crates/server/tests/nginx.rs, and scripts/interop.sh).
 source scripts/nginx.sh
 nginx_install
-# The contract validators (ajv, @asyncapi/parser) and the benchmark's Node peer
-# (ws, for the bench's smoke test), pinned by their package-lock.json.
+# The contract validators (ajv, @asyncapi/parser) and the benchmark's Node peers
+# (ws and socket.io, for the bench's smoke test), pinned by their package-lock.json.
 npm_ci scripts/contract
 npm_ci benches/peers/node-ws
+npm_ci benches/peers/socket-io
 
 step "cargo fmt --check"
 cargo fmt --all --check

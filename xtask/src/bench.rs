@@ -1,5 +1,5 @@
 //! `cargo xtask bench [-- petchat-bench arguments]`: builds petchat-server and
-//! petchat-bench in release mode, installs the Node peer's `ws`, runs the
+//! petchat-bench in release mode, installs the Node peers' `ws` and `socket.io`, runs the
 //! benchmark (by default `all`) into `benches/results/`, and copies its
 //! table into docs/benchmarks.md between the generated-region markers.
 
@@ -23,9 +23,11 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         "--package",
         "petchat-bench",
     ]))?;
-    let peer = root.join("benches/peers/node-ws");
-    if !peer.join("node_modules/ws").exists() {
-        status(Command::new("npm").current_dir(&peer).args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]))?;
+    for (peer, module) in [("benches/peers/node-ws", "ws"), ("benches/peers/socket-io", "socket.io")] {
+        let peer = root.join(peer);
+        if !peer.join("node_modules").join(module).exists() {
+            status(Command::new("npm").current_dir(&peer).args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]))?;
+        }
     }
     let out = root.join("benches/results");
     let args: Vec<String> = if args.is_empty() { vec!["all".into()] } else { args.to_vec() };

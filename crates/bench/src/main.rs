@@ -1,11 +1,13 @@
 //! `petchat-bench`: measures petchat-server from the outside over loopback
-//! sockets, side by side with the Node.js `ws` peer, and writes JSON, a
-//! markdown table and SVG plots. See docs/benchmarks.md.
+//! sockets, side by side with the Node.js `ws` peer (and, for topics, a
+//! Socket.IO peer), and writes JSON, a markdown table and SVG plots. See
+//! docs/benchmarks.md.
 
 mod assign;
 mod chat;
 mod conn;
 mod engines;
+mod fanout;
 mod idle;
 mod progress;
 mod reconnect;
@@ -22,6 +24,7 @@ use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::engines::EnginePrograms;
+use crate::fanout::Transport;
 use crate::progress::Progress;
 use crate::report::{Report, Run};
 use crate::soak::SoakSettings;
@@ -56,6 +59,10 @@ struct Options {
     /// The peer's script (with `ws` installed beside it by npm).
     #[arg(long, default_value = "benches/peers/node-ws/server.mjs")]
     peer: PathBuf,
+    /// The Socket.IO peer's script (with `socket.io` installed beside it by
+    /// npm), measured by `fanout` beside `--servers`.
+    #[arg(long, default_value = "benches/peers/socket-io/server.mjs")]
+    socketio_peer: PathBuf,
     /// The directory of PostgreSQL's initdb, pg_ctl and postgres (for `cluster`).
     #[arg(long, default_value = "/usr/lib/postgresql/15/bin")]
     postgres_bin: PathBuf,
@@ -135,10 +142,42 @@ enum Command {
         #[arg(long, default_value_t = 5_000)]
         heartbeat_interval_ms: u64,
     },
+    /// One publisher through the server API, S subscribers on one topic
+    /// (over the WebSocket on every server and the Socket.IO peer, and over
+    /// SSE on petchat): deliveries per second, publish → deliver latency,
+    /// RSS per subscriber.
+    Fanout {
+        /// Subscriber counts to sweep.
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000,19000")]
+        subscribers: Vec<usize>,
+        /// Events published per run (fewer than the server's 1,024-frame
+        /// outbound queue, so that no subscriber can be cut off for lagging).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..1000))]
+        events: u16,
+        /// Publishes per second instead of as fast as the API answers.
+        #[arg(long)]
+        rate: Option<f64>,
+    },
     /// Every scenario with its default sweep, then chat at half of petchat's peak rate.
     All,
     /// A tiny run of every scenario, for the test suite: correctness, not speed.
     Smoke,
+    /// (internal) holds subscribers for `fanout`.
+    #[command(hide = true)]
+    WorkerFanout {
+        #[arg(long)]
+        server: SocketAddr,
+        #[arg(long)]
+        transport: Transport,
+        #[arg(long)]
+        source: IpAddr,
+        #[arg(long)]
+        count: usize,
+        #[arg(long)]
+        events: usize,
+        #[arg(long)]
+        prefix: String,
+    },
     /// (internal) holds idle connections for `idle`.
     #[command(hide = true)]
     WorkerIdle {
@@ -159,10 +198,14 @@ async fn main() -> Result<()> {
     if let Command::WorkerIdle { server, source, count, prefix } = &cli.command {
         return idle::worker(*server, *source, *count, prefix).await;
     }
+    if let Command::WorkerFanout { server, transport, source, count, events, prefix } = &cli.command {
+        return fanout::worker(*server, *transport, *source, *count, *events, prefix).await;
+    }
     let options = cli.options;
     let programs = Programs {
         petchat: options.petchat_bin.clone(),
         peer: options.peer.clone(),
+        socketio: options.socketio_peer.clone(),
         engines: EnginePrograms {
             postgres_bin: options.postgres_bin.clone(),
             redis_server: options.redis_server.clone(),
@@ -197,6 +240,9 @@ async fn main() -> Result<()> {
             };
             bench.soak(&mut report, settings).await?;
         }
+        Command::Fanout { subscribers, events, rate } => {
+            bench.fanout(&mut report, &subscribers, events.into(), rate).await?;
+        }
         Command::All => {
             bench.idle(&mut report, &[1000, 5000, 19_000], 30).await?;
             bench.chat(&mut report, &[1, 10, 50, 200], 5, None).await?;
@@ -204,6 +250,8 @@ async fn main() -> Result<()> {
             bench.chat(&mut report, &[50], 5, Some(peak / 2.0)).await?;
             bench.assign(&mut report, &[250, 500, 1000], 10).await?;
             bench.reconnect(&mut report, &[10_000], 50, 5).await?;
+            bench.fanout(&mut report, &[1000, 10_000, 19_000], 100, None).await?;
+            bench.fanout(&mut report, &[10_000], 50, Some(FANOUT_LATENCY_RATE)).await?;
         }
         Command::Smoke => {
             bench.idle(&mut report, &[50], 1).await?;
@@ -220,14 +268,21 @@ async fn main() -> Result<()> {
                 heartbeat_interval_ms: 1_000,
             };
             bench.soak(&mut report, soak).await?;
+            bench.fanout(&mut report, &[20], 5, None).await?;
+            bench.fanout(&mut report, &[20], 5, Some(50.0)).await?;
         }
-        Command::WorkerIdle { .. } => unreachable!("handled above"),
+        Command::WorkerIdle { .. } | Command::WorkerFanout { .. } => unreachable!("handled above"),
     }
     report.write(&options.out)?;
     println!("{}", report.markdown());
     println!("results: {}", options.out.display());
     Ok(())
 }
+
+/// The publish rate of `all`'s fanout latency run: 20 events/s to 10,000
+/// subscribers, 200,000 deliveries/s, below every server's peak, so that
+/// the latency is the fan-out's and not a queue's.
+const FANOUT_LATENCY_RATE: f64 = 20.0;
 
 /// The runs of one invocation.
 struct Bench {
@@ -237,13 +292,15 @@ struct Bench {
 }
 
 impl Bench {
-    /// Runs `scenario` on a fresh server of each kind, alternating, `repeat` times.
+    /// Runs `scenario` on a fresh server of each kind, alternating, `repeat`
+    /// times (not on the Socket.IO peer, which speaks only topics).
     async fn each<R, F, Fut>(&self, scenario: F) -> Result<Vec<(Kind, R)>>
     where
         F: FnMut(Target, Progress) -> Fut,
         Fut: std::future::Future<Output = Result<R>>,
     {
-        self.each_of(&self.options.servers, scenario).await
+        let servers: Vec<Kind> = self.options.servers.iter().copied().filter(|&k| k != Kind::Socketio).collect();
+        self.each_of(&servers, scenario).await
     }
 
     /// As [`Self::each`], on `servers` only.
@@ -306,7 +363,8 @@ impl Bench {
 
     /// Reconnect runs on the servers that keep history (not the peer).
     async fn reconnect(&self, report: &mut Report, clients: &[usize], agents: usize, missed: usize) -> Result<()> {
-        let servers: Vec<Kind> = self.options.servers.iter().copied().filter(|&k| k != Kind::Peer).collect();
+        let servers: Vec<Kind> =
+            self.options.servers.iter().copied().filter(|&k| !matches!(k, Kind::Peer | Kind::Socketio)).collect();
         for &n in clients {
             let runs = self
                 .each_of(&servers, |target, progress| async move {
@@ -316,6 +374,35 @@ impl Bench {
                 })
                 .await?;
             report.reconnect.extend(runs.into_iter().map(Into::into));
+        }
+        Ok(())
+    }
+
+    /// Fanout runs: over the WebSocket on `--servers` and the Socket.IO
+    /// peer, then over SSE on the petchat servers among them.
+    async fn fanout(&self, report: &mut Report, subscribers: &[usize], events: usize, rate: Option<f64>) -> Result<()> {
+        let mut ws: Vec<Kind> = self.options.servers.clone();
+        if !ws.contains(&Kind::Socketio) {
+            ws.push(Kind::Socketio);
+        }
+        report.include(Kind::Socketio);
+        let sse: Vec<Kind> = ws.iter().copied().filter(|&k| matches!(k, Kind::Petchat | Kind::Cluster)).collect();
+        for &s in subscribers {
+            for (servers, sse) in [(&ws, false), (&sse, true)] {
+                let runs = self
+                    .each_of(servers, |target, progress| async move {
+                        let transport = match (target.kind, sse) {
+                            (_, true) => Transport::Sse,
+                            (Kind::Socketio, false) => Transport::Socketio,
+                            (_, false) => Transport::Ws,
+                        };
+                        let result = fanout::run(&target, transport, s, events, rate, &progress).await;
+                        target.stop().await?;
+                        result
+                    })
+                    .await?;
+                report.fanout.extend(runs.into_iter().map(Into::into));
+            }
         }
         Ok(())
     }

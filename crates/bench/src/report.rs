@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::assign::AssignResult;
 use crate::chat::ChatResult;
+use crate::fanout::{FanoutResult, Transport};
 use crate::idle::IdleResult;
 use crate::reconnect::ReconnectResult;
 use crate::soak::SoakResult;
@@ -52,6 +53,8 @@ pub(crate) struct Report {
     pub(crate) soak: Vec<Run<SoakResult>>,
     /// `reconnect` runs (petchat and cluster).
     pub(crate) reconnect: Vec<Run<ReconnectResult>>,
+    /// `fanout` runs.
+    pub(crate) fanout: Vec<Run<FanoutResult>>,
 }
 
 /// A row of the markdown table: a figure and its median per server.
@@ -73,6 +76,14 @@ impl Report {
             assign: Vec::new(),
             soak: Vec::new(),
             reconnect: Vec::new(),
+            fanout: Vec::new(),
+        }
+    }
+
+    /// Adds a column for `kind` (a server measured beside `--servers`).
+    pub(crate) fn include(&mut self, kind: Kind) {
+        if !self.servers.contains(&kind) {
+            self.servers.push(kind);
         }
     }
 
@@ -151,6 +162,34 @@ impl Report {
                 "server CPU per client caught up (ms)",
                 medians(&runs, |r| 1000.0 * r.server_cpu_seconds / r.clients as f64),
             ));
+        }
+        let fanout_key = |r: &FanoutResult| {
+            (r.transport == Transport::Sse, r.subscribers, r.events, r.offered_per_second.map(|x| x as u64))
+        };
+        for ((sse, s, events, rate), runs) in group(&self.fanout, fanout_key) {
+            let over = if sse { " over SSE" } else { "" };
+            let scenario = match rate {
+                None => format!("fanout{over}, S = {s}, {events} events"),
+                Some(rate) => format!("fanout{over}, S = {s}, {events} events at {rate}/s"),
+            };
+            rows.push(row(&scenario, "deliveries/s", medians(&runs, |r| r.deliveries_per_second)));
+            rows.push(row(&scenario, "publish → deliver p50 (ms)", medians(&runs, |r| r.latency.p50_ms)));
+            rows.push(row(&scenario, "publish → deliver p99 (ms)", medians(&runs, |r| r.latency.p99_ms)));
+            rows.push(row(&scenario, "publish → deliver max (ms)", medians(&runs, |r| r.latency.max_ms)));
+            rows.push(row(
+                &scenario,
+                "RSS per subscriber (KB)",
+                medians(&runs, |r| r.rss_per_subscriber_bytes / 1000.0),
+            ));
+            rows.push(row(&scenario, "lost events", medians(&runs, |r| r.lost as f64)));
+            rows.push(row(&scenario, "events twice or out of order", medians(&runs, |r| r.disordered as f64)));
+            rows.push(row(&scenario, "server CPU (% of a core)", medians(&runs, |r| r.server_cpu_percent)));
+            rows.push(row(
+                &scenario,
+                "server CPU per delivery (µs)",
+                medians(&runs, |r| 10_000.0 * r.server_cpu_percent / r.deliveries_per_second.max(1.0)),
+            ));
+            rows.push(row(&scenario, "load generator CPU (% of a core)", medians(&runs, |r| r.bench_cpu_percent)));
         }
         for run in &self.soak {
             let r = &run.result;
@@ -242,6 +281,23 @@ impl Report {
             let series = self.series(&self.assign, |r| r.customers as f64, |r| r.seconds_to_last * 1000.0);
             plot(&dir.join("assign.svg"), "Time until every conversation has an agent", "customers", "ms", &series)?;
         }
+        let burst: Vec<Run<FanoutResult>> =
+            self.fanout.iter().filter(|r| r.result.offered_per_second.is_none()).cloned().collect();
+        if !burst.is_empty() {
+            let (sse, ws): (Vec<_>, Vec<_>) = burst.into_iter().partition(|r| r.result.transport == Transport::Sse);
+            let mut series = self.series(&ws, |r| r.subscribers as f64, |r| r.deliveries_per_second);
+            for (name, points) in self.series(&sse, |r| r.subscribers as f64, |r| r.deliveries_per_second) {
+                series.push((format!("{name} SSE"), points));
+            }
+            series.retain(|(_, points)| !points.is_empty());
+            plot(
+                &dir.join("fanout.svg"),
+                "Fan-out: events delivered per second",
+                "subscribers",
+                "deliveries/s",
+                &series,
+            )?;
+        }
         if !self.soak.is_empty() {
             let over_time = |y: fn(&crate::soak::Sample) -> f64| -> Vec<(String, Vec<(f64, f64)>)> {
                 let series = |r: &Run<SoakResult>| r.result.samples.iter().map(|s| (s.seconds / 60.0, y(s))).collect();
@@ -294,6 +350,12 @@ impl PointKey for IdleResult {
 impl PointKey for ChatResult {
     fn key(&self) -> (usize, usize) {
         (self.pairs, self.offered_per_second.map_or(0, |r| r as usize))
+    }
+}
+
+impl PointKey for FanoutResult {
+    fn key(&self) -> (usize, usize) {
+        (self.subscribers, self.events)
     }
 }
 

@@ -1,5 +1,6 @@
 //! The servers under test: petchat-server on SQLite, a cluster of three
-//! petchat-servers on PostgreSQL and Redis, and the Node.js `ws` peer, started
+//! petchat-servers on PostgreSQL and Redis, the Node.js `ws` peer and (for
+//! the fanout scenario) the Socket.IO peer, started
 //! by the bench on loopback with the limits lifted, their memory and CPU read
 //! from /proc.
 
@@ -17,6 +18,9 @@ use crate::engines::{EngineCpu, EnginePrograms, Engines};
 /// The JWT secret of every petchat-server the bench starts.
 pub(crate) const SECRET: &str = "petchat-bench-secret-0123456789abcdef";
 
+/// The server API key of every server the bench starts (`--api-keys`; the peers take any).
+pub(crate) const API_KEY: &str = "petchat-bench-api-key";
+
 /// Which server a run measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -28,6 +32,8 @@ pub(crate) enum Kind {
     Cluster,
     /// The in-memory Node.js `ws` server of benches/peers/node-ws.
     Peer,
+    /// The in-memory Socket.IO server of benches/peers/socket-io (the fanout scenario only).
+    Socketio,
 }
 
 impl Kind {
@@ -37,6 +43,7 @@ impl Kind {
             Kind::Petchat => "petchat",
             Kind::Cluster => "cluster",
             Kind::Peer => "peer",
+            Kind::Socketio => "socketio",
         }
     }
 }
@@ -48,6 +55,8 @@ pub(crate) struct Programs {
     pub(crate) petchat: PathBuf,
     /// benches/peers/node-ws/server.mjs (its `ws` installed with npm).
     pub(crate) peer: PathBuf,
+    /// benches/peers/socket-io/server.mjs (its `socket.io` installed with npm).
+    pub(crate) socketio: PathBuf,
     /// PostgreSQL and Redis, for the cluster.
     pub(crate) engines: EnginePrograms,
 }
@@ -101,10 +110,11 @@ impl Target {
                 }
                 (Some(engines), commands)
             }
-            Kind::Peer => {
+            Kind::Peer | Kind::Socketio => {
                 let addr = free_addr()?;
                 let mut command = Command::new("node");
-                command.arg(&programs.peer).args(["--port", &addr.port().to_string()]);
+                let script = if kind == Kind::Peer { &programs.peer } else { &programs.socketio };
+                command.arg(script).args(["--port", &addr.port().to_string()]);
                 (None, vec![(addr, command)])
             }
         };
@@ -252,6 +262,7 @@ fn petchat_command(program: &Path, addr: SocketAddr, database: &str, extra: &[St
         .args(["--max-connections", "100000"])
         .args(["--max-connections-per-user", "100"])
         .args(["--max-conversations-per-agent", "100000"])
+        .args(["--api-keys", API_KEY, "--public-topics", "bench:*"])
         .args(["--log-format", "json"])
         .args(extra)
         .env("RUST_LOG", std::env::var("PETCHAT_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()));

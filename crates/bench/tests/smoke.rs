@@ -2,10 +2,13 @@
 //! each scenario completes on petchat-server, on the three-node cluster and
 //! on the Node peer, every acked message reaches the other side, every
 //! customer gets an agent, every dropped customer resumes with exactly what
-//! it missed; a few seconds of soak on petchat-server sample its RSS and CPU.
-//! No timing is asserted. Needs the peer's `ws` (scripts/test.sh runs
-//! `npm ci` in benches/peers/node-ws), and for the cluster PostgreSQL's
-//! binaries and redis-server (scripts/test.sh installs both).
+//! it missed, every subscriber of a topic gets every event once and in order
+//! (over the WebSocket, SSE and Socket.IO; on the cluster, on every node); a
+//! few seconds of soak on petchat-server sample its RSS and CPU. No timing is
+//! asserted. Needs the peers' `ws` and `socket.io` (scripts/test.sh runs
+//! `npm ci` in benches/peers/node-ws and benches/peers/socket-io), and for
+//! the cluster PostgreSQL's binaries and redis-server (scripts/test.sh
+//! installs both).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,6 +23,10 @@ fn smoke(servers: &str) -> (Value, String) {
     assert!(
         root.join("benches/peers/node-ws/node_modules/ws").exists(),
         "the peer needs `ws`: run `npm ci` in benches/peers/node-ws (scripts/test.sh does)"
+    );
+    assert!(
+        root.join("benches/peers/socket-io/node_modules/socket.io").exists(),
+        "the Socket.IO peer needs `socket.io`: run `npm ci` in benches/peers/socket-io (scripts/test.sh does)"
     );
     let postgres_bin = PathBuf::from(
         std::env::var("PETCHAT_TEST_POSTGRES_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()),
@@ -43,7 +50,7 @@ fn smoke(servers: &str) -> (Value, String) {
     let results =
         serde_json::from_str(&std::fs::read_to_string(out.path().join("results.json")).expect("results.json"))
             .expect("JSON results");
-    for plot in ["idle-memory.svg", "chat-latency.svg", "assign.svg", "soak-rss.svg", "soak-cpu.svg"] {
+    for plot in ["idle-memory.svg", "chat-latency.svg", "assign.svg", "soak-rss.svg", "soak-cpu.svg", "fanout.svg"] {
         let svg = std::fs::read_to_string(out.path().join(plot)).expect("a plot");
         assert!(svg.starts_with("<svg"), "{plot} is an SVG");
     }
@@ -64,6 +71,22 @@ fn assert_every_customer_resumed(results: &Value, server: &str) {
     assert_eq!(run["caught_up"]["count"], 40, "{server}: every customer caught up: {run}");
     assert_eq!((&run["lost"], &run["duplicated"]), (&Value::from(0), &Value::from(0)), "{server}: {run}");
     assert!(run["seconds_to_all_caught_up"].as_f64().is_some_and(f64::is_finite), "{run}");
+}
+
+/// Every fanout run of `server` over `transport` delivered each of its 5
+/// events to each of its 20 subscribers once, in order: a burst and a paced run.
+fn assert_every_subscriber_got_every_event(results: &Value, server: &str, transport: &str) {
+    let fanout: Vec<Value> =
+        runs(results, "fanout", server).into_iter().filter(|r| r["transport"] == transport).collect();
+    assert_eq!(fanout.len(), 2, "{server} {transport}: a burst and a paced fanout run: {results}");
+    for run in &fanout {
+        assert_eq!((&run["subscribers"], &run["events"]), (&Value::from(20), &Value::from(5)), "{run}");
+        assert_eq!(run["deliveries"], 100, "{server} {transport}: every subscriber got every event: {run}");
+        let faults = (&run["lost"], &run["disordered"], &run["closed_by_server"]);
+        assert_eq!(faults, (&Value::from(0), &Value::from(0), &Value::from(0)), "{server} {transport}: {run}");
+        assert_eq!(run["latency"]["count"], 100, "{server} {transport}: a latency per delivery: {run}");
+        assert!(run["rss_per_subscriber_bytes"].as_f64().is_some_and(f64::is_finite), "{run}");
+    }
 }
 
 #[test]
@@ -105,7 +128,18 @@ fn every_scenario_runs_on_both_servers_without_losing_a_message() {
     assert!(soak["rss_growth_percent"].as_f64().is_some_and(f64::is_finite), "a growth figure: {soak}");
     assert!(soak["verdict"].as_str().is_some_and(|v| v.contains("MB")), "a verdict: {soak}");
 
-    assert!(table.contains("| scenario | figure | petchat | peer | petchat ÷ peer |"), "{table}");
+    assert_every_subscriber_got_every_event(&results, "petchat", "ws");
+    assert_every_subscriber_got_every_event(&results, "petchat", "sse");
+    assert_every_subscriber_got_every_event(&results, "peer", "ws");
+    assert_every_subscriber_got_every_event(&results, "socketio", "socketio");
+    assert!(runs(&results, "fanout", "peer").iter().all(|r| r["transport"] == "ws"), "the peers serve no SSE");
+
+    assert!(
+        table.contains("| scenario | figure | petchat | peer | socketio | petchat ÷ peer | socketio ÷ peer |"),
+        "{table}"
+    );
+    assert!(table.contains("| fanout, S = 20, 5 events | deliveries/s |"), "{table}");
+    assert!(table.contains("| fanout over SSE, S = 20, 5 events at 50/s | publish → deliver p99 (ms) |"), "{table}");
     assert!(table.contains("| idle, N = 50 | connects/s |"), "{table}");
     assert!(table.contains("| soak, N = 60, 3 s, 20 msg/s | RSS growth, last vs middle third (%) |"), "{table}");
 }
@@ -125,5 +159,8 @@ fn the_cluster_chats_across_nodes_and_its_customers_resume_on_other_nodes() {
     }
     assert_eq!(runs(&results, "assign", "cluster")[0]["open_to_assigned"]["count"], 20, "every customer got an agent");
     assert_every_customer_resumed(&results, "cluster");
+    // Published on the first node, delivered to subscribers on all three.
+    assert_every_subscriber_got_every_event(&results, "cluster", "ws");
+    assert_every_subscriber_got_every_event(&results, "cluster", "sse");
     assert!(table.contains("| of which PostgreSQL (% of a core) |"), "{table}");
 }
