@@ -40,9 +40,6 @@ const PER_WORKER: usize = 7_000;
 /// Subscriptions being set up at once per worker.
 const IN_FLIGHT: usize = 64;
 
-/// Publishes in flight at once, as fast as the API answers.
-const PUBLISHERS: usize = 4;
-
 /// Latencies above this (the histogram's bound) count as this.
 const MAX_LATENCY_MICROS: u64 = 60_000_000;
 
@@ -80,6 +77,8 @@ pub(crate) struct FanoutResult {
     pub(crate) events: usize,
     /// The publish rate asked for (`None`: as fast as the API answers).
     pub(crate) offered_per_second: Option<f64>,
+    /// Publish requests in flight at once (when not paced).
+    pub(crate) publishers: usize,
     /// Events delivered, over every subscriber.
     pub(crate) deliveries: u64,
     /// Deliveries per second, from the first publish to the last delivery.
@@ -121,15 +120,26 @@ struct WorkerReport {
     latency: Vec<(u64, u64)>,
 }
 
-/// Runs the scenario against `target`: `subscribers` listening over `transport`, `events` published.
+/// How a run publishes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Publishing {
+    /// Events published.
+    pub(crate) events: usize,
+    /// Requests in flight at once, as fast as the API answers them.
+    pub(crate) in_flight: usize,
+    /// Publishes per second instead (`None`: as fast as the API answers).
+    pub(crate) rate: Option<f64>,
+}
+
+/// Runs the scenario against `target`: `subscribers` listening over `transport`.
 pub(crate) async fn run(
     target: &Target,
     transport: Transport,
     subscribers: usize,
-    events: usize,
-    rate: Option<f64>,
+    publishing: Publishing,
     progress: &Progress,
 ) -> Result<FanoutResult> {
+    let Publishing { events, rate, .. } = publishing;
     let label = format!("fanout {} {}", target.kind.name(), transport.name());
     let rss_before = target.rss_bytes()?;
     let workers = Workers::start(target, transport, subscribers, events, progress, &label).await?;
@@ -141,7 +151,7 @@ pub(crate) async fn run(
     let first_publish = conn::wall_micros();
     let started = Instant::now();
     let bar = progress.bar(events as u64, &format!("{label}: publishing"));
-    publish(target.addr, events, rate, &bar).await?;
+    publish(target.addr, publishing, &bar).await?;
     bar.finish_and_clear();
     let published_per_second = events as f64 / started.elapsed().as_secs_f64();
     // Every subscriber has every event, or the workers give up after a generous wait.
@@ -169,6 +179,7 @@ pub(crate) async fn run(
         subscribers,
         events,
         offered_per_second: rate,
+        publishers: publishing.in_flight,
         deliveries: total.deliveries,
         deliveries_per_second: total.deliveries as f64 / span,
         lost: total.lost,
@@ -198,14 +209,14 @@ impl Default for WorkerReport {
     }
 }
 
-/// Publishes `events` events to [`TOPIC`] through `POST /v1/api/publish`,
-/// each stamped with the wall clock: [`PUBLISHERS`] at once as fast as the
-/// API answers, or at `rate` per second.
-async fn publish(server: SocketAddr, events: usize, rate: Option<f64>, bar: &indicatif::ProgressBar) -> Result<()> {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(PUBLISHERS).build()?;
+/// Publishes events to [`TOPIC`] through `POST /v1/api/publish`, each
+/// stamped with the wall clock, as `publishing` says.
+async fn publish(server: SocketAddr, publishing: Publishing, bar: &indicatif::ProgressBar) -> Result<()> {
+    let Publishing { events, in_flight, rate } = publishing;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(in_flight).build()?;
     let url = format!("http://{server}/v1/api/publish");
     let start = tokio::time::Instant::now();
-    let in_flight = if rate.is_some() { events.max(1) } else { PUBLISHERS };
+    let in_flight = if rate.is_some() { events.max(1) } else { in_flight.max(1) };
     let results = futures_util::stream::iter(0..events)
         .map(|i| {
             let (client, url) = (client.clone(), url.clone());

@@ -24,7 +24,7 @@ use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::engines::EnginePrograms;
-use crate::fanout::Transport;
+use crate::fanout::{Publishing, Transport};
 use crate::progress::Progress;
 use crate::report::{Report, Run};
 use crate::soak::SoakSettings;
@@ -157,6 +157,10 @@ enum Command {
         /// Publishes per second instead of as fast as the API answers.
         #[arg(long)]
         rate: Option<f64>,
+        /// Publish requests in flight at once (when not paced), as a shop's
+        /// backend publishing from several request handlers at once would.
+        #[arg(long, default_value_t = FANOUT_PUBLISHERS)]
+        publishers: usize,
     },
     /// Every scenario with its default sweep, then chat at half of petchat's peak rate.
     All,
@@ -240,8 +244,9 @@ async fn main() -> Result<()> {
             };
             bench.soak(&mut report, settings).await?;
         }
-        Command::Fanout { subscribers, events, rate } => {
-            bench.fanout(&mut report, &subscribers, events.into(), rate).await?;
+        Command::Fanout { subscribers, events, rate, publishers } => {
+            let publishing = Publishing { events: events.into(), in_flight: publishers, rate };
+            bench.fanout(&mut report, &subscribers, publishing).await?;
         }
         Command::All => {
             bench.idle(&mut report, &[1000, 5000, 19_000], 30).await?;
@@ -250,8 +255,10 @@ async fn main() -> Result<()> {
             bench.chat(&mut report, &[50], 5, Some(peak / 2.0)).await?;
             bench.assign(&mut report, &[250, 500, 1000], 10).await?;
             bench.reconnect(&mut report, &[10_000], 50, 5).await?;
-            bench.fanout(&mut report, &[1000, 10_000, 19_000], 100, None).await?;
-            bench.fanout(&mut report, &[10_000], 50, Some(FANOUT_LATENCY_RATE)).await?;
+            let burst = Publishing { events: 100, in_flight: FANOUT_PUBLISHERS, rate: None };
+            bench.fanout(&mut report, &[1000, 10_000, 19_000], burst).await?;
+            let paced = Publishing { events: 50, in_flight: 1, rate: Some(FANOUT_LATENCY_RATE) };
+            bench.fanout(&mut report, &[10_000], paced).await?;
         }
         Command::Smoke => {
             bench.idle(&mut report, &[50], 1).await?;
@@ -268,8 +275,10 @@ async fn main() -> Result<()> {
                 heartbeat_interval_ms: 1_000,
             };
             bench.soak(&mut report, soak).await?;
-            bench.fanout(&mut report, &[20], 5, None).await?;
-            bench.fanout(&mut report, &[20], 5, Some(50.0)).await?;
+            bench
+                .fanout(&mut report, &[20], Publishing { events: 5, in_flight: FANOUT_PUBLISHERS, rate: None })
+                .await?;
+            bench.fanout(&mut report, &[20], Publishing { events: 5, in_flight: 1, rate: Some(50.0) }).await?;
         }
         Command::WorkerIdle { .. } | Command::WorkerFanout { .. } => unreachable!("handled above"),
     }
@@ -283,6 +292,9 @@ async fn main() -> Result<()> {
 /// subscribers, 200,000 deliveries/s, below every server's peak, so that
 /// the latency is the fan-out's and not a queue's.
 const FANOUT_LATENCY_RATE: f64 = 20.0;
+
+/// Publish requests in flight in a fanout burst.
+const FANOUT_PUBLISHERS: usize = 16;
 
 /// The runs of one invocation.
 struct Bench {
@@ -380,7 +392,7 @@ impl Bench {
 
     /// Fanout runs: over the WebSocket on `--servers` and the Socket.IO
     /// peer, then over SSE on the petchat servers among them.
-    async fn fanout(&self, report: &mut Report, subscribers: &[usize], events: usize, rate: Option<f64>) -> Result<()> {
+    async fn fanout(&self, report: &mut Report, subscribers: &[usize], publishing: Publishing) -> Result<()> {
         let mut ws: Vec<Kind> = self.options.servers.clone();
         if !ws.contains(&Kind::Socketio) {
             ws.push(Kind::Socketio);
@@ -396,8 +408,19 @@ impl Bench {
                             (Kind::Socketio, false) => Transport::Socketio,
                             (_, false) => Transport::Ws,
                         };
-                        let result = fanout::run(&target, transport, s, events, rate, &progress).await;
+                        let kind = target.kind;
+                        let result = fanout::run(&target, transport, s, publishing, &progress).await;
                         target.stop().await?;
+                        if let Ok(r) = &result {
+                            eprintln!(
+                                "fanout {} {}, S = {s}: {:.0} deliveries/s, p99 {:.1} ms, {} lost",
+                                kind.name(),
+                                transport.name(),
+                                r.deliveries_per_second,
+                                r.latency.p99_ms,
+                                r.lost
+                            );
+                        }
                         result
                     })
                     .await?;

@@ -33,6 +33,11 @@ use crate::token_clock::TokenClock;
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Frames written per flush when the outbound queue has several waiting.
 const WRITE_BATCH: usize = 64;
+/// Bytes of fed frames tungstenite gathers before it writes them to the
+/// socket: a batch of frames costs one `send` per 4 KiB instead of one per
+/// frame (at 0 each frame was a syscall of its own, 7 frames per flush and
+/// 7 sends: `cargo xtask bench -- fanout`, docs/benchmarks.md).
+const WRITE_BUFFER_BYTES: usize = 4096;
 /// A connection that stays over its rate after being refused this many
 /// times in a row within a second's burst is flooding: 4002.
 const FLOOD_RETRY_HINT_MS: u64 = 5_000;
@@ -94,7 +99,9 @@ pub(crate) async fn upgrade(
 /// connection keeps its read buffer: 1 KiB (most frames are a few hundred
 /// bytes; bigger ones take several reads) instead of 4 KiB took the idle RSS
 /// per connection from 10.7 KB to 7.7 KB at 19,000 connections
-/// (docs/benchmarks.md). Writes go out at once (no write buffer), and what a
+/// (docs/benchmarks.md). Frames fed together (the outbound queue drained up
+/// to [`WRITE_BATCH`]) go out in one write of up to [`WRITE_BUFFER_BYTES`],
+/// then the flush writes the rest at once; and what a
 /// peer leaves unread is bounded: beyond [`max_write_buffer`] tungstenite
 /// keeps only the latest pong (RFC 6455 §5.5.3 allows answering only the
 /// latest ping), so a peer that pings and never reads cannot grow it.
@@ -103,7 +110,7 @@ fn finish(ws: WebSocketUpgrade, protocol: Option<String>, app: &AppState) -> Web
         .max_message_size(app.limits.max_message_bytes)
         .max_frame_size(app.limits.max_message_bytes)
         .read_buffer_size(1024)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_write_buffer_size(max_write_buffer(app.limits.max_message_bytes))
         .accept_unmasked_frames(false);
     match protocol {
