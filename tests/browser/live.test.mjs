@@ -17,6 +17,16 @@ const artifacts = join(root, 'target/browser-artifacts');
 mkdirSync(artifacts, { recursive: true });
 const KEY = 'browser-key';
 
+/** Resolves once the server API sees `userId` online (within 10 s). */
+async function online(server, userId) {
+  for (let i = 0; i < 200; i++) {
+    const response = await fetch(`http://127.0.0.1:${server.port}/v1/api/presence/${userId}`, { headers: { Authorization: `Bearer ${KEY}` } });
+    if ((await response.json()).online) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`${userId} did not come online`);
+}
+
 async function browser() {
   const context = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'petchat-profile-')), {
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
@@ -166,8 +176,8 @@ test('the page example of docs/protocol.md follows an order across a server rest
       await page.waitForFunction((n) => window.got.filter((m) => m.type === 'topic.event').length >= n, n, { timeout: 30_000 });
       return page.evaluate(() => window.got.filter((m) => m.type === 'topic.event').map((m) => m.data.seq));
     };
-    // The stream is open once the page holds a ticket stream; publish until the first arrives.
-    await page.waitForFunction(() => performance.getEntriesByType('resource').some((r) => r.name.includes('/v1/sse?')));
+    // The stream counts as the user's connection once it is open.
+    await online(server, 'docs-page');
     await api(server, '/v1/api/publish', { topic: 'orders:77', event: 'order.status', data: { status: 'packed' } });
     assert.deepEqual(await seqs(1), [1]);
 
