@@ -209,4 +209,11 @@ wss.on('connection', (socket, request) => {
   });
 });
 
+// The backend's keep-alive connections outlive a long broadcast: with Node's
+// default 5 s, a connection whose next request waited behind broadcasts to
+// 10,000 sockets for longer than that was closed as idle, and the publisher
+// saw "connection reset" (timers run before the poll phase reads the request).
+server.keepAliveTimeout = 65_000;
+server.headersTimeout = 66_000;
+
 server.listen(port, '127.0.0.1', () => console.log(`listening ${server.address().port}`));

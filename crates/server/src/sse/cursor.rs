@@ -36,10 +36,18 @@ impl Cursor {
         Ok(cursor)
     }
 
-    /// Moves a topic on to `seq`, never back.
-    pub(crate) fn topic_seen(&mut self, topic: &TopicName, seq: LastSeq) {
-        let at = self.topics.entry(topic.clone()).or_default();
-        *at = (*at).max(seq);
+    /// Moves a topic on to `seq` if that is beyond where it stands (a
+    /// topic not known yet starts there); false when the event was sent
+    /// already or the name is not a topic's.
+    pub(crate) fn advance(&mut self, topic: &str, seq: LastSeq) -> bool {
+        if let Some((_, at)) = self.topics.iter_mut().find(|(t, _)| t.as_str() == topic) {
+            let beyond = seq.get() > at.get();
+            if beyond {
+                *at = seq;
+            }
+            return beyond;
+        }
+        TopicName::new(topic).is_ok_and(|topic| self.topics.insert(topic, seq).is_none())
     }
 }
 
@@ -60,9 +68,12 @@ mod tests {
     #[test]
     fn a_cursor_reads_back_what_it_writes() {
         let mut cursor = Cursor { notifications: LastSeq::new(5).expect("seq"), ..Cursor::default() };
-        cursor.topic_seen(&TopicName::new("orders:1234").expect("topic"), LastSeq::new(3).expect("seq"));
-        cursor.topic_seen(&TopicName::new("pets:42").expect("topic"), LastSeq::new(9).expect("seq"));
-        cursor.topic_seen(&TopicName::new("orders:1234").expect("topic"), LastSeq::new(2).expect("seq"));
+        let seq = |n| LastSeq::new(n).expect("seq");
+        assert!(cursor.advance("orders:1234", seq(3)));
+        assert!(cursor.advance("pets:42", seq(9)));
+        assert!(!cursor.advance("orders:1234", seq(2)), "an event sent already");
+        assert!(!cursor.advance("orders:1234", seq(3)), "an event sent already");
+        assert!(!cursor.advance("Not a topic", seq(1)));
         assert_eq!(cursor.to_string(), "n=5;orders:1234=3;pets:42=9");
         assert_eq!(Cursor::parse(&cursor.to_string()), Ok(cursor));
         for bad in ["", "x", "n=", "n=-1", "n=1;orders=2", "n=1;Orders:1=2", "n=99999999999999999999"] {
