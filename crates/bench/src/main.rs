@@ -288,9 +288,10 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// The publish rate of `all`'s fanout latency run: 20 events/s to 10,000
-/// subscribers, 200,000 deliveries/s, below every server's peak, so that
-/// the latency is the fan-out's and not a queue's.
+/// The publish rate of `all`'s paced fanout run: 20 events/s to 10,000
+/// subscribers, 200,000 deliveries/s offered, below petchat's peak and
+/// above the peers' (docs/benchmarks.md runs `--rate 5` for the latency at
+/// a load every server carries).
 const FANOUT_LATENCY_RATE: f64 = 20.0;
 
 /// Publish requests in flight in a fanout burst.
