@@ -105,12 +105,16 @@ pub(crate) struct FanoutResult {
     pub(crate) bench_cpu_percent: f64,
 }
 
-/// What the parent tells the workers, and what each worker reports at the end.
-#[derive(Debug, Serialize, Deserialize)]
+/// What a worker reports at the end, as one JSON line on its stdout.
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct WorkerReport {
+    /// Events its subscribers got.
     deliveries: u64,
+    /// Events its subscribers never got.
     lost: u64,
+    /// Events that came twice or out of order.
     disordered: u64,
+    /// Subscribers the server closed.
     closed_by_server: u64,
     /// Wall-clock microseconds of the worker's last delivery.
     last_delivery_micros: u64,
@@ -193,20 +197,6 @@ pub(crate) async fn run(
         server_cpu_percent: 100.0 * cpu / span,
         bench_cpu_percent: 100.0 * bench_cpu / span,
     })
-}
-
-impl Default for WorkerReport {
-    fn default() -> Self {
-        WorkerReport {
-            deliveries: 0,
-            lost: 0,
-            disordered: 0,
-            closed_by_server: 0,
-            last_delivery_micros: 0,
-            cpu_seconds: 0.0,
-            latency: Vec::new(),
-        }
-    }
 }
 
 /// Publishes events to [`TOPIC`] through `POST /v1/api/publish`, each
