@@ -34,21 +34,34 @@ pub(crate) struct Frame {
     pub(crate) data: Value,
 }
 
-/// Connects `user` from `source` and waits for `session.ready`.
-pub(crate) async fn connect(server: SocketAddr, source: IpAddr, user: &str, role: Role) -> Result<Ws> {
+/// A TCP connection to `server` from `source`, without Nagle's delay.
+pub(crate) async fn tcp_from(server: SocketAddr, source: IpAddr) -> Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(source, 0)).with_context(|| format!("binding {source}"))?;
     let stream = socket.connect(server).await.context("connecting")?;
     stream.set_nodelay(true)?;
-    let token =
-        petchat_client::mint(SECRET, &UserId::new(user).context("a user id")?, role, user, Duration::from_secs(3600));
+    Ok(stream)
+}
+
+/// A real JWT for `user`, valid for an hour.
+pub(crate) fn token(user: &str, role: Role) -> Result<String> {
+    Ok(petchat_client::mint(SECRET, &UserId::new(user).context("a user id")?, role, user, Duration::from_secs(3600)))
+}
+
+/// The WebSocket client's buffers: small, for many connections and small frames.
+pub(crate) fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0)
+}
+
+/// Connects `user` from `source` and waits for `session.ready`.
+pub(crate) async fn connect(server: SocketAddr, source: IpAddr, user: &str, role: Role) -> Result<Ws> {
+    let stream = tcp_from(server, source).await?;
+    let token = token(user, role)?;
     let mut request = format!("ws://{server}/v1/ws/chat").into_client_request()?;
     request
         .headers_mut()
         .insert("Sec-WebSocket-Protocol", HeaderValue::from_str(&format!("petchat.v1, bearer.{token}"))?);
-    // Small buffers: many connections, small frames.
-    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
-    let (mut ws, _) = client_async_with_config(request, stream, Some(config)).await.context("handshake")?;
+    let (mut ws, _) = client_async_with_config(request, stream, Some(ws_config())).await.context("handshake")?;
     let ready = next_frame(&mut ws).await?;
     if ready.kind != "session.ready" {
         bail!("expected session.ready, got {}", ready.kind);
@@ -58,9 +71,14 @@ pub(crate) async fn connect(server: SocketAddr, source: IpAddr, user: &str, role
 
 /// The next text frame, parsed; answers nothing (tungstenite answers pings).
 pub(crate) async fn next_frame(ws: &mut Ws) -> Result<Frame> {
+    serde_json::from_str(&next_text(ws).await?).context("a frame that is not JSON")
+}
+
+/// The next text frame (tungstenite answers WebSocket pings).
+pub(crate) async fn next_text(ws: &mut Ws) -> Result<Utf8Bytes> {
     loop {
         match ws.next().await.context("the server closed the connection")?? {
-            Message::Text(text) => return serde_json::from_str(&text).context("a frame that is not JSON"),
+            Message::Text(text) => return Ok(text),
             Message::Close(close) => bail!("closed by the server: {close:?}"),
             _ => continue,
         }

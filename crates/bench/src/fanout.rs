@@ -16,20 +16,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures_util::{SinkExt, StreamExt};
-use petchat_protocol::{Role, UserId};
+use petchat_protocol::Role;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::watch;
+use tokio_tungstenite::client_async_with_config;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
 use crate::conn;
 use crate::progress::Progress;
 use crate::stats::{Latency, histogram};
-use crate::target::{API_KEY, SECRET, Target};
+use crate::target::{API_KEY, Target};
 
 /// The topic every run publishes to (a fresh server per run: seqs from 1).
 pub(crate) const TOPIC: &str = "bench:fanout";
@@ -458,7 +457,7 @@ pub(crate) async fn worker(
 /// A subscribed connection of one of the transports.
 enum Subscriber {
     Ws(conn::Ws),
-    Socketio(WebSocketStream<TcpStream>),
+    Socketio(conn::Ws),
     Sse(SseStream),
 }
 
@@ -479,21 +478,21 @@ impl Subscriber {
                 }
             }
             Transport::Socketio => {
-                let stream = connect_from(server, source).await?;
+                let stream = conn::tcp_from(server, source).await?;
                 let url = format!("ws://{server}/socket.io/?EIO=4&transport=websocket");
-                let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
-                let (mut ws, _) = client_async_with_config(url, stream, Some(config)).await.context("handshake")?;
-                let open = next_text(&mut ws).await?;
+                let (mut ws, _) =
+                    client_async_with_config(url, stream, Some(conn::ws_config())).await.context("handshake")?;
+                let open = conn::next_text(&mut ws).await?;
                 if !open.starts_with("0{") {
                     bail!("expected the Engine.IO open packet, got {open}");
                 }
                 ws.send(Message::text("40")).await?;
-                let connected = next_text(&mut ws).await?;
+                let connected = conn::next_text(&mut ws).await?;
                 if !connected.starts_with("40{") {
                     bail!("expected the Socket.IO CONNECT answer, got {connected}");
                 }
                 ws.send(Message::text(format!("421[\"subscribe\",\"{TOPIC}\"]"))).await?;
-                let ack = next_text(&mut ws).await?;
+                let ack = conn::next_text(&mut ws).await?;
                 if !ack.starts_with("431[{\"topic\"") {
                     bail!("expected the subscribe ACK, got {ack}");
                 }
@@ -514,34 +513,14 @@ impl Subscriber {
                 _ => Ok(None),
             },
             Subscriber::Socketio(ws) => {
-                let text = next_text(ws).await?;
+                let text = conn::next_text(ws).await?;
                 if text == "2" {
                     ws.send(Message::text("3")).await?; // Engine.IO ping → pong
                     return Ok(None);
                 }
-                Ok(text.starts_with("42[\"topic.event\"").then_some(text))
+                Ok(text.starts_with("42[\"topic.event\"").then(|| text.to_string()))
             }
             Subscriber::Sse(stream) => stream.next_data().await.map(Some),
-        }
-    }
-}
-
-/// A TCP connection to `server` from `source`.
-async fn connect_from(server: SocketAddr, source: IpAddr) -> Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(source, 0)).with_context(|| format!("binding {source}"))?;
-    let stream = socket.connect(server).await.context("connecting")?;
-    stream.set_nodelay(true)?;
-    Ok(stream)
-}
-
-/// The next text frame (tungstenite answers WebSocket pings).
-async fn next_text(ws: &mut WebSocketStream<TcpStream>) -> Result<String> {
-    loop {
-        match ws.next().await.context("the server closed the connection")?? {
-            Message::Text(text) => return Ok(text.to_string()),
-            Message::Close(close) => bail!("closed by the server: {close:?}"),
-            _ => continue,
         }
     }
 }
@@ -559,14 +538,8 @@ struct SseStream {
 impl SseStream {
     /// `GET /v1/sse?topics=TOPIC` with a Bearer token; returns once the 200 and its headers are in.
     async fn open(server: SocketAddr, source: IpAddr, user: &str) -> Result<SseStream> {
-        let mut stream = connect_from(server, source).await?;
-        let token = petchat_client::mint(
-            SECRET,
-            &UserId::new(user).context("a user id")?,
-            Role::Customer,
-            user,
-            Duration::from_secs(3600),
-        );
+        let mut stream = conn::tcp_from(server, source).await?;
+        let token = conn::token(user, Role::Customer)?;
         let request = format!(
             "GET /v1/sse?topics={TOPIC} HTTP/1.1\r\nHost: {server}\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
         );
