@@ -1,6 +1,7 @@
 //! Live updates (SPEC §11): topic names, the patterns that grant them, and
 //! `topic.subscribe`, `topic.subscribed`, `topic.event`, `topic.unsubscribe`.
 
+use std::borrow::Borrow;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -54,6 +55,14 @@ impl TopicName {
     /// What comes before the first colon (`orders`).
     pub fn namespace(&self) -> &str {
         self.0.split_once(':').map_or("", |(namespace, _)| namespace)
+    }
+}
+
+/// Maps keyed by topic are looked up by `&str` (the derived order and hash
+/// are the name's own).
+impl Borrow<str> for TopicName {
+    fn borrow(&self) -> &str {
+        &self.0
     }
 }
 

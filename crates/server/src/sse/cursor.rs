@@ -40,7 +40,7 @@ impl Cursor {
     /// topic not known yet starts there); false when the event was sent
     /// already or the name is not a topic's.
     pub(crate) fn advance(&mut self, topic: &str, seq: LastSeq) -> bool {
-        if let Some((_, at)) = self.topics.iter_mut().find(|(t, _)| t.as_str() == topic) {
+        if let Some(at) = self.topics.get_mut(topic) {
             let beyond = seq.get() > at.get();
             if beyond {
                 *at = seq;
