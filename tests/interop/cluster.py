@@ -13,7 +13,7 @@ import uuid
 
 import websockets
 
-from tally import VALIDATOR, Tally
+from tally import Tally
 
 FIRST, SECOND = os.environ["PETCHAT_NODE_URLS"].split()
 AGENT_TOKEN = os.environ["PETCHAT_AGENT_TOKEN"]
@@ -28,15 +28,9 @@ def connect(url, token):
     return websockets.connect(f"{url}?token={token}", subprotocols=["petchat.v1"])
 
 
-async def recv(ws, kind, where=""):
+def recv(ws, kind, where=""):
     """The next frame of type `kind`, skipping background frames; every frame is schema-checked."""
-    while True:
-        frame = json.loads(await asyncio.wait_for(ws.recv(), 20))
-        errors = list(VALIDATOR.iter_errors(frame))
-        check(not errors, f"{where}: {frame.get('type')} matches the schema: {[e.message for e in errors]}")
-        if frame["type"] == kind:
-            return frame
-        check(frame["type"] in BACKGROUND, f"{where}: expected {kind}, got {frame}")
+    return TALLY.recv(ws, kind, where, BACKGROUND, 20)
 
 
 def send_frame(conversation, text, key=None):

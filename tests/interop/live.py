@@ -13,7 +13,7 @@ import httpx
 import websockets
 from httpx_sse import aconnect_sse
 
-from tally import VALIDATOR, Tally
+from tally import Tally
 
 URL = os.environ["PETCHAT_URL"]
 HTTP = os.environ["PETCHAT_HTTP"]
@@ -25,20 +25,9 @@ TALLY = Tally()
 check = TALLY.check
 
 
-def valid(frame, where):
-    errors = [e.message for e in VALIDATOR.iter_errors(frame)]
-    check(not errors, f"{where}: {frame.get('type')} matches the schema: {errors}")
-    return frame
-
-
-async def recv(ws, kind):
-    """The next frame of type `kind`, skipping presence."""
-    while True:
-        frame = valid(json.loads(await asyncio.wait_for(ws.recv(), 10)), "socket")
-        if frame["type"] == kind:
-            return frame
-        if frame["type"] != "presence":
-            check(False, f"expected {kind}, got {frame}")
+def recv(ws, kind):
+    """The next frame of type `kind` on the socket, skipping presence; schema-checked."""
+    return TALLY.recv(ws, kind, "socket")
 
 
 async def api(http, method, path, body=None, key=KEY):
@@ -67,7 +56,7 @@ class Stream:
         event = await asyncio.wait_for(anext(self.events), 10)
         while not event.data:  # httpx-sse yields an empty event after a keep-alive comment
             event = await asyncio.wait_for(anext(self.events), 10)
-        data = valid(json.loads(event.data), "sse")
+        data = TALLY.valid(json.loads(event.data), "sse")
         check(event.event == data["type"], f"the SSE event is the message type: {event.event}")
         return event, data
 

@@ -1,5 +1,6 @@
 """What the Python interop scripts share: the server frames' JSON Schema, and a tally of checks."""
 
+import asyncio
 import json
 import pathlib
 import sys
@@ -24,6 +25,21 @@ class Tally:
         else:
             self.failed += 1
             print(f"FAIL {what}", file=sys.stderr)
+
+    def valid(self, frame, where=""):
+        """Checks a server frame against the schema; returns it."""
+        errors = [e.message for e in VALIDATOR.iter_errors(frame)]
+        self.check(not errors, f"{where}: {frame.get('type')} matches the schema: {errors}")
+        return frame
+
+    async def recv(self, ws, kind, where="", skip=frozenset({"presence"}), timeout=10):
+        """The next frame of type `kind` on a socket, skipping those whose type is in `skip`;
+        every frame is schema-checked."""
+        while True:
+            frame = self.valid(json.loads(await asyncio.wait_for(ws.recv(), timeout)), where)
+            if frame["type"] == kind:
+                return frame
+            self.check(frame["type"] in skip, f"{where}: expected {kind}, got {frame}")
 
     def finish(self, name):
         """Prints the summary line and exits, non-zero if a check failed."""
