@@ -17,6 +17,14 @@ const artifacts = join(root, 'target/browser-artifacts');
 mkdirSync(artifacts, { recursive: true });
 const KEY = 'browser-key';
 
+/** A page of the server's origin without an app of its own (and no /favicon.ico request). */
+async function blankPage(server, context, watch) {
+  const page = watch(await context.newPage(), 'page');
+  await context.route('**/favicon.ico', (route) => route.fulfill({ status: 204 }));
+  await page.goto(`http://127.0.0.1:${server.port}/openapi.json`);
+  return page;
+}
+
 /** Resolves once the server API sees `userId` online (within 10 s). */
 async function online(server, userId) {
   for (let i = 0; i < 200; i++) {
@@ -123,10 +131,7 @@ test("the browser's EventSource reads a stream opened with a ticket, which is go
   await server.start();
   const { context, errors, watch } = await browser();
   try {
-    const page = watch(await context.newPage(), 'page');
-    // A page of the server's origin without an app of its own (and no /favicon.ico request).
-    await context.route('**/favicon.ico', (route) => route.fulfill({ status: 204 }));
-    await page.goto(`http://127.0.0.1:${server.port}/openapi.json`);
+    const page = await blankPage(server, context, watch);
     const opened = page.evaluate(async () => {
       const token = await (await fetch('/dev/token?role=customer&sub=sse-user')).text();
       const ticket = await (await fetch('/v1/sse/tickets', { method: 'POST', headers: { Authorization: `Bearer ${token}` } })).json();
@@ -163,9 +168,7 @@ test('the page example of docs/protocol.md follows an order across a server rest
   await server.start();
   const { context, errors, watch } = await browser();
   try {
-    const page = watch(await context.newPage(), 'page');
-    await context.route('**/favicon.ico', (route) => route.fulfill({ status: 204 }));
-    await page.goto(`http://127.0.0.1:${server.port}/openapi.json`);
+    const page = await blankPage(server, context, watch);
     await page.addScriptTag({ content: example[1] });
     await page.evaluate(() => {
       window.got = [];
