@@ -38,7 +38,8 @@ pub struct JoinConversation {
 }
 
 /// The data of the requests that name only a conversation:
-/// `conversation.leave`, `conversation.close`, `typing.start` and `typing.stop`.
+/// `conversation.leave`, `conversation.close`, `conversation.resolve`,
+/// `typing.start` and `typing.stop`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
@@ -57,7 +58,7 @@ pub enum ConversationStatus {
     /// Open, with an agent assigned.
     #[serde(rename = "active")]
     Active,
-    /// Ended by a member; no more messages.
+    /// Ended (by a member or by the server); it can be read, not written.
     #[serde(rename = "closed")]
     Closed,
 }
@@ -89,6 +90,63 @@ pub struct Conversation {
     /// The order it is about, as given to `conversation.open`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order_id: Option<OrderId>,
+    /// While queued: since when it waits for an agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_at: Option<Timestamp>,
+    /// Once closed: when, by whom and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed: Option<Closure>,
+}
+
+/// How a conversation ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Closure {
+    /// When it was closed.
+    pub at: Timestamp,
+    /// Who closed it: the member's user id, or `"system"` for the server.
+    pub by: UserId,
+    /// Why.
+    pub reason: CloseReason,
+}
+
+/// Why a conversation was closed (`conversation.closed.reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub enum CloseReason {
+    /// A member sent `conversation.close`.
+    #[serde(rename = "closed")]
+    Closed,
+    /// The agent sent `conversation.resolve`: the customer's question is answered.
+    #[serde(rename = "resolved")]
+    Resolved,
+    /// The server closed it: the customer had no connection for `--customer-away-ms`.
+    #[serde(rename = "customer_away")]
+    CustomerAway,
+    /// The server closed it: no message for `--conversation-idle-ms`.
+    #[serde(rename = "idle")]
+    Idle,
+}
+
+impl CloseReason {
+    /// Every reason.
+    pub const ALL: [Self; 4] = [Self::Closed, Self::Resolved, Self::CustomerAway, Self::Idle];
+
+    /// The wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Resolved => "resolved",
+            Self::CustomerAway => "customer_away",
+            Self::Idle => "idle",
+        }
+    }
+
+    /// The reason of a wire name.
+    pub fn from_wire(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|reason| reason.as_str() == name)
+    }
 }
 
 /// `conversation.opened` and `conversation.joined`: the conversation, and for a
@@ -128,15 +186,49 @@ pub struct AgentAssigned {
     pub agent: Participant,
 }
 
-/// `conversation.closed`: the conversation ended, for both sides.
+/// `conversation.closed`: the conversation ended, for both sides; it can be
+/// read (joined, its history fetched) but not written (`conversation_closed`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ConversationClosed {
     /// The conversation.
     pub conversation_id: ConversationId,
-    /// Who closed it: the user id of the member who sent `conversation.close`.
+    /// Who closed it: the user id of the member who sent `conversation.close`
+    /// or `conversation.resolve`, or `"system"` when the server did.
     pub by: UserId,
+    /// Why.
+    pub reason: CloseReason,
+}
+
+/// `conversation.transfer` (the assigned agent): hands the conversation to
+/// another agent, or back to the queue when `toAgentId` is absent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct TransferConversation {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// The agent to hand it to: online, available and below its cap. Absent:
+    /// the conversation goes to the front of the queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_agent_id: Option<UserId>,
+}
+
+/// `conversation.transferred`: the conversation left its agent; sent to every
+/// connection of the customer, the former agent and the new one. The new agent
+/// then gets `agent.assigned`; without one the customer gets `conversation.queued`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Transferred {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// The agent who handed it on; it is no longer a member.
+    pub from: Participant,
+    /// The agent it was handed to; absent when it went back to the queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Participant>,
 }
 
 /// A conversation topic: 1..=[`MAX_TOPIC_CHARS`](crate::limits::MAX_TOPIC_CHARS)

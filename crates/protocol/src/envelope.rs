@@ -12,10 +12,11 @@ use crate::agent::{AgentStatus, SetAgentStatus};
 use crate::chat::{ChatAck, ChatMessage, SendChat};
 use crate::conversation::{
     AgentAssigned, ConversationClosed, ConversationRef, ConversationSnapshot, JoinConversation, OpenConversation,
-    Queued,
+    Queued, TransferConversation, Transferred,
 };
 use crate::error::{DecodeError, ErrorCode, ErrorData};
 use crate::ids::RequestId;
+use crate::list::{ConversationList, ListConversations};
 use crate::notification::{Notification, NotificationRead};
 use crate::ready::{Empty, RefreshSession, SessionReady, SessionRefreshed};
 use crate::receipt::{Receipt, ReceiptUpTo};
@@ -92,8 +93,18 @@ messages! {
         "conversation.join" => ConversationJoin(JoinConversation),
         /// Unsubscribes this connection from the conversation.
         "conversation.leave" => ConversationLeave(ConversationRef),
-        /// Ends the conversation for both sides; members get `conversation.closed`.
+        /// Ends the conversation for both sides; members get `conversation.closed`
+        /// (`reason: "closed"`).
         "conversation.close" => ConversationClose(ConversationRef),
+        /// The assigned agent ends the conversation as answered; members get
+        /// `conversation.closed` (`reason: "resolved"`).
+        "conversation.resolve" => ConversationResolve(ConversationRef),
+        /// The assigned agent hands the conversation to another agent, or back to
+        /// the queue; members get `conversation.transferred`.
+        "conversation.transfer" => ConversationTransfer(TransferConversation),
+        /// A page of the user's conversations (past ones included) or, for an
+        /// agent, of the queue; the reply is `conversation.listed`.
+        "conversation.list" => ConversationList(ListConversations),
         /// Posts a message; the reply is `chat.ack`, members get `chat.message`.
         "chat.send" => ChatSend(SendChat),
         /// The client has received the messages up to `upToSeq`; the authors get
@@ -140,8 +151,12 @@ messages! {
         /// An agent was assigned; sent to the customer and to the agent, who are
         /// then both members and subscribed.
         "agent.assigned" => AgentAssigned(AgentAssigned),
-        /// The conversation ended.
+        /// The conversation ended; it can be read but not written.
         "conversation.closed" => ConversationClosed(ConversationClosed),
+        /// The conversation left its agent, for another agent or the queue.
+        "conversation.transferred" => ConversationTransferred(Transferred),
+        /// The reply to `conversation.list`.
+        "conversation.listed" => ConversationListed(ConversationList),
         /// A message of a subscribed conversation, live or replayed.
         "chat.message" => ChatMessage(ChatMessage),
         /// The sender's message is stored durably.

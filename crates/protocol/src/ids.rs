@@ -92,6 +92,22 @@ string_id!(PetId, "A pet of the store's catalogue that a conversation is about."
 string_id!(OrderId, "An order of the store that a conversation is about.");
 string_id!(NotificationId, "Identifies a stored notification; chosen by the server.");
 
+impl UserId {
+    /// The wire name of the server itself as the closer of a conversation
+    /// (`conversation.closed.by`); no token may carry it as its `sub`.
+    pub const SYSTEM: &'static str = "system";
+
+    /// The server itself, as `conversation.closed.by` names it.
+    pub fn system() -> Self {
+        Self(Self::SYSTEM.to_owned())
+    }
+
+    /// Whether this is [`UserId::SYSTEM`].
+    pub fn is_system(&self) -> bool {
+        self.0 == Self::SYSTEM
+    }
+}
+
 fn check_id(id: &str) -> Result<(), InvalidValue> {
     if id.is_empty() {
         return Err(InvalidValue("must not be empty".into()));

@@ -36,6 +36,7 @@ pub mod handshake;
 mod history;
 mod ids;
 pub mod limits;
+mod list;
 mod notification;
 mod ready;
 mod receipt;
@@ -52,8 +53,8 @@ pub use agent::{AgentStatus, SetAgentStatus};
 pub use chat::{ChatAck, ChatMessage, MessageText, SendChat, TextError};
 pub use close::{CloseCode, Reconnect};
 pub use conversation::{
-    AgentAssigned, Conversation, ConversationClosed, ConversationRef, ConversationSnapshot, ConversationStatus,
-    JoinConversation, OpenConversation, Queued, Topic,
+    AgentAssigned, CloseReason, Closure, Conversation, ConversationClosed, ConversationRef, ConversationSnapshot,
+    ConversationStatus, JoinConversation, OpenConversation, Queued, Topic, TransferConversation, Transferred,
 };
 pub use envelope::{ClientEnvelope, ClientMessage, ServerEnvelope, ServerMessage};
 pub use error::{DecodeError, ErrorCode, ErrorData};
@@ -61,6 +62,9 @@ pub use history::HistoryPage;
 pub use ids::{
     ClientMessageId, ConversationId, InvalidValue, LastSeq, MessageId, NotificationId, OrderId, PetId, RequestId, Seq,
     SessionId, UserId,
+};
+pub use list::{
+    ConversationList, ConversationSummary, LastMessage, ListConversations, ListScope, PageSize, SearchQuery,
 };
 pub use notification::{Link, Notification, NotificationBody, NotificationRead, NotificationTitle, NotificationsState};
 pub use ready::{ConversationState, Empty, RefreshSession, SessionLimits, SessionReady, SessionRefreshed};

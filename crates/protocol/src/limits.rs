@@ -125,6 +125,31 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// are re-queued.
 pub const DEFAULT_AGENT_GRACE_MS: u64 = 60_000;
 
+/// Default time after which a conversation whose customer has been offline
+/// (no connection, so no message either) all along is closed by the server
+/// (`by: "system"`, `reason: "customer_away"`).
+pub const DEFAULT_CUSTOMER_AWAY_MS: u64 = 600_000;
+
+/// Default time after which an open conversation without a new message is
+/// closed by the server (`by: "system"`, `reason: "idle"`).
+pub const DEFAULT_CONVERSATION_IDLE_MS: u64 = 86_400_000;
+
+/// Default page of `conversation.list` (`limit` when absent).
+pub const DEFAULT_LIST_PAGE: u32 = 20;
+
+/// Largest page of `conversation.list`.
+pub const MAX_LIST_PAGE: u32 = 50;
+
+/// How many of the user's closed conversations `session.ready` lists
+/// (`pastConversations`, newest first); older ones come from `conversation.list`.
+pub const PAST_CONVERSATIONS_IN_READY: usize = 10;
+
+/// Longest search text of `conversation.list` (`query`), in characters.
+pub const MAX_QUERY_CHARS: usize = 100;
+
+/// Longest preview of a conversation's last message in a list, in characters.
+pub const MAX_PREVIEW_CHARS: usize = 200;
+
 /// Reconnect backoff: the first delay is drawn from `0..=RECONNECT_BASE_MS`.
 pub const RECONNECT_BASE_MS: u64 = 1_000;
 

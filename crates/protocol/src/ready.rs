@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::conversation::ConversationStatus;
 use crate::ids::{ConversationId, LastSeq, SessionId};
+use crate::list::ConversationSummary;
 use crate::notification::NotificationsState;
 use crate::time::Timestamp;
 use crate::user::User;
@@ -25,6 +26,13 @@ pub struct SessionReady {
     pub limits: SessionLimits,
     /// The user's open conversations, with their last `seq`.
     pub conversations: Vec<ConversationState>,
+    /// The user's most recent closed conversations, newest first, at most
+    /// `PAST_CONVERSATIONS_IN_READY`: a customer's, or the ones an agent was
+    /// assigned. Older ones come from `conversation.list` (`status: "closed"`).
+    /// The server always sends it; a client reads its absence (an older
+    /// server) as none.
+    #[serde(default)]
+    pub past_conversations: Vec<ConversationSummary>,
     /// When the connection's token expires (its `exp`): send `session.refresh`
     /// with a fresh token before then, or the server closes the connection
     /// with 4501 once this plus its clock leeway has passed.

@@ -179,6 +179,17 @@ pub struct Limits {
     #[arg(long, env = "PETCHAT_AGENT_GRACE_MS", default_value_t = limits::DEFAULT_AGENT_GRACE_MS)]
     pub agent_grace_ms: u64,
 
+    /// Milliseconds after which the server closes a conversation whose customer
+    /// has had no connection all along (`reason: "customer_away"`); while the
+    /// customer is away its queued conversation is not offered to agents.
+    #[arg(long, env = "PETCHAT_CUSTOMER_AWAY_MS", default_value_t = limits::DEFAULT_CUSTOMER_AWAY_MS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub customer_away_ms: u64,
+
+    /// Milliseconds without a message after which the server closes an open
+    /// conversation (`reason: "idle"`).
+    #[arg(long, env = "PETCHAT_CONVERSATION_IDLE_MS", default_value_t = limits::DEFAULT_CONVERSATION_IDLE_MS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub conversation_idle_ms: u64,
+
     /// Milliseconds a `typing.start` lasts without a stop.
     #[arg(long, env = "PETCHAT_TYPING_EXPIRY_MS", default_value_t = limits::TYPING_EXPIRY_MS)]
     pub typing_expiry_ms: u64,
@@ -256,6 +267,14 @@ impl Limits {
     /// The agent grace period.
     pub fn agent_grace(&self) -> Duration {
         Duration::from_millis(self.agent_grace_ms)
+    }
+
+    /// How often the pool looks for conversations to close (away customers,
+    /// idle conversations): a tenth of the shorter period, between 50 ms and 30 s,
+    /// so a close comes at most that late.
+    pub fn lifecycle_sweep(&self) -> Duration {
+        let shorter = self.customer_away_ms.min(self.conversation_idle_ms);
+        Duration::from_millis((shorter / 10).clamp(50, 30_000))
     }
 
     /// How long a typing indicator lasts.

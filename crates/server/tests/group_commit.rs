@@ -88,6 +88,19 @@ impl Store for GatedStore {
     async fn first_responses(&self, since: petchat_protocol::Timestamp) -> Result<Vec<u64>, StoreError> {
         self.inner.first_responses(since).await
     }
+    async fn list_conversations(
+        &self,
+        user: &User,
+        filter: &petchat_server::store::ListFilter,
+    ) -> Result<Vec<petchat_server::store::SummaryRecord>, StoreError> {
+        self.inner.list_conversations(user, filter).await
+    }
+    async fn quiet_conversations(
+        &self,
+        quiet_since: petchat_protocol::Timestamp,
+    ) -> Result<Vec<ConversationId>, StoreError> {
+        self.inner.quiet_conversations(quiet_since).await
+    }
     async fn lock_pool(&self) -> Result<Box<dyn PoolRound>, StoreError> {
         self.inner.lock_pool().await
     }

@@ -226,6 +226,9 @@ fn create(conversation: &str) -> Write {
         topic: None,
         pet_id: None,
         order_id: None,
+        customer_away_since: None,
+        closed: None,
+        declined_by: None,
     })
 }
 

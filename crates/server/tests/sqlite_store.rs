@@ -34,6 +34,9 @@ fn create(id: &ConversationId) -> Write {
         topic: None,
         pet_id: None,
         order_id: None,
+        customer_away_since: None,
+        closed: None,
+        declined_by: None,
     })
 }
 

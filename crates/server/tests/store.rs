@@ -45,6 +45,9 @@ fn create(id: &str, customer: &User, agent: Option<&User>, created: i64) -> Writ
         topic: None,
         pet_id: None,
         order_id: None,
+        customer_away_since: None,
+        closed: None,
+        declined_by: None,
     })
 }
 
@@ -60,7 +63,12 @@ fn append(conversation: &str, author: &User, key: u8, text: &str) -> Write {
 }
 
 fn close(conversation: &str, by: &User) -> Write {
-    Write::Close { conversation: conversation_id(conversation), by: by.id.clone(), at: at(1) }
+    Write::Close {
+        conversation: conversation_id(conversation),
+        by: by.id.clone(),
+        reason: petchat_protocol::CloseReason::Closed,
+        at: at(1),
+    }
 }
 
 fn outcome(applied: &Applied) -> (&'static str, u64) {
@@ -142,6 +150,7 @@ async fn only_the_customer_and_the_assigned_agent_may_append() {
         agent: Some(participant(&other_agent)),
         status: ConversationStatus::Active,
         at: at(2),
+        declined_by: None,
     };
     let batch = [
         reassign,
@@ -217,6 +226,7 @@ async fn receipts_only_move_forward_and_writes_to_a_closed_conversation_say_so()
         agent: None,
         status: ConversationStatus::Queued,
         at: at(5),
+        declined_by: None,
     };
     let batch = [close("conv-1", &agent), close("conv-1", &agent), requeue];
     let outcomes: Vec<_> = store.apply(&batch).await.expect("applied").iter().map(outcome).collect();

@@ -7,7 +7,8 @@ use std::io::Write;
 use petchat_client::{Client, ClientConfig, connect};
 use petchat_protocol::session::{ConnectionState, Event};
 use petchat_protocol::{
-    ConversationId, ConversationStatus, OpenConversation, PresenceStatus, Role, ServerMessage, Topic, UserId,
+    CloseReason, ConversationId, ConversationStatus, OpenConversation, PresenceStatus, Role, ServerMessage, Topic,
+    UserId,
 };
 
 use super::{Failure, exit, stopped};
@@ -220,7 +221,24 @@ impl View {
             ),
             ServerMessage::ConversationClosed(c) => {
                 self.note(&c.conversation_id).status = Some(ConversationStatus::Closed);
-                self.say_in(&c.conversation_id, &format!("[conversation closed by {}]", self.name(&c.by)));
+                let why = match c.reason {
+                    CloseReason::Closed => format!("closed by {}", self.name(&c.by)),
+                    CloseReason::Resolved => format!("resolved by {}", self.name(&c.by)),
+                    CloseReason::CustomerAway => "closed: the customer was away".to_owned(),
+                    CloseReason::Idle => "closed: no message for a long time".to_owned(),
+                };
+                self.say_in(&c.conversation_id, &format!("[conversation {why}]"));
+            }
+            ServerMessage::ConversationTransferred(t) => {
+                let to = t.to.as_ref().map_or_else(|| "the queue".to_owned(), |a| a.name.clone());
+                self.say_in(&t.conversation_id, &format!("[{} handed the conversation to {to}]", t.from.name));
+            }
+            ServerMessage::ConversationListed(list) => {
+                for summary in &list.conversations {
+                    let c = &summary.conversation;
+                    let last = summary.last_message.as_ref().map_or("", |m| m.text.as_str());
+                    say(&format!("[{} {:?} {}: {}]", c.id, c.status, c.customer.name, last));
+                }
             }
             ServerMessage::AgentStatus(s) => {
                 say(&format!("[available: {}, conversations: {}]", s.available, s.active_conversations))

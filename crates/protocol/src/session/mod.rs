@@ -137,8 +137,9 @@ pub enum Action {
 pub enum Event {
     /// The connection state changed.
     State(ConnectionState),
-    /// A server message (duplicates of already seen `chat.message`s are dropped).
-    Message(ServerEnvelope),
+    /// A server message (duplicates of already seen `chat.message`s are dropped);
+    /// boxed, as it is many times bigger than every other event.
+    Message(Box<ServerEnvelope>),
     /// A `chat.send` entered the outbox.
     Queued {
         /// Its conversation.
@@ -347,7 +348,7 @@ impl Session {
             self.tracks.iter().filter(|(_, t)| t.more_after_replay).map(|(id, _)| id.clone()).collect();
         let forward = self.on_message(now, &envelope);
         if forward {
-            self.events.push_back(Event::Message(envelope));
+            self.events.push_back(Event::Message(Box::new(envelope)));
         }
         // A replay with `hasMore` ends at the first frame that is not one of
         // its messages, or at the `lastSeq` its join announced.

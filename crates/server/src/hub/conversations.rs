@@ -4,9 +4,9 @@
 use std::num::NonZeroU32;
 
 use petchat_protocol::{
-    AgentAssigned, ConversationClosed, ConversationId, ConversationSnapshot, ConversationStatus, ErrorCode,
-    JoinConversation, LastSeq, Participant, Presence, PresenceStatus, Queued, Receipt, RequestId, ServerMessage,
-    Typing, User, UserId,
+    AgentAssigned, CloseReason, ConversationClosed, ConversationId, ConversationSnapshot, ConversationStatus,
+    ErrorCode, JoinConversation, LastSeq, Participant, Presence, PresenceStatus, Queued, Receipt, RequestId,
+    ServerMessage, Transferred, Typing, User, UserId,
 };
 use tracing::error;
 
@@ -331,15 +331,32 @@ impl Shard {
         }
     }
 
+    /// The pool stored a transfer: every connection of the customer and of
+    /// both agents hears it (on every node), and `from`'s connections no
+    /// longer hear the conversation.
+    pub(super) fn transferred(
+        &mut self,
+        conversation: &ConversationId,
+        from: Participant,
+        to: Option<Participant>,
+        customer: &UserId,
+    ) {
+        let from_id = from.id.clone();
+        let users = [Some(customer.clone()), Some(from.id.clone()), to.as_ref().map(|a| a.id.clone())];
+        let transferred =
+            ServerMessage::ConversationTransferred(Transferred { conversation_id: conversation.clone(), from, to });
+        for user in users.into_iter().flatten() {
+            self.out.publish(&Topic::User(user), transferred.clone(), Skip::Nobody);
+        }
+        self.requeued(conversation, &from_id, true);
+    }
+
     /// Stores a close the pool decided (unless the pool stored it:
     /// `stored`), then tells every connection of both members, on every node.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn close(
         &mut self,
-        conn: ConnId,
-        id: Option<RequestId>,
         conversation: &ConversationId,
-        by: UserId,
+        closer: Closer,
         members: Vec<UserId>,
         stored: bool,
         batch: &mut Batch<Self>,
@@ -357,9 +374,11 @@ impl Shard {
             }
         }
         let conversation = conversation.clone();
-        let write = Write::Close { conversation: conversation.clone(), by: by.clone(), at: now() };
+        let Closer { conn, id, by, reason } = closer;
+        let write = Write::Close { conversation: conversation.clone(), by: by.clone(), reason, at: now() };
         let tell = move |shard: &mut Self, outcome: Outcome<'_>| {
             if outcome.failed() {
+                let Some(conn) = conn else { return error!(conversation = %conversation, "storing a close failed") };
                 return shard.out.error(
                     conn,
                     id,
@@ -370,14 +389,22 @@ impl Shard {
             let closed = ServerMessage::ConversationClosed(ConversationClosed {
                 conversation_id: conversation.clone(),
                 by: by.clone(),
+                reason,
             });
-            // Every connection of both members hears it, subscribed or not.
-            shard.out.send_to(conn, closed.clone(), id);
+            // Every connection of both members hears it, subscribed or not;
+            // the one that asked hears it as the answer to its request.
+            let skip = match conn {
+                Some(conn) => {
+                    shard.out.send_to(conn, closed.clone(), id);
+                    Skip::Conn(conn)
+                }
+                None => Skip::Nobody,
+            };
             for member in &members {
-                shard.out.publish_local(&Topic::User(member.clone()), closed.clone(), Skip::Conn(conn));
+                shard.out.publish_local(&Topic::User(member.clone()), closed.clone(), skip);
             }
             shard.out.bus.unsubscribe_all(&conversation);
-            let fact = What::Closed { conversation: conversation.clone(), by, members: members.clone() };
+            let fact = What::Closed { conversation: conversation.clone(), by, members: members.clone(), reason };
             shard.tell_others(&conversation, fact, &members);
         };
         if stored {
@@ -386,6 +413,16 @@ impl Shard {
             batch.write_then(write, tell);
         }
     }
+}
+
+/// Who closes a conversation, and why: a member's request on `conn` (with its
+/// `id`), or the server (`by: system`, no connection).
+#[derive(Debug)]
+pub(super) struct Closer {
+    pub(super) conn: Option<ConnId>,
+    pub(super) id: Option<RequestId>,
+    pub(super) by: UserId,
+    pub(super) reason: CloseReason,
 }
 
 /// `presence` of `user` to each of `conns`.

@@ -49,10 +49,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::collections::BTreeSet;
 
 use petchat_protocol::api::{FirstResponse, Stats, SupportStats};
-use petchat_protocol::limits::MAX_TOPICS_PER_CONNECTION;
+use petchat_protocol::limits::{MAX_TOPICS_PER_CONNECTION, PAST_CONVERSATIONS_IN_READY};
 use petchat_protocol::{
-    ClientMessage, CloseCode, ConversationId, ErrorCode, LastSeq, NotificationsState, PresenceStatus, RequestId,
-    ServerMessage, SubscribeTopic, Timestamp, TopicName, TopicPattern, User, UserId,
+    ClientMessage, CloseCode, ConversationId, ConversationList, ConversationStatus, ErrorCode, LastSeq,
+    ListConversations, ListScope, NotificationsState, PresenceStatus, RequestId, Role, ServerMessage, SubscribeTopic,
+    Timestamp, TopicName, TopicPattern, User, UserId,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -61,7 +62,7 @@ use tracing::Instrument;
 use crate::bus::{Bus, ConnId, ConnSink};
 use crate::cluster::{Attached, Detached, LinkEvent, RedisLink};
 use crate::config::{Limits, TopicSettings};
-use crate::store::{Store, StoreError};
+use crate::store::{ListFilter, Store, StoreError};
 
 use access::TopicAccess;
 use feeds::Feeds;
@@ -299,13 +300,21 @@ impl Hub {
         let (counted, first) = counted?;
         // Read before the connection is attached: `session.ready` is its first frame.
         let max_replay = hub.limits.max_replay;
+        let past = ListFilter {
+            scope: ListScope::Mine,
+            status: Some(ConversationStatus::Closed),
+            query: None,
+            after: None,
+            limit: PAST_CONVERSATIONS_IN_READY,
+        };
         let read = async {
             tokio::try_join!(
                 hub.store.member_conversations(&user),
+                hub.store.list_conversations(&user, &past),
                 hub.feeds.unread(&user.id, notifications_after, max_replay)
             )
         };
-        let (conversations, unread) = match read.await {
+        let (conversations, mut past, unread) = match read.await {
             Ok(read) => read,
             Err(e) => {
                 hub.registry.unreserve(&user);
@@ -316,7 +325,8 @@ impl Hub {
             }
         };
         let notifications = NotificationsState { unread: unread.unread(), last_seq: unread.last_seq };
-        let ready = out::session_ready(&user, token_expires_at, &conversations, notifications, &hub.limits);
+        past.truncate(PAST_CONVERSATIONS_IN_READY);
+        let ready = out::session_ready(&user, token_expires_at, &conversations, past, notifications, &hub.limits);
         sink.deliver(&frames::frame(ServerMessage::SessionReady(ready), None));
         out::count_out("session.ready", 1);
         deliver_notifications(&sink, &unread.items);
@@ -334,6 +344,7 @@ impl Hub {
             // The user's first connection anywhere: its conversations hear it.
             let ids = conversations.into_iter().map(|rec| rec.id);
             self.tell_presence(ids, &user.id, PresenceStatus::Online);
+            self.tell_customer_presence(&user, true);
         }
         tracing::debug!(conn = id, user = %user.id, role = user.role.as_str(), "connected");
         let topics = std::sync::Mutex::new(BTreeSet::new());
@@ -376,6 +387,7 @@ impl Hub {
                     return tracing::warn!(error = %e, user = %user.id, "counting a connection off in redis failed");
                 }
             }
+            hub_handle.tell_customer_presence(&user, false);
             match hub_handle.0.store.member_conversations(&user).await {
                 Ok(conversations) => {
                     let ids = conversations.into_iter().map(|rec| rec.id);
@@ -386,6 +398,15 @@ impl Hub {
                 }
             }
         });
+    }
+
+    /// Several nodes: a customer's first connection anywhere opened, or its
+    /// last closed; the shared pool records it (away customers' conversations
+    /// wait and are closed after `--customer-away-ms`). One node: the registry tells the pool.
+    fn tell_customer_presence(&self, user: &User, online: bool) {
+        if self.0.remote.is_some() && user.role == Role::Customer {
+            let _ = self.0.pool.try_send(PoolCommand::CustomerPresence { customer: user.id.clone(), online });
+        }
     }
 
     /// Presence of `user` to the members of each conversation, through its shard.
@@ -412,10 +433,13 @@ impl Hub {
         let conversation = match &message {
             ClientMessage::ConversationOpen(_)
             | ClientMessage::AgentStatus(_)
-            | ClientMessage::ConversationClose(_) => {
+            | ClientMessage::ConversationClose(_)
+            | ClientMessage::ConversationResolve(_)
+            | ClientMessage::ConversationTransfer(_) => {
                 let _ = hub.pool.send(PoolCommand::Request { conn: conn_id, user, id, message }).await;
                 return;
             }
+            ClientMessage::ConversationList(m) => return self.list(conn, id, m.clone()),
             ClientMessage::ConversationJoin(m) => &m.conversation_id,
             ClientMessage::ConversationLeave(m) => &m.conversation_id,
             ClientMessage::ChatSend(m) => &m.conversation_id,
@@ -438,6 +462,47 @@ impl Hub {
         };
         let shard = shard_of(conversation, hub.shards.len());
         let _ = hub.shards[shard].send(ShardCommand::Request { conn: conn_id, user, id, message }).await;
+    }
+
+    /// `conversation.list`: read off the connection's task, answered with
+    /// `conversation.listed` (the queue only to agents: `forbidden` otherwise).
+    fn list(&self, conn: &HubConn, id: Option<RequestId>, request: ListConversations) {
+        let scope = request.scope.unwrap_or_default();
+        if scope == ListScope::Queue && conn.user.role != Role::Agent {
+            out::count_error(ErrorCode::Forbidden);
+            conn.sink.deliver(&error_frame(ErrorCode::Forbidden, "only agents see the queue", id));
+            return;
+        }
+        let filter = ListFilter {
+            scope,
+            status: request.status,
+            query: request.query,
+            after: request.after,
+            limit: request.limit.unwrap_or_default().get() as usize,
+        };
+        let (store, user, sink) = (self.0.store.clone(), conn.user.clone(), conn.sink.clone());
+        tokio::spawn(async move {
+            match store.list_conversations(&user, &filter).await {
+                Ok(mut page) => {
+                    let has_more = page.len() > filter.limit;
+                    page.truncate(filter.limit);
+                    let conversations = page.into_iter().map(out::summary).collect();
+                    let listed = ConversationList { conversations, has_more };
+                    if sink.deliver(&frames::frame(ServerMessage::ConversationListed(listed), id)) {
+                        out::count_out("conversation.listed", 1);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "listing conversations failed");
+                    out::count_error(ErrorCode::Internal);
+                    let _ = sink.deliver(&error_frame(
+                        ErrorCode::Internal,
+                        "the conversations could not be read; try again",
+                        id,
+                    ));
+                }
+            }
+        });
     }
 
     /// `topic.subscribe`: refused with `forbidden` unless granted (SPEC §11),

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use petchat_protocol::{
-    ChatAck, ClientMessageId, Conversation, ConversationId, ConversationState, ErrorCode, ErrorData,
-    NotificationsState, RequestId, ServerMessage, SessionId, SessionLimits, SessionReady, Timestamp, User, UserId,
+    ChatAck, ClientMessageId, Conversation, ConversationId, ConversationState, ConversationStatus, ConversationSummary,
+    ErrorCode, ErrorData, LastMessage, NotificationsState, RequestId, ServerMessage, SessionId, SessionLimits,
+    SessionReady, Timestamp, User, UserId,
 };
 use tracing::warn;
 
@@ -13,7 +14,7 @@ use super::frames::frame;
 use super::remote::Remote;
 use crate::bus::{Bus, ConnId, Skip, Topic};
 use crate::config::Limits;
-use crate::store::{ConversationRecord, MessageRecord, Store};
+use crate::store::{ConversationRecord, MessageRecord, Store, SummaryRecord};
 
 /// Sends and publishes through the bus (and, in a cluster, to the other
 /// nodes), counting what goes out.
@@ -149,6 +150,7 @@ pub(super) fn session_ready(
     user: &User,
     token_expires_at: Timestamp,
     conversations: &[ConversationRecord],
+    past: Vec<SummaryRecord>,
     notifications: NotificationsState,
     limits: &Limits,
 ) -> SessionReady {
@@ -165,6 +167,7 @@ pub(super) fn session_ready(
             .iter()
             .map(|c| ConversationState { id: c.id.clone(), status: c.status, last_seq: c.last_seq })
             .collect(),
+        past_conversations: past.into_iter().map(summary).collect(),
         token_expires_at,
         notifications,
     }
@@ -196,7 +199,15 @@ pub(super) fn snapshot(rec: &ConversationRecord) -> Conversation {
         topic: rec.topic.clone(),
         pet_id: rec.pet_id.clone(),
         order_id: rec.order_id.clone(),
+        queued_at: rec.queued_at.filter(|_| rec.status == ConversationStatus::Queued),
+        closed: rec.closed.clone(),
     }
+}
+
+/// The wire form of a conversation in a list.
+pub(super) fn summary(record: SummaryRecord) -> ConversationSummary {
+    let last_message = record.last_message.map(|m| LastMessage::preview(m.seq, m.author, &m.text, m.sent_at));
+    ConversationSummary { conversation: snapshot(&record.conversation), last_message }
 }
 
 /// The `chat.ack` of a stored message.

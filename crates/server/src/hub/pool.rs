@@ -6,24 +6,26 @@
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use petchat_protocol::api::{AgentStats, ConversationStats, QueueStats};
 use petchat_protocol::{
-    AgentStatus, ClientMessage, ConversationId, ConversationStatus, ErrorCode, LastSeq, OpenConversation, Participant,
-    PresenceStatus, Queued, RequestId, Role, ServerMessage, User, UserId,
+    AgentStatus, ClientMessage, CloseReason, ConversationId, ConversationStatus, ErrorCode, LastSeq, OpenConversation,
+    Participant, PresenceStatus, Queued, RequestId, Role, ServerMessage, Timestamp, TransferConversation, User, UserId,
 };
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use super::batch::{Batch, Outcome, next_round};
+use super::conversations::Closer;
 use super::feeds::{Feeds, server_notification};
 use super::frames::now;
 use super::out::{Out, is_member};
 use super::remote::Remote;
-use super::rules::{Agent, IdleClock, pick_agent};
+use super::rules::{Agent, IdleClock, pick_agent, pick_agent_except};
 use super::shard::{Chain, ShardCommand};
 use super::shard_of;
-use crate::bus::{Bus, ConnId, Skip};
+use crate::bus::{Bus, ConnId};
 use crate::config::Limits;
 use crate::store::{Applied, ConversationRecord, Store, StoreError, Write};
 
@@ -32,8 +34,19 @@ mod shared;
 /// What the pool is asked.
 #[derive(Debug, Clone)]
 pub(super) enum PoolCommand {
-    /// `conversation.open`, `conversation.close` or `agent.status`.
+    /// `conversation.open`, `conversation.close`, `conversation.resolve`,
+    /// `conversation.transfer` or `agent.status`.
     Request { conn: ConnId, user: User, id: Option<RequestId>, message: ClientMessage },
+    /// Several nodes: a customer's first connection anywhere opened
+    /// (`online`) or its last anywhere closed.
+    CustomerPresence { customer: UserId, online: bool },
+    /// Time to close what the lifecycle rules close: the `quiet` conversations
+    /// (read from the store: no message for `--conversation-idle-ms`) and, on
+    /// several nodes, those of customers away for `--customer-away-ms`.
+    Lifecycle { quiet: Vec<ConversationId> },
+    /// One node: a customer away (as of its `generation`th absence) has been
+    /// away for `--customer-away-ms`.
+    CustomerAwayOver { conversation: ConversationId, generation: u64 },
     /// The user's first connection on this node opened.
     Online { user: User },
     /// The user's last connection on this node closed.
@@ -117,6 +130,11 @@ pub(super) struct Pool {
     pub(super) node: Option<String>,
     /// Stores and delivers the pool's notifications.
     feeds: Feeds,
+    /// One node: the absence each away customer's conversation is timed from
+    /// (a stale timer, from an absence the customer came back from, does nothing).
+    away: HashMap<ConversationId, u64>,
+    /// Counts absences, for `away`.
+    absences: u64,
 }
 
 impl Pool {
@@ -135,6 +153,8 @@ impl Pool {
             idle: if parts.remote.is_some() { IdleClock::shared() } else { IdleClock::default() },
             node: parts.remote.as_ref().map(|remote| remote.node().to_string()),
             feeds: parts.feeds,
+            away: HashMap::new(),
+            absences: 0,
         };
         if pool.node.is_some() {
             // Shared: every round reads the state from the store.
@@ -186,9 +206,11 @@ impl Pool {
         mut requests: mpsc::Receiver<PoolCommand>,
         mut internal: mpsc::UnboundedReceiver<PoolCommand>,
     ) {
+        self.sweep_lifecycle_every();
         if self.node.is_some() {
             return self.run_shared(requests, internal).await;
         }
+        self.mark_customers_away().await;
         let most = self.limits.commit_batch.max(1);
         while let Some(commands) = next_round(&mut internal, &mut requests, most).await {
             let mut batch = Batch::default();
@@ -213,10 +235,23 @@ impl Pool {
         match command {
             PoolCommand::Request { conn, user, id, message } => match message {
                 ClientMessage::ConversationOpen(open) => self.open(conn, &user, id, open, batch),
-                ClientMessage::ConversationClose(close) => self.close(conn, &user, id, &close.conversation_id, batch),
+                ClientMessage::ConversationClose(close) => {
+                    self.close(conn, &user, id, &close.conversation_id, CloseReason::Closed, batch);
+                }
+                ClientMessage::ConversationResolve(resolve) => {
+                    self.close(conn, &user, id, &resolve.conversation_id, CloseReason::Resolved, batch);
+                }
+                ClientMessage::ConversationTransfer(transfer) => self.transfer(conn, &user, id, transfer, batch),
                 ClientMessage::AgentStatus(status) => self.agent_status(conn, &user, id, status.available, batch),
                 _ => {}
             },
+            PoolCommand::CustomerPresence { customer, online } => self.customer_presence(&customer, online, batch),
+            PoolCommand::Lifecycle { quiet } => self.lifecycle(quiet, batch),
+            PoolCommand::CustomerAwayOver { conversation, generation } => {
+                if self.away.get(&conversation) == Some(&generation) {
+                    self.close_away(&conversation, batch);
+                }
+            }
             PoolCommand::Online { user } => self.online(&user, batch),
             PoolCommand::Offline { user } => self.offline(&user, batch),
             PoolCommand::GraceExpired { agent, generation } => self.grace_expired(&agent, generation, batch),
@@ -240,8 +275,14 @@ impl Pool {
 
     /// Queues a frame for one connection, behind what this round told the shards.
     fn say(&mut self, conn: ConnId, message: ServerMessage, id: Option<RequestId>) {
+        self.tell_after(ShardCommand::Say { conn, message, id });
+    }
+
+    /// Queues a command for whichever shard the chain is at, behind what this
+    /// round told before (for frames that need no conversation's state).
+    fn tell_after(&mut self, command: ShardCommand) {
         let last = self.tells.back().map_or(0, |(shard, _)| *shard);
-        self.tells.push_back((last, ShardCommand::Say { conn, message, id }));
+        self.tells.push_back((last, command));
     }
 
     /// Sends this round's tells through the shards, one after the other, and
@@ -277,6 +318,9 @@ impl Pool {
         // Several nodes: presence goes by the user's first connection anywhere (`Hub::connect`).
         if self.node.is_none() {
             self.tell_members(user, PresenceStatus::Online);
+            if user.role == Role::Customer {
+                self.customer_presence(&user.id, true, batch);
+            }
         }
         if user.role == Role::Agent {
             // Back within its grace period and still available: it can take more.
@@ -288,6 +332,9 @@ impl Pool {
     fn offline(&mut self, user: &User, batch: &mut Batch<Self>) {
         if self.node.is_none() {
             self.tell_members(user, PresenceStatus::Offline);
+            if user.role == Role::Customer {
+                self.customer_presence(&user.id, false, batch);
+            }
         }
         if user.role == Role::Agent {
             if let Some(agent) = self.agents.get_mut(&user.id) {
@@ -366,10 +413,17 @@ impl Pool {
             rec.agent = None;
             rec.status = ConversationStatus::Queued;
             rec.queued_at = Some(at);
+            rec.declined_by = None;
             let customer = rec.customer.id.clone();
             let agent = agent_id.clone();
             batch.write_then(
-                Write::Assign { conversation: id.clone(), agent: None, status: ConversationStatus::Queued, at },
+                Write::Assign {
+                    conversation: id.clone(),
+                    agent: None,
+                    status: ConversationStatus::Queued,
+                    at,
+                    declined_by: None,
+                },
                 move |pool, outcome| {
                     if outcome.failed() {
                         return;
@@ -391,7 +445,7 @@ impl Pool {
     /// The queue, the agents and the open conversations, as the pool holds them now.
     fn stats(&self) -> PoolStats {
         let now_ms = now().as_unix_ms();
-        let oldest = self.queue.front().and_then(|id| self.open.get(id)).and_then(|rec| rec.queued_at);
+        let oldest = self.waiting().next().and_then(|id| self.open.get(id)).and_then(|rec| rec.queued_at);
         let oldest_wait_ms = oldest.map_or(0, |at| (now_ms - at.as_unix_ms()).max(0) as u64);
         let max = self.max_conversations();
         let online = self.agents.values().filter(|agent| agent.online);
@@ -401,7 +455,7 @@ impl Pool {
             busy += u64::from(!agent.active.is_empty());
         }
         PoolStats {
-            queue: QueueStats { length: self.queue.len() as u64, oldest_wait_ms },
+            queue: QueueStats { length: self.waiting().count() as u64, oldest_wait_ms },
             agents: AgentStats { available, busy },
             conversations: ConversationStats { open: self.open.len() as u64 },
         }
@@ -439,6 +493,10 @@ impl Pool {
             topic: open.topic,
             pet_id: open.pet_id,
             order_id: open.order_id,
+            // It asked: it is connected.
+            customer_away_since: None,
+            closed: None,
+            declined_by: None,
         };
         let assigned = pick_agent(&self.agents, self.max_conversations());
         if let Some(agent_id) = &assigned {
@@ -471,12 +529,14 @@ impl Pool {
         });
     }
 
+    /// `conversation.close` (either member) or `conversation.resolve` (the agent).
     fn close(
         &mut self,
         conn: ConnId,
         user: &User,
         id: Option<RequestId>,
         conversation: &ConversationId,
+        reason: CloseReason,
         batch: &mut Batch<Self>,
     ) {
         match self.open.get(conversation) {
@@ -484,7 +544,18 @@ impl Pool {
             Some(_) => return self.out.error(conn, id, ErrorCode::Forbidden, "this conversation is not yours"),
             None => return self.out.answer_not_open(&self.store, conn, user, id, conversation, None),
         }
-        let rec = self.open.remove(conversation).expect("checked above");
+        if reason == CloseReason::Resolved && user.role != Role::Agent {
+            return self.out.error(conn, id, ErrorCode::Forbidden, "only the conversation's agent resolves it");
+        }
+        let closer = Closer { conn: Some(conn), id, by: user.id.clone(), reason };
+        self.end(conversation, closer, batch);
+    }
+
+    /// Closes an open conversation: it leaves the queue or frees its agent's
+    /// slot, and its shard tells the members.
+    fn end(&mut self, conversation: &ConversationId, closer: Closer, batch: &mut Batch<Self>) {
+        let Some(rec) = self.open.remove(conversation) else { return };
+        self.away.remove(conversation);
         self.customer_open.remove(&rec.customer.id);
         self.queue.retain(|c| c != conversation);
         if let Some(agent) = &rec.agent {
@@ -495,26 +566,30 @@ impl Pool {
                 state.idle_since = idle;
             }
         }
-        info!(conversation = %conversation, by = %user.id, "conversation closed");
-        let (conversation, by) = (conversation.clone(), user.id.clone());
+        info!(conversation = %conversation, by = %closer.by, reason = closer.reason.as_str(), "conversation closed");
+        let conversation = conversation.clone();
         // After this round's commit, so the shard hears of the conversation
         // (its adoption, its assignment) before it hears of the close. Several
         // nodes: the close is stored in the round that frees the agent's slot.
         let stored = self.node.is_some();
-        let write = Write::Close { conversation: conversation.clone(), by: by.clone(), at: now() };
+        let write = Write::Close {
+            conversation: conversation.clone(),
+            by: closer.by.clone(),
+            reason: closer.reason,
+            at: now(),
+        };
         let tell = move |pool: &mut Self, outcome: Outcome<'_>| {
+            let Closer { conn, id, by, reason } = closer;
             if outcome.failed() {
-                return pool.out.error(
-                    conn,
-                    id,
-                    ErrorCode::Internal,
-                    "the conversation could not be closed; try again",
-                );
+                if let Some(conn) = conn {
+                    pool.out.error(conn, id, ErrorCode::Internal, "the conversation could not be closed; try again");
+                }
+                return;
             }
             let members = [Some(rec.customer.id), rec.agent.map(|a| a.id)].into_iter().flatten().collect();
             pool.tell_shard(
                 &conversation,
-                ShardCommand::Close { conn, id, conversation: conversation.clone(), by, members, stored },
+                ShardCommand::Close { conn, id, conversation: conversation.clone(), by, reason, members, stored },
             );
         };
         if stored {
@@ -524,6 +599,228 @@ impl Pool {
         }
         self.serve_queue(batch);
         self.announce_queue_positions(batch);
+    }
+
+    /// `conversation.transfer`: the assigned agent hands the conversation to
+    /// another agent who can take it, or to the front of the queue (where it
+    /// is not offered back to it in the same step).
+    fn transfer(
+        &mut self,
+        conn: ConnId,
+        user: &User,
+        id: Option<RequestId>,
+        transfer: TransferConversation,
+        batch: &mut Batch<Self>,
+    ) {
+        let conversation = transfer.conversation_id;
+        let from = match self.open.get(&conversation) {
+            Some(rec) if user.role == Role::Agent && is_member(user, rec) => {
+                rec.agent.clone().expect("an agent member is the assigned agent")
+            }
+            Some(_) => {
+                return self.out.error(conn, id, ErrorCode::Forbidden, "only the conversation's agent transfers it");
+            }
+            None => return self.out.answer_not_open(&self.store, conn, user, id, &conversation, None),
+        };
+        let max = self.max_conversations();
+        let to = match &transfer.to_agent_id {
+            Some(to) if *to == user.id => {
+                return self.out.error(conn, id, ErrorCode::InvalidMessage, "data.toAgentId is this agent already");
+            }
+            Some(to) => match self.agents.get(to) {
+                Some(agent) if agent.can_take(max) => Some(Participant { id: to.clone(), name: agent.name.clone() }),
+                Some(agent) if agent.online => {
+                    return self.out.error(conn, id, ErrorCode::LimitReached, "that agent is not taking conversations");
+                }
+                _ => return self.out.error(conn, id, ErrorCode::NotFound, "that agent is not online"),
+            },
+            None => None,
+        };
+        let idle = self.idle.mark();
+        self.write_idle(&from.id, idle, batch);
+        if let Some(agent) = self.agents.get_mut(&from.id) {
+            agent.active.remove(&conversation);
+            agent.idle_since = idle;
+        }
+        let rec = self.open.get_mut(&conversation).expect("checked above");
+        let customer = rec.customer.id.clone();
+        let seq = rec.last_seq;
+        let write = match &to {
+            Some(to) => {
+                rec.agent = Some(to.clone());
+                let agent = self.agents.get_mut(&to.id).expect("checked above");
+                agent.active.insert(conversation.clone());
+                agent.idle_since = idle;
+                Write::Assign {
+                    conversation: conversation.clone(),
+                    agent: Some(to.clone()),
+                    status: ConversationStatus::Active,
+                    at: now(),
+                    declined_by: None,
+                }
+            }
+            None => {
+                // First served, queued as of its opening, as a re-queued one;
+                // never offered back to the agent who handed it over.
+                let at = rec.created_at;
+                rec.agent = None;
+                rec.status = ConversationStatus::Queued;
+                rec.queued_at = Some(at);
+                rec.declined_by = Some(user.id.clone());
+                self.queue.push_front(conversation.clone());
+                Write::Assign {
+                    conversation: conversation.clone(),
+                    agent: None,
+                    status: ConversationStatus::Queued,
+                    at,
+                    declined_by: Some(user.id.clone()),
+                }
+            }
+        };
+        info!(conversation = %conversation, from = %from.id, to = ?to.as_ref().map(|a| a.id.as_str()), "conversation transferred");
+        let handed = conversation.clone();
+        batch.write_then(write, move |pool, outcome| {
+            if outcome.failed() {
+                return pool.out.error(conn, id, ErrorCode::Internal, "the conversation could not be transferred");
+            }
+            let transferred =
+                ShardCommand::Transferred { conversation: handed.clone(), from, to: to.clone(), customer };
+            pool.tell_shard(&handed, transferred);
+            if let Some(agent) = to {
+                pool.tell_shard(&handed, ShardCommand::Assigned { conversation: handed.clone(), agent, seq });
+            }
+        });
+        if transfer.to_agent_id.is_none() {
+            self.serve_queue(batch);
+            self.announce_queue_positions(batch);
+        }
+    }
+
+    // ----- lifecycle --------------------------------------------------------
+
+    /// A customer's connections (anywhere) came back or all went: its open
+    /// conversation records since when it is away, and the queue moves.
+    fn customer_presence(&mut self, customer: &UserId, online: bool, batch: &mut Batch<Self>) {
+        let Some(conversation) = self.customer_open.get(customer).cloned() else { return };
+        let Some(rec) = self.open.get_mut(&conversation) else { return };
+        let since = if online { None } else { Some(now()) };
+        if rec.customer_away_since.is_some() == since.is_some() {
+            return;
+        }
+        rec.customer_away_since = since;
+        let queued = rec.status == ConversationStatus::Queued;
+        debug!(conversation = %conversation, customer = %customer, online, "customer presence");
+        match since {
+            Some(since) => self.start_away_timer(&conversation, since),
+            None => {
+                self.away.remove(&conversation);
+            }
+        }
+        batch.write_then(Write::CustomerAway { conversation, since }, |_, _| {});
+        if queued {
+            // Back: it may be served now. Away: those behind it move up.
+            self.serve_queue(batch);
+            self.announce_queue_positions(batch);
+        }
+    }
+
+    /// One node: closes the conversation `--customer-away-ms` from now unless
+    /// its customer is back by then (a timer, as the agent's grace period).
+    fn start_away_timer(&mut self, conversation: &ConversationId, since: Timestamp) {
+        if self.node.is_some() {
+            return;
+        }
+        self.absences += 1;
+        let generation = self.absences;
+        self.away.insert(conversation.clone(), generation);
+        let waited = u64::try_from(now().as_unix_ms().saturating_sub(since.as_unix_ms())).unwrap_or(0);
+        let left = Duration::from_millis(self.limits.customer_away_ms.saturating_sub(waited));
+        let (internal, conversation) = (self.internal.clone(), conversation.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(left).await;
+            if let Some(internal) = internal.upgrade() {
+                let _ = internal.send(PoolCommand::CustomerAwayOver { conversation, generation });
+            }
+        });
+    }
+
+    fn close_away(&mut self, conversation: &ConversationId, batch: &mut Batch<Self>) {
+        let closer = Closer { conn: None, id: None, by: UserId::system(), reason: CloseReason::CustomerAway };
+        self.end(conversation, closer, batch);
+    }
+
+    /// Closes the `quiet` conversations still open (no message for
+    /// `--conversation-idle-ms`) and, on several nodes (where the state is
+    /// the store's, read this round), those of customers away for `--customer-away-ms`.
+    fn lifecycle(&mut self, quiet: Vec<ConversationId>, batch: &mut Batch<Self>) {
+        if self.node.is_some() {
+            let now_ms = now().as_unix_ms();
+            let away_ms = i64::try_from(self.limits.customer_away_ms).unwrap_or(i64::MAX);
+            let mut away: Vec<(i64, ConversationId)> = self
+                .open
+                .values()
+                .filter_map(|rec| rec.customer_away_since.map(|since| (since.as_unix_ms(), rec.id.clone())))
+                .filter(|(since, _)| now_ms.saturating_sub(*since) >= away_ms)
+                .collect();
+            away.sort();
+            for (_, conversation) in away {
+                self.close_away(&conversation, batch);
+            }
+        }
+        for conversation in quiet {
+            let closer = Closer { conn: None, id: None, by: UserId::system(), reason: CloseReason::Idle };
+            self.end(&conversation, closer, batch);
+        }
+    }
+
+    /// Posts [`PoolCommand::Lifecycle`] every [`Limits::lifecycle_sweep`], with
+    /// the conversations the store finds quiet for `--conversation-idle-ms`.
+    fn sweep_lifecycle_every(&self) {
+        let (store, internal) = (self.store.clone(), self.internal.clone());
+        let (every, idle_ms) = (self.limits.lifecycle_sweep(), self.limits.conversation_idle_ms);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let quiet_since = now().as_unix_ms().saturating_sub(i64::try_from(idle_ms).unwrap_or(i64::MAX));
+                let quiet = match Timestamp::from_unix_ms(quiet_since.max(0)) {
+                    Some(since) => store.quiet_conversations(since).await.unwrap_or_else(|e| {
+                        warn!(error = %e, "reading the idle conversations failed");
+                        Vec::new()
+                    }),
+                    None => Vec::new(),
+                };
+                let Some(internal) = internal.upgrade() else { return };
+                if internal.send(PoolCommand::Lifecycle { quiet }).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// One node, at start: every customer is away until it connects (those
+    /// already away before the restart keep their time).
+    async fn mark_customers_away(&mut self) {
+        let at = now();
+        let mut writes = Vec::new();
+        let mut timers = Vec::new();
+        for rec in self.open.values_mut() {
+            if rec.customer_away_since.is_none() {
+                rec.customer_away_since = Some(at);
+                writes.push(Write::CustomerAway { conversation: rec.id.clone(), since: Some(at) });
+            }
+            timers.push((rec.id.clone(), rec.customer_away_since.unwrap_or(at)));
+        }
+        for (conversation, since) in timers {
+            self.start_away_timer(&conversation, since);
+        }
+        if !writes.is_empty()
+            && let Err(e) = self.store.apply(&writes).await
+        {
+            warn!(error = %e, "marking the customers away at start failed");
+        }
     }
 
     fn agent_status(
@@ -567,11 +864,12 @@ impl Pool {
         self.limits.max_conversations_per_agent as usize
     }
 
-    /// Assigns queued conversations, first first, while an agent is free.
+    /// Assigns queued conversations, first first, while an agent is free;
+    /// those of customers who are away wait, in their place, until they
+    /// return, and one is never offered to the agent who handed it back.
     fn serve_queue(&mut self, batch: &mut Batch<Self>) {
-        while let Some(conversation) = self.queue.front().cloned() {
-            let Some(agent_id) = pick_agent(&self.agents, self.max_conversations()) else { break };
-            self.queue.pop_front();
+        while let Some((index, agent_id)) = self.next_assignment() {
+            let conversation = self.queue.remove(index).expect("index from next_assignment");
             let idle = self.idle.mark();
             self.write_idle(&agent_id, idle, batch);
             let Some(rec) = self.open.get_mut(&conversation) else { continue };
@@ -585,11 +883,13 @@ impl Pool {
             rec.status = ConversationStatus::Active;
             rec.queued_at = None;
             info!(conversation = %conversation, agent = %agent_id, "assigned from the queue");
+            rec.declined_by = None;
             let write = Write::Assign {
                 conversation: conversation.clone(),
                 agent: Some(participant.clone()),
                 status: ConversationStatus::Active,
                 at: now(),
+                declined_by: None,
             };
             batch.write_then(write, move |pool, outcome| match outcome {
                 Outcome::Applied(Applied::Done) => {
@@ -609,18 +909,53 @@ impl Pool {
         }
     }
 
-    fn queue_position(&self, conversation: &ConversationId) -> Option<NonZeroU32> {
-        let index = self.queue.iter().position(|c| c == conversation)?;
-        NonZeroU32::new(u32::try_from(index + 1).unwrap_or(u32::MAX))
+    /// The next queued conversation to assign (its place in the queue) and its
+    /// agent: the first waiting one that some agent other than its decliner can take.
+    fn next_assignment(&self) -> Option<(usize, UserId)> {
+        let max = self.max_conversations();
+        let anyone = pick_agent(&self.agents, max)?;
+        self.queue.iter().enumerate().filter(|(_, c)| self.is_waiting(c)).find_map(|(index, c)| {
+            let declined_by = self.open.get(c).and_then(|rec| rec.declined_by.as_ref());
+            match declined_by {
+                Some(decliner) if *decliner == anyone => {
+                    pick_agent_except(&self.agents, max, decliner).map(|agent| (index, agent))
+                }
+                _ => Some((index, anyone.clone())),
+            }
+        })
     }
 
-    /// Tells every queued customer its place, after the queue moved.
+    /// Whether a queued conversation waits for an agent: its customer is not away.
+    fn is_waiting(&self, conversation: &ConversationId) -> bool {
+        self.open.get(conversation).is_some_and(|rec| rec.customer_away_since.is_none())
+    }
+
+    /// The conversations that wait for an agent, in the order they are served.
+    fn waiting(&self) -> impl Iterator<Item = &ConversationId> {
+        self.queue.iter().filter(|c| self.is_waiting(c))
+    }
+
+    /// A queued conversation's place among those that wait (its customer's
+    /// own included: it is connected when it asks).
+    fn queue_position(&self, conversation: &ConversationId) -> Option<NonZeroU32> {
+        if !self.queue.contains(conversation) {
+            return None;
+        }
+        let ahead = self.queue.iter().take_while(|c| *c != conversation).filter(|c| self.is_waiting(c)).count();
+        NonZeroU32::new(u32::try_from(ahead + 1).unwrap_or(u32::MAX))
+    }
+
+    /// Tells every waiting customer its place, after the queue moved, behind
+    /// what this round told the shards (a transfer to the queue before the
+    /// position it gives).
     fn announce_queue_positions(&mut self, batch: &mut Batch<Self>) {
         batch.then(|pool, _| {
-            for (index, conversation) in pool.queue.iter().enumerate() {
+            let waiting: Vec<ConversationId> = pool.waiting().cloned().collect();
+            for (index, conversation) in waiting.into_iter().enumerate() {
                 let position = NonZeroU32::new(u32::try_from(index + 1).unwrap_or(u32::MAX)).expect("index + 1 > 0");
                 let queued = Queued { conversation_id: conversation.clone(), position };
-                pool.out.to_conversation(conversation, ServerMessage::ConversationQueued(queued), Skip::Nobody);
+                let message = ServerMessage::ConversationQueued(queued);
+                pool.tell_after(ShardCommand::ToConversation { conversation, message });
             }
         });
     }

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::ws::Utf8Bytes;
-use petchat_protocol::{ConversationId, Participant, PresenceStatus, Seq, TopicName, UserId};
+use petchat_protocol::{CloseReason, ConversationId, Participant, PresenceStatus, Seq, TopicName, UserId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -60,10 +60,22 @@ pub(super) enum What {
     },
     /// The conversation went back to the queue: `agent` no longer holds it (stored).
     Requeued { conversation: ConversationId, agent: UserId },
-    /// The conversation was closed by `by` (stored); `members` hear it.
-    Closed { conversation: ConversationId, by: UserId, members: Vec<UserId> },
+    /// The conversation was closed by `by` for `reason` (stored); `members` hear it.
+    Closed {
+        conversation: ConversationId,
+        by: UserId,
+        members: Vec<UserId>,
+        /// Absent from a node of an earlier version: a member's close.
+        #[serde(default = "member_close")]
+        reason: CloseReason,
+    },
     /// A stored `topic.event` (the frame) with its seq.
     Event { topic: TopicName, seq: u64 },
+}
+
+/// The reason of a close told by a node that did not say one.
+fn member_close() -> CloseReason {
+    CloseReason::Closed
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -312,15 +324,30 @@ impl Router {
                     if let Some(pool) = self.pool.upgrade() {
                         let _ = pool.send(PoolCommand::NodeGone { node: node.to_string() });
                     }
+                    self.customers_presence(&offline_users, false);
                     self.presence_of(offline_users, PresenceStatus::Offline);
                 }
                 LinkEvent::Recounted { online, offline } => {
+                    self.customers_presence(&online, true);
+                    self.customers_presence(&offline, false);
                     self.presence_of(online, PresenceStatus::Online);
                     self.presence_of(offline, PresenceStatus::Offline);
                 }
             }
         }
         debug!("cluster link events ended");
+    }
+
+    /// Users whose connections came back or went on every node: the shared
+    /// pool records it for the customers among them (an agent id has no
+    /// open conversation as a customer, so it changes nothing).
+    fn customers_presence(&self, users: &[impl AsRef<str>], online: bool) {
+        let Some(pool) = self.pool.upgrade() else { return };
+        for user in users {
+            if let Ok(customer) = UserId::new(user.as_ref()) {
+                let _ = pool.send(PoolCommand::CustomerPresence { customer, online });
+            }
+        }
     }
 
     fn message(&self, channel: &str, payload: &[u8]) {

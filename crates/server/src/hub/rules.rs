@@ -83,6 +83,19 @@ pub(super) fn pick_agent(agents: &HashMap<UserId, Agent>, max_conversations: usi
         .map(|(id, _)| id.clone())
 }
 
+/// [`pick_agent`] among every agent but `except`.
+pub(super) fn pick_agent_except(
+    agents: &HashMap<UserId, Agent>,
+    max_conversations: usize,
+    except: &UserId,
+) -> Option<UserId> {
+    agents
+        .iter()
+        .filter(|(id, agent)| *id != except && agent.can_take(max_conversations))
+        .min_by_key(|(id, agent)| (agent.active.len(), agent.idle_since, (*id).clone()))
+        .map(|(id, _)| id.clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

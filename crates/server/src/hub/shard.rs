@@ -11,8 +11,8 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use petchat_protocol::{
-    ClientMessage, ConversationId, ErrorCode, LastSeq, Participant, PresenceStatus, RequestId, ServerMessage, User,
-    UserId,
+    ClientMessage, CloseReason, ConversationId, ErrorCode, LastSeq, Participant, PresenceStatus, RequestId,
+    ServerMessage, User, UserId,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error};
@@ -43,13 +43,19 @@ pub(super) enum ShardCommand {
     Assigned { conversation: ConversationId, agent: Participant, seq: LastSeq },
     /// The pool stored a re-queueing: `agent` no longer holds the conversation.
     Requeued { conversation: ConversationId, agent: UserId },
+    /// The pool stored a transfer: every connection of the members (`from`
+    /// and `to` included) hears it, and `from` no longer holds the
+    /// conversation. An `Assigned` for `to` follows.
+    Transferred { conversation: ConversationId, from: Participant, to: Option<Participant>, customer: UserId },
     /// The pool decided a close; the shard stores it (unless the pool did:
-    /// `stored`) and tells the members.
+    /// `stored`) and tells the members. `conn` asked for it, unless the
+    /// server closed it (`by` is then `system`).
     Close {
-        conn: ConnId,
+        conn: Option<ConnId>,
         id: Option<RequestId>,
         conversation: ConversationId,
         by: UserId,
+        reason: CloseReason,
         members: Vec<UserId>,
         stored: bool,
     },
@@ -61,6 +67,8 @@ pub(super) enum ShardCommand {
     Joined(Box<JoinRead>),
     /// One frame to one connection, in its place among the pool's tells.
     Say { conn: ConnId, message: ServerMessage, id: Option<RequestId> },
+    /// One frame to a conversation's connections (on every node), in its place among the pool's tells.
+    ToConversation { conversation: ConversationId, message: ServerMessage },
     /// What the pool decided in one round, for one shard after the other.
     Chain(Chain),
     /// Another node's message or fact about one of this shard's conversations.
@@ -279,8 +287,12 @@ impl Shard {
             }
             ShardCommand::Assigned { conversation, agent, .. } => self.assigned(&conversation, agent, true),
             ShardCommand::Requeued { conversation, agent } => self.requeued(&conversation, &agent, true),
-            ShardCommand::Close { conn, id, conversation, by, members, stored } => {
-                self.close(conn, id, &conversation, by, members, stored, batch);
+            ShardCommand::Transferred { conversation, from, to, customer } => {
+                self.transferred(&conversation, from, to, &customer);
+            }
+            ShardCommand::Close { conn, id, conversation, by, reason, members, stored } => {
+                let closer = super::conversations::Closer { conn, id, by, reason };
+                self.close(&conversation, closer, members, stored, batch);
             }
             ShardCommand::Presence { conversation, user, status } => self.presence(&conversation, &user, status),
             ShardCommand::TypingExpired { conversation, user, generation } => {
@@ -299,6 +311,9 @@ impl Shard {
             ShardCommand::Filled { conversation, messages, rec } => self.filled(&conversation, messages, rec),
             ShardCommand::CatchUp => self.catch_up(),
             ShardCommand::Say { conn, message, id } => self.out.send_to(conn, message, id),
+            ShardCommand::ToConversation { conversation, message } => {
+                self.out.to_conversation(&conversation, message, crate::bus::Skip::Nobody);
+            }
             ShardCommand::Chain(mut chain) => {
                 while chain.steps.front().is_some_and(|(shard, _)| *shard == self.index) {
                     let (_, step) = chain.steps.pop_front().expect("checked above");
@@ -386,9 +401,12 @@ impl Shard {
                     self.stop_typing(&t.conversation_id, &user.id);
                 }
             }
-            // The pool's, the feeds' and the connection's; the hub never routes them here.
+            // The pool's, the feeds', the hub's and the connection's; the hub never routes them here.
             ClientMessage::ConversationOpen(_)
             | ClientMessage::ConversationClose(_)
+            | ClientMessage::ConversationResolve(_)
+            | ClientMessage::ConversationTransfer(_)
+            | ClientMessage::ConversationList(_)
             | ClientMessage::AgentStatus(_)
             | ClientMessage::Ping(_)
             | ClientMessage::SessionRefresh(_)

@@ -184,7 +184,9 @@ impl Shard {
         match envelope.what {
             What::Assigned { conversation, agent, .. } => self.assigned(&conversation, agent, false),
             What::Requeued { conversation, agent } => self.requeued(&conversation, &agent, false),
-            What::Closed { conversation, by, members } => self.closed_elsewhere(&conversation, by, members),
+            What::Closed { conversation, by, members, reason } => {
+                self.closed_elsewhere(&conversation, by, reason, members);
+            }
             What::Message { .. } | What::Frame { .. } | What::Event { .. } => {}
         }
     }
@@ -367,6 +369,7 @@ impl Shard {
         &mut self,
         conversation: &ConversationId,
         by: petchat_protocol::UserId,
+        reason: petchat_protocol::CloseReason,
         members: Vec<petchat_protocol::UserId>,
     ) {
         if self.conversations.remove(conversation).is_some()
@@ -377,6 +380,7 @@ impl Shard {
         let closed = ServerMessage::ConversationClosed(petchat_protocol::ConversationClosed {
             conversation_id: conversation.clone(),
             by,
+            reason,
         });
         for member in members {
             self.out.to_user_local(&member, closed.clone());

@@ -5,6 +5,7 @@
 //! SPEC §3, §5 or §6 it checks; the socket tests in `tests/` stay.
 
 mod harness;
+mod lifecycle;
 
 use std::time::Duration;
 
@@ -218,11 +219,20 @@ async fn after_the_grace_period_an_absent_agents_conversations_go_to_the_front_o
     assert_eq!(waiting.expect("conversation.queued").await["data"]["position"], 1);
     agent.disconnect();
     assert_eq!(first.expect("presence").await["data"]["status"], "offline");
-    assert_eq!(first.expect("conversation.queued").await["data"]["position"], 1, "it waited longest");
+    // The customer is told its place and, by a notification that is stored
+    // (its next connection gets it as unread) before it is delivered, why.
+    let (mut queued, mut notice) = (None, None);
+    while queued.is_none() || notice.is_none() {
+        let frame = first.next().await;
+        match frame["type"].as_str() {
+            Some("conversation.queued") => queued = Some(frame),
+            Some("notification") => notice = Some(frame),
+            _ => panic!("unexpected {frame}"),
+        }
+    }
+    let (queued, notice) = (queued.expect("queued"), notice.expect("notified"));
+    assert_eq!(queued["data"]["position"], 1, "it waited longest");
     assert_eq!(waiting.expect("conversation.queued").await["data"]["position"], 2);
-    // The customer is told why, by a notification that is stored (its next
-    // connection gets it as unread) before it is delivered.
-    let notice = first.expect("notification").await;
     assert_eq!(notice["data"]["kind"], "conversation.requeued");
     assert_eq!(notice["data"]["seq"], 1);
     let mut phone = world.try_connect("c1", Role::Customer).await.expect("connected");

@@ -3,15 +3,15 @@
 //! only says how to read one column ([`Columns`]).
 
 use petchat_protocol::{
-    ClientMessageId, ConversationId, ConversationStatus, EventName, LastSeq, MessageId, MessageText, OrderId,
-    Participant, PetId, Role, Seq, Timestamp, Topic, User, UserId,
+    ClientMessageId, CloseReason, Closure, ConversationId, ConversationStatus, EventName, LastSeq, MessageId,
+    MessageText, OrderId, Participant, PetId, Role, Seq, Timestamp, Topic, User, UserId,
 };
 
 use super::{AgentRecord, ConversationRecord, FeedItem, MessageRecord, ReceiptKind, ReceiptRecord, StoreError};
 
 /// The columns of a conversation row, in the order both schemas name them.
 pub(super) const CONVERSATION_COLUMNS: &str = "id, customer_id, customer_name, agent_id, agent_name, status, \
-     last_seq, created_at, queued_at, topic, pet_id, order_id";
+     last_seq, created_at, queued_at, topic, pet_id, order_id, closed_at, closed_by, close_reason, customer_away_since, declined_by";
 /// The columns of a message row.
 pub(super) const MESSAGE_COLUMNS: &str =
     "conversation_id, id, seq, author_id, author_role, author_name, client_message_id, text, sent_at";
@@ -69,7 +69,42 @@ pub(super) fn conversation(row: &impl Columns) -> Result<ConversationRecord, Sto
         topic: row.optional_text("topic")?.map(Topic::new).transpose().map_err(corrupt("topic"))?,
         pet_id: row.optional_text("pet_id")?.map(PetId::new).transpose().map_err(corrupt("pet_id"))?,
         order_id: row.optional_text("order_id")?.map(OrderId::new).transpose().map_err(corrupt("order_id"))?,
+        customer_away_since: row.optional_int("customer_away_since")?.map(time).transpose()?,
+        closed: closure(row, status)?,
+        declined_by: row.optional_text("declined_by")?.map(user_id).transpose()?,
     })
+}
+
+/// How a closed conversation ended. Rows closed before reasons were stored
+/// (and the migration gave them `closed`) read as closed by a member.
+fn closure(row: &impl Columns, status: ConversationStatus) -> Result<Option<Closure>, StoreError> {
+    if status != ConversationStatus::Closed {
+        return Ok(None);
+    }
+    let (Some(at), Some(by)) = (row.optional_int("closed_at")?, row.optional_text("closed_by")?) else {
+        return Err(StoreError::Corrupt("a closed conversation without closed_at or closed_by".into()));
+    };
+    let reason = match row.optional_text("close_reason")? {
+        None => CloseReason::Closed,
+        Some(name) => {
+            CloseReason::from_wire(&name).ok_or_else(|| StoreError::Corrupt(format!("close reason {name:?}")))?
+        }
+    };
+    Ok(Some(Closure { at: time(at)?, by: user_id(by)?, reason }))
+}
+
+/// The `LIKE` pattern of a search: the text anywhere, `%`, `_` and `\` taken literally (`ESCAPE '\'`).
+pub(super) fn like_pattern(query: &str) -> String {
+    let mut pattern = String::with_capacity(query.len() + 2);
+    pattern.push('%');
+    for c in query.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
 }
 
 /// A message row ([`MESSAGE_COLUMNS`]).

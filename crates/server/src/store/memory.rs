@@ -10,10 +10,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use petchat_protocol::{ClientMessageId, ConversationId, ConversationStatus, LastSeq, Seq, Timestamp, User, UserId};
+use petchat_protocol::{
+    ClientMessageId, Closure, ConversationId, ConversationStatus, LastSeq, ListScope, Seq, Timestamp, User, UserId,
+};
 
 use super::{
-    Applied, ConversationRecord, Feed, FeedPage, MessageRecord, PoolRound, ReceiptRecord, Store, StoreError, Write,
+    Applied, ConversationRecord, Feed, FeedPage, ListFilter, MessageRecord, PoolRound, ReceiptRecord, Store,
+    StoreError, SummaryRecord, Write,
 };
 
 /// Conversations, messages, receipts and agents in maps; lost when dropped.
@@ -94,20 +97,32 @@ impl Data {
                 self.conversations.insert(rec.id.clone(), rec.clone());
                 Applied::Done
             }
-            Write::Assign { conversation, agent, status, at } => match self.conversations.get_mut(conversation) {
-                Some(rec) if rec.status != ConversationStatus::Closed => {
-                    rec.agent.clone_from(agent);
-                    rec.status = *status;
-                    if *status == ConversationStatus::Queued {
-                        rec.queued_at = Some(*at);
+            Write::Assign { conversation, agent, status, at, declined_by } => {
+                match self.conversations.get_mut(conversation) {
+                    Some(rec) if rec.status != ConversationStatus::Closed => {
+                        rec.agent.clone_from(agent);
+                        rec.declined_by.clone_from(declined_by);
+                        rec.status = *status;
+                        if *status == ConversationStatus::Queued {
+                            rec.queued_at = Some(*at);
+                        }
+                        Applied::Done
                     }
+                    _ => Applied::Closed,
+                }
+            }
+            Write::Close { conversation, by, reason, at } => match self.conversations.get_mut(conversation) {
+                Some(rec) if rec.status != ConversationStatus::Closed => {
+                    rec.status = ConversationStatus::Closed;
+                    rec.customer_away_since = None;
+                    rec.closed = Some(Closure { at: *at, by: by.clone(), reason: *reason });
                     Applied::Done
                 }
                 _ => Applied::Closed,
             },
-            Write::Close { conversation, .. } => match self.conversations.get_mut(conversation) {
+            Write::CustomerAway { conversation, since } => match self.conversations.get_mut(conversation) {
                 Some(rec) if rec.status != ConversationStatus::Closed => {
-                    rec.status = ConversationStatus::Closed;
+                    rec.customer_away_since = *since;
                     Applied::Done
                 }
                 _ => Applied::Closed,
@@ -256,6 +271,65 @@ impl Store for MemoryStore {
         Ok(records)
     }
 
+    async fn list_conversations(&self, user: &User, filter: &ListFilter) -> Result<Vec<SummaryRecord>, StoreError> {
+        let data = self.data();
+        let matches = |rec: &&ConversationRecord| {
+            let query = filter.query.as_ref().map(|q| q.as_str().to_lowercase());
+            let found = |text: &str| query.as_ref().is_none_or(|q| text.to_lowercase().contains(q.as_str()));
+            let searched = query.is_none()
+                || found(&rec.customer.name)
+                || found(rec.customer.id.as_str())
+                || rec.topic.as_ref().is_some_and(|t| found(t.as_str()));
+            let wanted = match filter.scope {
+                ListScope::Mine => {
+                    rec.has_member(&user.id, user.role) && filter.status.is_none_or(|status| rec.status == status)
+                }
+                ListScope::Queue => rec.status == ConversationStatus::Queued && rec.customer_away_since.is_none(),
+            };
+            wanted && searched
+        };
+        let mut page: Vec<&ConversationRecord> = data.conversations.values().filter(matches).collect();
+        match filter.scope {
+            ListScope::Mine => page.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id))),
+            ListScope::Queue => {
+                page.sort_by(|a, b| (a.queued_at, a.created_at, &a.id).cmp(&(b.queued_at, b.created_at, &b.id)))
+            }
+        }
+        if let Some(after) = &filter.after {
+            // As the SQL stores do: after an id that is not listed, nothing.
+            let position = page.iter().position(|rec| rec.id == *after);
+            page = position.map_or_else(Vec::new, |index| page.split_off(index + 1));
+        }
+        Ok(page
+            .into_iter()
+            .take(filter.limit.saturating_add(1))
+            .map(|rec| SummaryRecord {
+                conversation: rec.clone(),
+                last_message: data
+                    .messages
+                    .get(&rec.id)
+                    .and_then(|messages| messages.iter().find(|m| m.seq.get() == rec.last_seq.get()))
+                    .cloned(),
+            })
+            .collect())
+    }
+
+    async fn quiet_conversations(&self, quiet_since: Timestamp) -> Result<Vec<ConversationId>, StoreError> {
+        let data = self.data();
+        let mut quiet: Vec<(Timestamp, ConversationId)> = data
+            .conversations
+            .values()
+            .filter(|rec| rec.status != ConversationStatus::Closed)
+            .map(|rec| {
+                let last = data.messages.get(&rec.id).and_then(|messages| messages.last()).map(|m| m.sent_at);
+                (last.unwrap_or(rec.created_at), rec.id.clone())
+            })
+            .filter(|(at, _)| *at < quiet_since)
+            .collect();
+        quiet.sort();
+        Ok(quiet.into_iter().map(|(_, id)| id).collect())
+    }
+
     async fn feed(
         &self,
         feed: &Feed,
@@ -310,6 +384,9 @@ mod tests {
             topic: None,
             pet_id: None,
             order_id: None,
+            customer_away_since: None,
+            closed: None,
+            declined_by: None,
         }
     }
 

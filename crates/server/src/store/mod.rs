@@ -34,8 +34,8 @@ mod sqlite;
 
 use async_trait::async_trait;
 use petchat_protocol::{
-    ChatMessage, ClientMessageId, ConversationId, ConversationStatus, LastSeq, MessageId, MessageText, OrderId,
-    Participant, PetId, Role, Seq, Timestamp, Topic, User, UserId,
+    ChatMessage, ClientMessageId, CloseReason, Closure, ConversationId, ConversationStatus, LastSeq, ListScope,
+    MessageId, MessageText, OrderId, Participant, PetId, Role, SearchQuery, Seq, Timestamp, Topic, User, UserId,
 };
 
 pub use feeds::{Feed, FeedItem, FeedPage, NewItem, Once, Retention};
@@ -66,6 +66,14 @@ pub struct ConversationRecord {
     pub pet_id: Option<PetId>,
     /// The order it is about.
     pub order_id: Option<OrderId>,
+    /// Since when its customer has had no connection (anywhere); `None` while
+    /// it has one. A queued conversation is not served while this is set, and
+    /// an open one is closed `--customer-away-ms` after it.
+    pub customer_away_since: Option<Timestamp>,
+    /// Once closed: when, by whom and why.
+    pub closed: Option<Closure>,
+    /// While queued: the agent who handed it back to the queue, who is not offered it again.
+    pub declined_by: Option<UserId>,
 }
 
 impl ConversationRecord {
@@ -76,6 +84,31 @@ impl ConversationRecord {
             Role::Agent => self.agent.as_ref().is_some_and(|a| a.id == *user),
         }
     }
+}
+
+/// Which conversations [`Store::list_conversations`] reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListFilter {
+    /// The user's own (newest first), or the queue (in the order it is served,
+    /// without the conversations of customers who are away).
+    pub scope: ListScope,
+    /// Only conversations in this state (scope `Mine`).
+    pub status: Option<ConversationStatus>,
+    /// Only those whose customer's name or id, or topic, contains this, ignoring case.
+    pub query: Option<SearchQuery>,
+    /// Only those listed after this one, in the scope's order.
+    pub after: Option<ConversationId>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// A conversation of a list, with its last message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SummaryRecord {
+    /// The conversation.
+    pub conversation: ConversationRecord,
+    /// Its last message (seq = `last_seq`), if it has one.
+    pub last_message: Option<MessageRecord>,
 }
 
 /// A stored chat message.
@@ -195,15 +228,27 @@ pub enum Write {
         status: ConversationStatus,
         /// When (becomes `queued_at` when queued).
         at: Timestamp,
+        /// Re-queued by this agent's transfer: it is not offered to it again.
+        declined_by: Option<UserId>,
     },
     /// Close a conversation.
     Close {
         /// The conversation.
         conversation: ConversationId,
-        /// Who closed it.
+        /// Who closed it (`UserId::system()` for the server).
         by: UserId,
+        /// Why.
+        reason: CloseReason,
         /// When.
         at: Timestamp,
+    },
+    /// The customer of an open conversation lost its last connection
+    /// (`since: Some`) or has one again (`None`).
+    CustomerAway {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Since when the customer is away.
+        since: Option<Timestamp>,
     },
     /// Append a chat message, idempotent on (conversation, author, clientMessageId).
     Append {
@@ -458,6 +503,16 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
         not_before: Option<Timestamp>,
     ) -> Result<FeedPage, StoreError>;
+
+    /// A page of conversations for `user` (scope `Mine`: where it is the
+    /// customer, or the assigned agent; scope `Queue`: every queued one of a
+    /// customer who is not away), in the scope's order, at most
+    /// `filter.limit + 1` so that the caller can tell whether more follow.
+    async fn list_conversations(&self, user: &User, filter: &ListFilter) -> Result<Vec<SummaryRecord>, StoreError>;
+
+    /// The open conversations without a message since `quiet_since` (nor an
+    /// opening, for one without messages), oldest first.
+    async fn quiet_conversations(&self, quiet_since: Timestamp) -> Result<Vec<ConversationId>, StoreError>;
 
     /// For each conversation opened at or after `since` that an agent has
     /// answered: how long, in ms, from its opening to the agent's first

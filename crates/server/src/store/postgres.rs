@@ -39,19 +39,24 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
-use petchat_protocol::{ClientMessageId, ConversationId, LastSeq, Timestamp, User, UserId};
+use petchat_protocol::{ClientMessageId, ConversationId, LastSeq, ListScope, Timestamp, User, UserId};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 use tracing::{debug, warn};
 
 use super::columns::{
-    CONVERSATION_COLUMNS, Columns, FEED_ITEM_COLUMNS, MESSAGE_COLUMNS, conversation, feed_item, last_seq,
-    member_column, message, receipt,
+    CONVERSATION_COLUMNS, Columns, FEED_ITEM_COLUMNS, MESSAGE_COLUMNS, conversation, feed_item, last_seq, like_pattern,
+    member_column, message, receipt, status_name,
 };
 use super::{
-    Applied, ConversationRecord, Feed, FeedPage, MessageRecord, PoolRound, ReceiptRecord, Store, StoreError, Write,
+    Applied, ConversationRecord, Feed, FeedPage, ListFilter, MessageRecord, PoolRound, ReceiptRecord, Store,
+    StoreError, SummaryRecord, Write,
 };
+
+/// The search condition of a list (`$3`: a pattern for `ILIKE`, or NULL for none).
+const SEARCH: &str = "($3::text IS NULL OR customer_name ILIKE $3 ESCAPE '\\' OR customer_id ILIKE $3 ESCAPE '\\' \
+     OR topic ILIKE $3 ESCAPE '\\')";
 
 /// Conversations and messages in a PostgreSQL database that several nodes may share.
 #[derive(Debug, Clone)]
@@ -95,6 +100,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../../migrations/postgres/0001_initial.sql")),
     (2, "agents", include_str!("../../migrations/postgres/0002_agents.sql")),
     (3, "feeds", include_str!("../../migrations/postgres/0003_feeds.sql")),
+    (4, "lifecycle", include_str!("../../migrations/postgres/0004_lifecycle.sql")),
 ];
 
 /// The open conversations, in the order SQLite gives (which sorts NULL first), ties by id.
@@ -364,6 +370,64 @@ impl Store for PostgresStore {
         );
         let rows = self.read(&sql, &[&user.as_str()], ATTEMPT_TIMEOUT).await?;
         rows.iter().map(|row| conversation(&Pg(row))).collect()
+    }
+
+    async fn list_conversations(&self, user: &User, filter: &ListFilter) -> Result<Vec<SummaryRecord>, StoreError> {
+        // Ids in byte order, as SQLite compares them, whatever the database's collation.
+        let sql = match filter.scope {
+            ListScope::Mine => format!(
+                "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE {} = $1 \
+                 AND ($2::text IS NULL OR status = $2) AND {SEARCH} \
+                 AND ($4::text IS NULL OR (created_at, id COLLATE \"C\") < \
+                      (SELECT created_at, id COLLATE \"C\" FROM conversations WHERE id = $4)) \
+                 ORDER BY created_at DESC, id COLLATE \"C\" DESC LIMIT $5",
+                member_column(user.role)
+            ),
+            ListScope::Queue => format!(
+                "SELECT {CONVERSATION_COLUMNS} FROM conversations \
+                 WHERE status = 'queued' AND customer_away_since IS NULL AND ($1::text IS NOT NULL) \
+                 AND ($2::text IS NULL) AND {SEARCH} \
+                 AND ($4::text IS NULL OR (queued_at, created_at, id COLLATE \"C\") > \
+                      (SELECT queued_at, created_at, id COLLATE \"C\" FROM conversations WHERE id = $4)) \
+                 ORDER BY queued_at, created_at, id COLLATE \"C\" LIMIT $5"
+            ),
+        };
+        let status = filter.status.filter(|_| filter.scope == ListScope::Mine).map(status_name);
+        let query = filter.query.as_ref().map(|q| like_pattern(q.as_str()));
+        let after = filter.after.as_ref().map(ConversationId::as_str);
+        let limit = i64::try_from(filter.limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let params: [&(dyn ToSql + Sync); 5] = [&user.id.as_str(), &status, &query, &after, &limit];
+        let rows = self.read(&sql, &params, ATTEMPT_TIMEOUT).await?;
+        let page = rows.iter().map(|row| conversation(&Pg(row))).collect::<Result<Vec<_>, _>>()?;
+        let (ids, seqs): (Vec<&str>, Vec<i64>) =
+            page.iter().map(|rec| (rec.id.as_str(), rec.last_seq.get() as i64)).unzip();
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages \
+             WHERE (conversation_id, seq) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))"
+        );
+        let rows = self.read(&sql, &[&ids, &seqs], ATTEMPT_TIMEOUT).await?;
+        let mut last: std::collections::HashMap<ConversationId, MessageRecord> = rows
+            .iter()
+            .map(|row| message(&Pg(row)).map(|m| (m.conversation_id.clone(), m)))
+            .collect::<Result<_, _>>()?;
+        Ok(page
+            .into_iter()
+            .map(|rec| SummaryRecord { last_message: last.remove(&rec.id), conversation: rec })
+            .collect())
+    }
+
+    async fn quiet_conversations(&self, quiet_since: Timestamp) -> Result<Vec<ConversationId>, StoreError> {
+        let sql = "SELECT c.id FROM conversations c \
+             LEFT JOIN messages m ON m.conversation_id = c.id AND m.seq = c.last_seq \
+             WHERE c.status <> 'closed' AND COALESCE(m.sent_at, c.created_at) < $1 \
+             ORDER BY COALESCE(m.sent_at, c.created_at), c.id COLLATE \"C\"";
+        let rows = self.read(sql, &[&quiet_since.as_unix_ms()], ATTEMPT_TIMEOUT).await?;
+        rows.iter()
+            .map(|row| {
+                ConversationId::new(Pg(row).text("id")?)
+                    .map_err(|e| StoreError::Corrupt(format!("conversation id: {e}")))
+            })
+            .collect()
     }
 
     async fn lock_pool(&self) -> Result<Box<dyn PoolRound>, StoreError> {

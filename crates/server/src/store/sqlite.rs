@@ -16,14 +16,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use petchat_protocol::{ClientMessageId, ConversationId, LastSeq, Timestamp, User, UserId};
+use petchat_protocol::{ClientMessageId, ConversationId, LastSeq, ListScope, Timestamp, User, UserId};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
 use self::batch::{apply_one, one_node_only, stored_message};
 use super::checkpoint::{self, Checkpointer};
-use super::columns::{CONVERSATION_COLUMNS, Columns, MESSAGE_COLUMNS, conversation, member_column, message, receipt};
+use super::columns::{
+    CONVERSATION_COLUMNS, Columns, MESSAGE_COLUMNS, conversation, like_pattern, member_column, message, receipt,
+    status_name,
+};
 use super::{
-    Applied, ConversationRecord, Feed, FeedPage, MessageRecord, PoolRound, ReceiptRecord, Store, StoreError, Write,
+    Applied, ConversationRecord, Feed, FeedPage, ListFilter, MessageRecord, PoolRound, ReceiptRecord, Store,
+    StoreError, SummaryRecord, Write,
 };
 
 /// Conversations and messages in one SQLite file.
@@ -42,6 +46,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_initial.sql"),
     include_str!("../../migrations/sqlite/0002_conversations_by_agent.sql"),
     include_str!("../../migrations/sqlite/0003_feeds.sql"),
+    include_str!("../../migrations/sqlite/0004_lifecycle.sql"),
 ];
 
 impl SqliteStore {
@@ -86,6 +91,10 @@ impl SqliteStore {
 }
 
 /// `sqlite://FILE`, `sqlite:FILE` (a `?query` is ignored), or `None` for `sqlite::memory:`.
+/// The search condition of a list (`?3`: a `LIKE` pattern, or NULL for none).
+const SEARCH: &str = "(?3 IS NULL OR customer_name LIKE ?3 ESCAPE '\\' OR customer_id LIKE ?3 ESCAPE '\\' \
+     OR topic LIKE ?3 ESCAPE '\\')";
+
 fn database_path(url: &str) -> Result<Option<PathBuf>, StoreError> {
     let rest = url.strip_prefix("sqlite:").ok_or_else(|| StoreError::Unsupported(url.to_owned()))?;
     let rest = rest.strip_prefix("//").unwrap_or(rest);
@@ -246,6 +255,58 @@ impl Store for SqliteStore {
     ) -> Result<FeedPage, StoreError> {
         let feed = feed.clone();
         Self::on(&self.reader, move |connection| feeds::page(connection, &feed, after, limit, not_before)).await
+    }
+
+    async fn list_conversations(&self, user: &User, filter: &ListFilter) -> Result<Vec<SummaryRecord>, StoreError> {
+        let sql = match filter.scope {
+            ListScope::Mine => format!(
+                "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE {} = ?1 \
+                 AND (?2 IS NULL OR status = ?2) AND {SEARCH} \
+                 AND (?4 IS NULL OR (created_at, id) < (SELECT created_at, id FROM conversations WHERE id = ?4)) \
+                 ORDER BY created_at DESC, id DESC LIMIT ?5",
+                member_column(user.role)
+            ),
+            ListScope::Queue => format!(
+                "SELECT {CONVERSATION_COLUMNS} FROM conversations \
+                 WHERE status = 'queued' AND customer_away_since IS NULL \
+                 AND {SEARCH} AND (?4 IS NULL OR (queued_at, created_at, id) > \
+                 (SELECT queued_at, created_at, id FROM conversations WHERE id = ?4)) \
+                 ORDER BY queued_at, created_at, id LIMIT ?5"
+            ),
+        };
+        let user = user.id.clone();
+        let status = filter.status.filter(|_| filter.scope == ListScope::Mine).map(status_name);
+        let query = filter.query.as_ref().map(|q| like_pattern(q.as_str()));
+        let after = filter.after.clone();
+        let limit = filter.limit.saturating_add(1) as i64;
+        Self::on(&self.reader, move |connection| {
+            let args = params![user.as_str(), status, query, after.as_ref().map(ConversationId::as_str), limit];
+            let page = all(connection, &sql, args, |row| conversation(row))?;
+            let mut last = connection.prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? AND seq = ?"
+            ))?;
+            page.into_iter()
+                .map(|rec| {
+                    let mut rows = last.query(params![rec.id.as_str(), rec.last_seq.get() as i64])?;
+                    let last_message = rows.next()?.map(message).transpose()?;
+                    Ok(SummaryRecord { conversation: rec, last_message })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn quiet_conversations(&self, quiet_since: Timestamp) -> Result<Vec<ConversationId>, StoreError> {
+        Self::on(&self.reader, move |connection| {
+            let sql = "SELECT c.id AS id FROM conversations c \
+                 LEFT JOIN messages m ON m.conversation_id = c.id AND m.seq = c.last_seq \
+                 WHERE c.status != 'closed' AND COALESCE(m.sent_at, c.created_at) < ? \
+                 ORDER BY COALESCE(m.sent_at, c.created_at), c.id";
+            all(connection, sql, [quiet_since.as_unix_ms()], |row| {
+                ConversationId::new(row.text("id")?).map_err(|e| StoreError::Corrupt(format!("conversation id: {e}")))
+            })
+        })
+        .await
     }
 
     async fn first_responses(&self, since: Timestamp) -> Result<Vec<u64>, StoreError> {

@@ -221,9 +221,21 @@ async fn the_snapshot_holds_the_open_conversations_in_open_conversations_order()
                 agent: Some(agent),
                 status: ConversationStatus::Active,
                 at: at(1),
+                declined_by: None,
             },
-            Write::Assign { conversation: id("conv-d"), agent: None, status: ConversationStatus::Queued, at: at(2) },
-            Write::Close { conversation: id("conv-e"), by: agent_id("agent-1"), at: at(3) },
+            Write::Assign {
+                conversation: id("conv-d"),
+                agent: None,
+                status: ConversationStatus::Queued,
+                at: at(2),
+                declined_by: None,
+            },
+            Write::Close {
+                conversation: id("conv-e"),
+                by: agent_id("agent-1"),
+                reason: petchat_protocol::CloseReason::Closed,
+                at: at(3),
+            },
         ])
         .await
         .expect("applied");
@@ -258,6 +270,7 @@ async fn rounds_and_batches_touching_the_same_conversations_never_deadlock() {
                     agent: Some(Participant { id: agent_id("agent-1"), name: "Agent".into() }),
                     status: ConversationStatus::Active,
                     at: at(n),
+                    declined_by: None,
                 })
                 .chain([Write::AgentIdle { agent: agent_id("agent-1"), at: at(n) }])
                 .collect();

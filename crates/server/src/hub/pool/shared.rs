@@ -198,7 +198,13 @@ impl Pool {
 /// Whether a command records a change of connections, which must not be
 /// lost when a round fails.
 fn is_state_change(command: &PoolCommand) -> bool {
-    matches!(command, PoolCommand::Online { .. } | PoolCommand::Offline { .. } | PoolCommand::NodeGone { .. })
+    matches!(
+        command,
+        PoolCommand::Online { .. }
+            | PoolCommand::Offline { .. }
+            | PoolCommand::NodeGone { .. }
+            | PoolCommand::CustomerPresence { .. }
+    )
 }
 
 fn is_customer_presence(command: &PoolCommand) -> bool {

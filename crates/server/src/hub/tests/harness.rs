@@ -109,6 +109,16 @@ impl Peer {
         frame
     }
 
+    /// The next frame of type `kind`, passing over the others.
+    pub(crate) async fn until(&mut self, kind: &str) -> Value {
+        loop {
+            let frame = self.next().await;
+            if frame["type"] == kind {
+                return frame;
+            }
+        }
+    }
+
     /// The types of the frames that arrive until none has come for `quiet`.
     pub(crate) async fn types_until_quiet(&mut self, quiet: Duration) -> Vec<String> {
         let mut types = Vec::new();
@@ -167,6 +177,33 @@ impl Peer {
     pub(crate) async fn close(&mut self, conversation: &ConversationId) -> String {
         let close = petchat_protocol::ConversationRef { conversation_id: conversation.clone() };
         self.request(ClientMessage::ConversationClose(close)).await
+    }
+
+    /// `conversation.resolve`.
+    pub(crate) async fn resolve(&mut self, conversation: &ConversationId) -> String {
+        let resolve = petchat_protocol::ConversationRef { conversation_id: conversation.clone() };
+        self.request(ClientMessage::ConversationResolve(resolve)).await
+    }
+
+    /// `conversation.transfer` to `to` (an agent's id), or to the queue.
+    pub(crate) async fn transfer(&mut self, conversation: &ConversationId, to: Option<&str>) -> String {
+        let transfer = petchat_protocol::TransferConversation {
+            conversation_id: conversation.clone(),
+            to_agent_id: to.map(|id| UserId::new(id).expect("id")),
+        };
+        self.request(ClientMessage::ConversationTransfer(transfer)).await
+    }
+
+    /// `conversation.list` with this data; returns the `conversation.listed` or `error` answer.
+    pub(crate) async fn list(&mut self, data: Value) -> Value {
+        let list = serde_json::from_value(data).expect("conversation.list data");
+        let id = self.request(ClientMessage::ConversationList(list)).await;
+        loop {
+            let frame = self.next().await;
+            if frame["id"] == id.as_str() || frame["data"]["refId"] == id.as_str() {
+                return frame;
+            }
+        }
     }
 
     /// The connection ends.

@@ -302,8 +302,14 @@ mod tests {
                     agent: Some(agent),
                     status: ConversationStatus::Active,
                     at: at(1),
+                    declined_by: None,
                 },
-                Write::Close { conversation: conversation_id("conv-b"), by: agent_id("agent-1"), at: at(2) },
+                Write::Close {
+                    conversation: conversation_id("conv-b"),
+                    by: agent_id("agent-1"),
+                    reason: petchat_protocol::CloseReason::Closed,
+                    at: at(2),
+                },
             ],
         )
         .await;
@@ -364,6 +370,9 @@ mod tests {
             topic: None,
             pet_id: None,
             order_id: None,
+            customer_away_since: None,
+            closed: None,
+            declined_by: None,
         })
     }
 

@@ -26,14 +26,17 @@ const LOCK: &str = "SELECT id FROM conversations WHERE id = ANY($1) ORDER BY id 
 const POOL_LOCK_SQL: &str = "SELECT pg_advisory_xact_lock($1)";
 
 const CREATE: &str = "INSERT INTO conversations (id, customer_id, customer_name, agent_id, agent_name, status, \
-     last_seq, created_at, queued_at, topic, pet_id, order_id) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+     last_seq, created_at, queued_at, topic, pet_id, order_id, customer_away_since) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
 const ASSIGN: &str = "UPDATE conversations SET agent_id = $1, agent_name = $2, status = $3, \
-     queued_at = COALESCE($4, queued_at) WHERE id = $5 AND status <> 'closed' RETURNING 1";
+     queued_at = COALESCE($4, queued_at), declined_by = $6 WHERE id = $5 AND status <> 'closed' RETURNING 1";
 
-const CLOSE: &str = "UPDATE conversations SET status = 'closed', closed_at = $1, closed_by = $2 \
-     WHERE id = $3 AND status <> 'closed' RETURNING 1";
+const CLOSE: &str = "UPDATE conversations SET status = 'closed', closed_at = $1, closed_by = $2, close_reason = $3, \
+     customer_away_since = NULL WHERE id = $4 AND status <> 'closed' RETURNING 1";
+
+const CUSTOMER_AWAY: &str =
+    "UPDATE conversations SET customer_away_since = $1 WHERE id = $2 AND status <> 'closed' RETURNING 1";
 
 /// An append in one statement, so that a batch's appends pipeline: take the
 /// next seq (`next`: only for a member of an open conversation, only when
@@ -240,6 +243,7 @@ fn statement_of(write: &Write) -> &'static str {
         Write::CreateConversation(_) => CREATE,
         Write::Assign { .. } => ASSIGN,
         Write::Close { .. } => CLOSE,
+        Write::CustomerAway { .. } => CUSTOMER_AWAY,
         Write::Append { .. } => APPEND,
         Write::Receipt { .. } => RECEIPT,
         Write::AgentConnection { online: true, .. } => CONNECT,
@@ -273,6 +277,7 @@ fn conversation_locked_by(write: &Write) -> Option<&str> {
         | Write::MarkRead { .. } => None,
         Write::Assign { conversation, .. }
         | Write::Close { conversation, .. }
+        | Write::CustomerAway { conversation, .. }
         | Write::Append { conversation, .. }
         | Write::Receipt { conversation, .. } => Some(conversation.as_str()),
     }
@@ -293,16 +298,24 @@ fn params_of(write: &Write) -> Vec<Param<'_>> {
             Box::new(c.topic.as_ref().map(|t| t.as_str())),
             Box::new(c.pet_id.as_ref().map(|p| p.as_str())),
             Box::new(c.order_id.as_ref().map(|o| o.as_str())),
+            Box::new(c.customer_away_since.map(Timestamp::as_unix_ms)),
         ],
-        Write::Assign { conversation, agent, status, at } => vec![
+        Write::Assign { conversation, agent, status, at, declined_by } => vec![
             Box::new(agent.as_ref().map(|a| a.id.as_str())),
             Box::new(agent.as_ref().map(|a| a.name.as_str())),
             Box::new(status_name(*status)),
             Box::new((*status == ConversationStatus::Queued).then(|| at.as_unix_ms())),
             Box::new(conversation.as_str()),
+            Box::new(declined_by.as_ref().map(|a| a.as_str())),
         ],
-        Write::Close { conversation, by, at } => {
-            vec![Box::new(at.as_unix_ms()), Box::new(by.as_str()), Box::new(conversation.as_str())]
+        Write::Close { conversation, by, reason, at } => vec![
+            Box::new(at.as_unix_ms()),
+            Box::new(by.as_str()),
+            Box::new(reason.as_str()),
+            Box::new(conversation.as_str()),
+        ],
+        Write::CustomerAway { conversation, since } => {
+            vec![Box::new(since.map(Timestamp::as_unix_ms)), Box::new(conversation.as_str())]
         }
         Write::Append { conversation, id, author, client_message_id, text, sent_at } => vec![
             Box::new(conversation.as_str()),
@@ -357,7 +370,7 @@ fn applied(write: &Write, rows: &[Row]) -> Result<Applied, StoreError> {
         | Write::AgentAvailability { .. }
         | Write::AgentIdle { .. }
         | Write::NodeGone { .. } => Applied::Done,
-        Write::Assign { .. } | Write::Close { .. } => {
+        Write::Assign { .. } | Write::Close { .. } | Write::CustomerAway { .. } => {
             if rows.is_empty() {
                 Applied::Closed
             } else {

@@ -22,7 +22,8 @@ pub(super) fn apply_one(tx: &Transaction<'_>, write: &Write) -> Result<Applied, 
         Write::CreateConversation(c) => {
             tx.prepare_cached(
                 "INSERT INTO conversations (id, customer_id, customer_name, agent_id, agent_name, status, last_seq, \
-                 created_at, queued_at, topic, pet_id, order_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 created_at, queued_at, topic, pet_id, order_id, customer_away_since) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )?
             .execute(params![
                 c.id.as_str(),
@@ -37,32 +38,40 @@ pub(super) fn apply_one(tx: &Transaction<'_>, write: &Write) -> Result<Applied, 
                 c.topic.as_ref().map(Topic::as_str),
                 c.pet_id.as_ref().map(PetId::as_str),
                 c.order_id.as_ref().map(OrderId::as_str),
+                c.customer_away_since.map(Timestamp::as_unix_ms),
             ])?;
             Ok(Applied::Done)
         }
-        Write::Assign { conversation, agent, status, at } => {
+        Write::Assign { conversation, agent, status, at, declined_by } => {
             let queued_at = (*status == ConversationStatus::Queued).then(|| at.as_unix_ms());
             let changed = tx
                 .prepare_cached(
                     "UPDATE conversations SET agent_id = ?, agent_name = ?, status = ?, \
-                     queued_at = COALESCE(?, queued_at) WHERE id = ? AND status != 'closed'",
+                     queued_at = COALESCE(?, queued_at), declined_by = ? WHERE id = ? AND status != 'closed'",
                 )?
                 .execute(params![
                     agent.as_ref().map(|a| a.id.as_str()),
                     agent.as_ref().map(|a| a.name.as_str()),
                     status_name(*status),
                     queued_at,
+                    declined_by.as_ref().map(UserId::as_str),
                     conversation.as_str(),
                 ])?;
             Ok(if changed == 1 { Applied::Done } else { Applied::Closed })
         }
-        Write::Close { conversation, by, at } => {
+        Write::Close { conversation, by, reason, at } => {
             let changed = tx
                 .prepare_cached(
-                    "UPDATE conversations SET status = 'closed', closed_at = ?, closed_by = ? \
-                     WHERE id = ? AND status != 'closed'",
+                    "UPDATE conversations SET status = 'closed', closed_at = ?, closed_by = ?, close_reason = ?, \
+                     customer_away_since = NULL WHERE id = ? AND status != 'closed'",
                 )?
-                .execute(params![at.as_unix_ms(), by.as_str(), conversation.as_str()])?;
+                .execute(params![at.as_unix_ms(), by.as_str(), reason.as_str(), conversation.as_str()])?;
+            Ok(if changed == 1 { Applied::Done } else { Applied::Closed })
+        }
+        Write::CustomerAway { conversation, since } => {
+            let changed = tx
+                .prepare_cached("UPDATE conversations SET customer_away_since = ? WHERE id = ? AND status != 'closed'")?
+                .execute(params![since.map(Timestamp::as_unix_ms), conversation.as_str()])?;
             Ok(if changed == 1 { Applied::Done } else { Applied::Closed })
         }
         Write::Append { conversation, id, author, client_message_id, text, sent_at } => {
