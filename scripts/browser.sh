@@ -20,8 +20,12 @@ npm_ci scripts/web
 npm_ci tests/browser
 
 cargo xtask web
-# The package's TypeScript declarations: usage compiles, misuse does not.
-scripts/web/node_modules/.bin/tsc --noEmit --strict --target es2022 --module es2022 \
-  --moduleResolution bundler --lib esnext,dom tests/browser/usage.ts
+# The package's TypeScript declarations: usage compiles, misuse does not; with
+# the newest library, and with ES2022's plus only the `esnext.disposable` that
+# wasm-bindgen's `[Symbol.dispose]()` on every class needs.
+for lib in esnext,dom es2022,dom,esnext.disposable; do
+  scripts/web/node_modules/.bin/tsc --noEmit --strict --target es2022 --module es2022 \
+    --moduleResolution bundler --lib "$lib" tests/browser/usage.ts
+done
 cargo build --quiet --package petchat-server --locked
 PETCHAT_SERVER="$PWD/target/debug/petchat-server" node --test tests/browser/

@@ -17,8 +17,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Regenerate `schemas/` (JSON Schemas, asyncapi.yaml) and the message
-    /// reference in docs/protocol.md from crates/protocol.
+    /// Regenerate `schemas/` (JSON Schemas, asyncapi.yaml), the message
+    /// reference in docs/protocol.md and the browser package's TypeScript
+    /// types (crates/web/src/protocol.d.ts) from crates/protocol.
     Schemas {
         /// Write nothing; fail with a diff when a committed file is stale.
         #[arg(long)]
@@ -64,7 +65,7 @@ fn main() -> Result<()> {
         Command::Schemas { check: true } => {
             let report = schemas::check(&root)?;
             if report.is_empty() {
-                println!("schemas/ and docs/protocol.md are up to date");
+                println!("schemas/, docs/protocol.md and crates/web/src/protocol.d.ts are up to date");
                 Ok(())
             } else {
                 eprint!("{report}");

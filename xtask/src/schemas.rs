@@ -1,7 +1,9 @@
 //! `cargo xtask schemas [--check]`: writes or checks every generated file.
 //!
 //! The generated set is `schemas/` (less the hand-written `examples/` and
-//! `README.md`) and the marked message reference inside docs/protocol.md.
+//! `README.md`), the marked message reference inside docs/protocol.md, and the
+//! browser package's TypeScript declarations of the messages, which
+//! crates/web/src/lib.rs includes in its `typescript_custom_section`.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -16,6 +18,8 @@ const DOC_BEGIN: &str = "<!-- BEGIN GENERATED: message reference (cargo xtask sc
 const DOC_END: &str = "<!-- END GENERATED -->";
 /// The protocol guide, relative to the workspace root.
 const PROTOCOL_DOC: &str = "docs/protocol.md";
+/// The messages as TypeScript, beside the web crate's source that includes it.
+const TYPESCRIPT: &str = "crates/web/src/protocol.d.ts";
 
 /// The workspace root: xtask lives one level below it.
 pub(crate) fn workspace_root() -> PathBuf {
@@ -33,6 +37,7 @@ fn expected(root: &Path) -> Result<BTreeMap<PathBuf, String>> {
     let doc_path = root.join(PROTOCOL_DOC);
     let doc = fs::read_to_string(&doc_path).with_context(|| format!("reading {}", doc_path.display()))?;
     files.insert(PROTOCOL_DOC.into(), splice(&doc, &schema::protocol_doc_section(&examples))?);
+    files.insert(TYPESCRIPT.into(), schema::typescript_declarations());
     Ok(files)
 }
 

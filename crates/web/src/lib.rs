@@ -30,6 +30,13 @@ use petchat_protocol::{
 };
 use wasm_bindgen::prelude::*;
 
+/// The messages and events as TypeScript unions (`PetchatEvent`,
+/// `ServerMessage`, `ClientMessage`, `ClientEvent` and their data types),
+/// generated from the protocol crate by `cargo xtask schemas`.
+#[wasm_bindgen(typescript_custom_section)]
+const PROTOCOL_TYPES: &str = include_str!("protocol.d.ts");
+
+/// The types of this package's API around them.
 #[wasm_bindgen(typescript_custom_section)]
 const TYPES: &str = r#"
 /** What `connect` takes. */
@@ -49,37 +56,20 @@ export interface ConnectOptions {
   /** localStorage key of the outbox (default "petchat.outbox"). */
   storageKey?: string;
 }
-/** A server message or a client event: `{type, id?, data, timestamp}`. */
-export interface PetchatEvent {
-  type: string;
-  id?: string;
-  data: any;
-  timestamp: string;
-}
-/** A message waiting for its `chat.ack`, as `outbox()` lists it. */
-export interface PendingMessage {
-  conversationId: string;
-  clientMessageId: string;
-  text: string;
-}
+/**
+ * What `sendMessage` takes: a client message, in which a `chat.send` may leave out its
+ * `clientMessageId` (the client makes one), or the message as JSON text.
+ */
+export type OutgoingMessage =
+  | Exclude<ClientMessage, ClientChatSend>
+  | (Omit<ClientChatSend, "data"> & { data: Omit<SendChat, "clientMessageId"> & { clientMessageId?: ClientMessageId } })
+  | string;
+/** A message waiting for its `chat.ack`, as `outbox()` lists it: its `chat.send` data. */
+export type PendingMessage = SendChat;
 /** `topic.event` data: one event of a subscribed topic (SPEC §11). */
-export interface TopicEventData {
-  topic: string;
-  seq: number;
-  event: string;
-  data: Record<string, unknown>;
-  publishedAt: string;
-}
+export type TopicEventData = TopicEvent;
 /** `notification` data: a message for the user on all of its devices (SPEC §12). */
-export interface NotificationData {
-  id: string;
-  seq: number;
-  kind: string;
-  title: string;
-  body: string;
-  link?: string;
-  createdAt: string;
-}
+export type NotificationData = Notification;
 /** Where the user's notifications stand, as `notifications()` says. */
 export interface NotificationStatus {
   lastSeq: number;
@@ -90,14 +80,6 @@ export interface NotificationStatus {
 export interface TopicPosition {
   topic: string;
   lastSeq: number | null;
-}
-/** `client.state` data. */
-export interface ConnectionState {
-  state: "connecting" | "connected" | "reconnecting" | "stopped";
-  retryInMs?: number;
-  closeCode?: number;
-  /** Why a reconnect is needed: the close frame's reason, or why the connection failed. */
-  reason?: string;
 }
 "#;
 
@@ -192,7 +174,7 @@ impl PetchatClient {
     #[wasm_bindgen(js_name = sendMessage)]
     pub fn send_message(
         &self,
-        #[wasm_bindgen(unchecked_param_type = "{type: string, id?: string, data: object} | string")] message: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "OutgoingMessage")] message: JsValue,
     ) -> Result<(), JsError> {
         let text = match message.as_string() {
             Some(text) => text,

@@ -9,7 +9,8 @@ use super::{Direction, GENERATED_NOTICE, GeneratedFile, envelope_schema, message
 use crate::ids::RequestId;
 use crate::time::Timestamp;
 
-const DEFS: &str = "#/$defs/";
+/// Where the schemas keep their shared definitions.
+pub(super) const DEFS: &str = "#/$defs/";
 const ID_BASE: &str = "urn:petchat:v1:schema:";
 
 /// `client/<type>.schema.json`, `server/<type>.schema.json`,

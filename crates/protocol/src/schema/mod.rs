@@ -1,8 +1,9 @@
 //! Generation of the contract's documents from the Rust types (feature `schema`).
 //!
 //! [`generate`] returns every file of `schemas/` (the JSON Schemas, draft
-//! 2020-12, `asyncapi.yaml` and `openapi.json`) and [`protocol_doc_section`] the generated
-//! part of `docs/protocol.md`; `cargo xtask schemas` writes them and a test
+//! 2020-12, `asyncapi.yaml` and `openapi.json`), [`protocol_doc_section`] the generated
+//! part of `docs/protocol.md` and [`typescript_declarations`] the browser
+//! package's `crates/web/src/protocol.d.ts`; `cargo xtask schemas` writes them and a test
 //! checks that the committed copies are fresh. Only the golden examples are
 //! read from disk, by the caller.
 
@@ -10,6 +11,7 @@ mod asyncapi;
 mod json;
 mod markdown;
 mod openapi;
+mod typescript;
 mod yaml;
 
 use serde_json::Value;
@@ -17,6 +19,7 @@ use serde_json::Value;
 use crate::envelope::{ClientMessage, ServerMessage};
 
 pub use markdown::protocol_doc_section;
+pub use typescript::typescript_declarations;
 
 /// The line every generated file carries.
 pub const GENERATED_NOTICE: &str =

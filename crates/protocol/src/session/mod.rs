@@ -38,6 +38,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::ops::RangeInclusive;
 
 pub use backoff::Backoff;
+#[cfg(feature = "schema")]
+pub(crate) use json::event_schemas;
 pub use live::NotificationStatus;
 pub use refresh::{REFRESH_LEAD_MAX_MS, REFRESH_RETRY_BASE_MS, REFRESH_RETRY_CAP_MS};
 
