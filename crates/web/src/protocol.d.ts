@@ -18,6 +18,8 @@ export type ServerMessage =
   | ServerConversationQueued
   | ServerAgentAssigned
   | ServerConversationClosed
+  | ServerConversationTransferred
+  | ServerConversationListed
   | ServerChatMessage
   | ServerChatAck
   | ServerMessageDelivered
@@ -41,6 +43,9 @@ export type ClientMessage =
   | ClientConversationJoin
   | ClientConversationLeave
   | ClientConversationClose
+  | ClientConversationResolve
+  | ClientConversationTransfer
+  | ClientConversationList
   | ClientChatSend
   | ClientMessageDelivered
   | ClientMessageRead
@@ -126,12 +131,37 @@ export interface ServerAgentAssigned {
   timestamp: Timestamp;
 }
 
-/** `conversation.closed`, server to client: The conversation ended. */
+/**
+ * `conversation.closed`, server to client: The conversation ended; it can be read but not written.
+ */
 export interface ServerConversationClosed {
   type: "conversation.closed";
   /** The id of the request this answers, when it answers one. */
   id?: RequestId;
   data: ConversationClosed;
+  /** When the server sent it (UTC). */
+  timestamp: Timestamp;
+}
+
+/**
+ * `conversation.transferred`, server to client: The conversation left its agent, for another agent
+ * or the queue.
+ */
+export interface ServerConversationTransferred {
+  type: "conversation.transferred";
+  /** The id of the request this answers, when it answers one. */
+  id?: RequestId;
+  data: Transferred;
+  /** When the server sent it (UTC). */
+  timestamp: Timestamp;
+}
+
+/** `conversation.listed`, server to client: The reply to `conversation.list`. */
+export interface ServerConversationListed {
+  type: "conversation.listed";
+  /** The id of the request this answers, when it answers one. */
+  id?: RequestId;
+  data: ConversationList;
   /** When the server sent it (UTC). */
   timestamp: Timestamp;
 }
@@ -350,13 +380,52 @@ export interface ClientConversationLeave {
 
 /**
  * `conversation.close`, client to server: Ends the conversation for both sides; members get
- * `conversation.closed`.
+ * `conversation.closed` (`reason: "closed"`).
  */
 export interface ClientConversationClose {
   type: "conversation.close";
   /** Optional request id; every reply or error caused by this message carries it back. */
   id?: RequestId;
   data: ConversationRef;
+  /** Optional; when the client sent it. The server does not rely on it. */
+  timestamp?: Timestamp;
+}
+
+/**
+ * `conversation.resolve`, client to server: The assigned agent ends the conversation as answered;
+ * members get `conversation.closed` (`reason: "resolved"`).
+ */
+export interface ClientConversationResolve {
+  type: "conversation.resolve";
+  /** Optional request id; every reply or error caused by this message carries it back. */
+  id?: RequestId;
+  data: ConversationRef;
+  /** Optional; when the client sent it. The server does not rely on it. */
+  timestamp?: Timestamp;
+}
+
+/**
+ * `conversation.transfer`, client to server: The assigned agent hands the conversation to another
+ * agent, or back to the queue; members get `conversation.transferred`.
+ */
+export interface ClientConversationTransfer {
+  type: "conversation.transfer";
+  /** Optional request id; every reply or error caused by this message carries it back. */
+  id?: RequestId;
+  data: TransferConversation;
+  /** Optional; when the client sent it. The server does not rely on it. */
+  timestamp?: Timestamp;
+}
+
+/**
+ * `conversation.list`, client to server: A page of the user's conversations (past ones included)
+ * or, for an agent, of the queue; the reply is `conversation.listed`.
+ */
+export interface ClientConversationList {
+  type: "conversation.list";
+  /** Optional request id; every reply or error caused by this message carries it back. */
+  id?: RequestId;
+  data: ListConversations;
   /** Optional; when the client sent it. The server does not rely on it. */
   timestamp?: Timestamp;
 }
@@ -668,6 +737,27 @@ export interface ChatMessage {
 /** The client's idempotency key: a UUID in hyphenated form, echoed by chat.ack. */
 export type ClientMessageId = string;
 
+/** Why a conversation was closed (`conversation.closed.reason`). */
+export type CloseReason =
+  /** A member sent `conversation.close`. */
+  | "closed"
+  /** The agent sent `conversation.resolve`: the customer's question is answered. */
+  | "resolved"
+  /** The server closed it: the customer had no connection for `--customer-away-ms`. */
+  | "customer_away"
+  /** The server closed it: no message for `--conversation-idle-ms`. */
+  | "idle";
+
+/** How a conversation ended. */
+export interface Closure {
+  /** When it was closed. */
+  at: Timestamp;
+  /** Who closed it: the member's user id, or `"system"` for the server. */
+  by: UserId;
+  /** Why. */
+  reason: CloseReason;
+}
+
 /** Where the connection stands: the data of `client.state`, and what `state()` returns. */
 export interface ConnectionState {
   /** Where it stands. */
@@ -700,22 +790,43 @@ export interface Conversation {
   petId?: PetId;
   /** The order it is about, as given to `conversation.open`. */
   orderId?: OrderId;
+  /** While queued: since when it waits for an agent. */
+  queuedAt?: Timestamp;
+  /** Once closed: when, by whom and why. */
+  closed?: Closure;
 }
 
-/** `conversation.closed`: the conversation ended, for both sides. */
+/**
+ * `conversation.closed`: the conversation ended, for both sides; it can be
+ * read (joined, its history fetched) but not written (`conversation_closed`).
+ */
 export interface ConversationClosed {
   /** The conversation. */
   conversationId: ConversationId;
-  /** Who closed it: the user id of the member who sent `conversation.close`. */
+  /**
+   * Who closed it: the user id of the member who sent `conversation.close`
+   * or `conversation.resolve`, or `"system"` when the server did.
+   */
   by: UserId;
+  /** Why. */
+  reason: CloseReason;
 }
 
 /** Identifies a conversation; chosen by the server. */
 export type ConversationId = string;
 
+/** `conversation.listed`: the reply to `conversation.list`. */
+export interface ConversationList {
+  /** The page, in the scope's order. */
+  conversations: ConversationSummary[];
+  /** Whether more follow: ask again with `after` set to the last one's id. */
+  hasMore: boolean;
+}
+
 /**
  * The data of the requests that name only a conversation:
- * `conversation.leave`, `conversation.close`, `typing.start` and `typing.stop`.
+ * `conversation.leave`, `conversation.close`, `conversation.resolve`,
+ * `typing.start` and `typing.stop`.
  */
 export interface ConversationRef {
   /** The conversation. */
@@ -752,8 +863,19 @@ export type ConversationStatus =
   | "queued"
   /** Open, with an agent assigned. */
   | "active"
-  /** Ended by a member; no more messages. */
+  /** Ended (by a member or by the server); it can be read, not written. */
   | "closed";
+
+/** A conversation in a list: what it is about, where it stands and its last message. */
+export interface ConversationSummary {
+  /** The conversation, as `conversation.joined` shows it. */
+  conversation: Conversation;
+  /**
+   * Its last message, its text cut to `MAX_PREVIEW_CHARS` characters;
+   * absent while it has none.
+   */
+  lastMessage?: LastMessage;
+}
 
 /** The data of `ping` and `pong`: always `{}`. */
 export type Empty = Record<string, unknown>;
@@ -829,6 +951,18 @@ export interface JoinConversation {
   afterSeq?: LastSeq;
 }
 
+/** The last message of a conversation, as a list previews it. */
+export interface LastMessage {
+  /** Its seq (the conversation's `lastSeq`). */
+  seq: Seq;
+  /** Its author. */
+  from: User;
+  /** Its text, at most `MAX_PREVIEW_CHARS` characters of it. */
+  text: MessageText;
+  /** When it was stored. */
+  sentAt: Timestamp;
+}
+
 /** The seq of the last message a side has; 0 when it has none. */
 export type LastSeq = number;
 
@@ -837,6 +971,39 @@ export type LastSeq = number;
  * characters, no control characters.
  */
 export type Link = string;
+
+/** `conversation.list`: a page of conversations; the reply is `conversation.listed`. */
+export interface ListConversations {
+  /** The user's own (default) or, for an agent, the queue. */
+  scope?: ListScope;
+  /** Only conversations in this state (scope `mine`). */
+  status?: ConversationStatus;
+  /**
+   * Only conversations whose customer's name or id, or topic, contains this,
+   * ignoring case.
+   */
+  query?: SearchQuery;
+  /**
+   * The next page: the conversations listed after this one (the last of the
+   * previous page).
+   */
+  after?: ConversationId;
+  /** How many (default `DEFAULT_LIST_PAGE`, at most `MAX_LIST_PAGE`). */
+  limit?: PageSize;
+}
+
+/** Which conversations `conversation.list` lists. */
+export type ListScope =
+  /**
+   * The user's own: a customer's conversations, the ones an agent was
+   * assigned (a transferred one moves to the new agent's list); newest first.
+   */
+  | "mine"
+  /**
+   * Agents only: the queue, in the order it is served (the conversations of
+   * customers who are away are left out: they are not served until they return).
+   */
+  | "queue";
 
 /** Identifies a stored chat message; chosen by the server. */
 export type MessageId = string;
@@ -912,6 +1079,9 @@ export interface OpenConversation {
 
 /** An order of the store that a conversation is about. */
 export type OrderId = string;
+
+/** How many conversations one page holds. */
+export type PageSize = number;
 
 /** The customer or the agent of a conversation, as the other side sees them. */
 export interface Participant {
@@ -1001,6 +1171,12 @@ export type Role =
   /** A support agent, who is assigned conversations. */
   | "agent";
 
+/**
+ * Search text of `conversation.list`: 1 to `MAX_QUERY_CHARS` characters,  matched
+ * case-insensitively anywhere in the customer's name or id, or the topic.
+ */
+export type SearchQuery = string;
+
 /** `chat.send`: a member posts a message. */
 export interface SendChat {
   /** The conversation. */
@@ -1045,6 +1221,14 @@ export interface SessionReady {
   limits: SessionLimits;
   /** The user's open conversations, with their last `seq`. */
   conversations: ConversationState[];
+  /**
+   * The user's most recent closed conversations, newest first, at most
+   * `PAST_CONVERSATIONS_IN_READY`: a customer's, or the ones an agent was
+   * assigned. Older ones come from `conversation.list` (`status: "closed"`).
+   * The server always sends it; a client reads its absence (an older
+   * server) as none.
+   */
+  pastConversations?: ConversationSummary[];
   /**
    * When the connection's token expires (its `exp`): send `session.refresh`
    * with a fresh token before then, or the server closes the connection
@@ -1131,6 +1315,34 @@ export interface TopicSubscribed {
    * `afterSeq`.
    */
   recovered: boolean;
+}
+
+/**
+ * `conversation.transfer` (the assigned agent): hands the conversation to
+ * another agent, or back to the queue when `toAgentId` is absent.
+ */
+export interface TransferConversation {
+  /** The conversation. */
+  conversationId: ConversationId;
+  /**
+   * The agent to hand it to: online, available and below its cap. Absent:
+   * the conversation goes to the front of the queue.
+   */
+  toAgentId?: UserId;
+}
+
+/**
+ * `conversation.transferred`: the conversation left its agent; sent to every
+ * connection of the customer, the former agent and the new one. The new agent
+ * then gets `agent.assigned`; without one the customer gets `conversation.queued`.
+ */
+export interface Transferred {
+  /** The conversation. */
+  conversationId: ConversationId;
+  /** The agent who handed it on; it is no longer a member. */
+  from: Participant;
+  /** The agent it was handed to; absent when it went back to the queue. */
+  to?: Participant;
 }
 
 /**
