@@ -29,6 +29,9 @@ pub enum AuthError {
     /// is meant cannot be told, so neither is used.
     #[error("two tokens: send ?token= or bearer., not both")]
     Ambiguous,
+    /// Its `sub` is `system`, the name the server closes conversations under (4500).
+    #[error("the user id system is reserved")]
+    Reserved,
 }
 
 impl AuthError {
@@ -40,6 +43,7 @@ impl AuthError {
             Self::Invalid => (CloseCode::UNAUTHORIZED, "token invalid"),
             Self::NotYetValid => (CloseCode::UNAUTHORIZED, "token not yet valid"),
             Self::Ambiguous => (CloseCode::UNAUTHORIZED, "two tokens: send ?token= or bearer., not both"),
+            Self::Reserved => (CloseCode::UNAUTHORIZED, "the user id system is reserved"),
         }
     }
 }
@@ -134,6 +138,9 @@ impl Keys {
         let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
             .map_err(|_| AuthError::Invalid)?;
+        if claims.sub.is_system() {
+            return Err(AuthError::Reserved);
+        }
         if now_ms > expiry_ms(&claims, self.leeway_ms) {
             return Err(AuthError::Expired);
         }
@@ -199,6 +206,15 @@ mod tests {
     fn the_leeway_is_capped_and_a_huge_exp_saturates() {
         assert_eq!(Keys::new(b"s").with_leeway_ms(u64::MAX).leeway_ms(), MAX_TOKEN_LEEWAY_MS);
         assert_eq!(expiry_ms(&claims(u64::MAX, None), 60_000), u64::MAX);
+    }
+
+    #[test]
+    fn a_token_for_the_reserved_system_user_is_refused() {
+        let keys = Keys::new(b"secret");
+        let system = UserId::new(UserId::SYSTEM).expect("valid id");
+        let token = keys.mint(&system, Role::Agent, "System", Duration::from_secs(60));
+        assert_eq!(keys.verify(&token), Err(AuthError::Reserved));
+        assert_eq!(AuthError::Reserved.close().0, CloseCode::UNAUTHORIZED);
     }
 
     #[test]

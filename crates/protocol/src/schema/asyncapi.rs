@@ -176,11 +176,26 @@ the server sets `timestamp` on everything it sends, and every reply or error cau
 request's `id` (as `refId` inside `error`). Unknown fields are ignored.\n\
 \n\
 Limits: frames up to {} bytes (1009 beyond), chat text up to {} characters after trimming, {} messages per \
-second per connection with a burst of twice that, at most {} messages replayed per join.",
+second per connection with a burst of twice that, at most {} messages replayed per join.\n\
+\n\
+Conversation lifecycle: a conversation is queued, active or closed, and closes once. A closed conversation can be \
+read (joined, its history fetched, listed by `conversation.list`) but not written (`conversation_closed`), and its \
+customer can open a new one at once. `conversation.closed` says `by` (the member's user id, or `system` for the \
+server; no token may carry `sub: system`) and `reason`: `closed` (a member's `conversation.close`), `resolved` \
+(the agent's `conversation.resolve`), `customer_away` (the customer had no connection for `--customer-away-ms`, \
+default {} ms) or `idle` (no message for `--conversation-idle-ms`, default {} ms). A queued conversation whose \
+customer has no connection is never assigned and is not counted in other customers' positions. The assigned \
+agent hands a conversation to another agent (online, available, below its cap) or to the front of the queue, \
+where it is never offered back to that agent, with `conversation.transfer`; every member gets \
+`conversation.transferred`. `session.ready.pastConversations` lists the user's {} most recent closed \
+conversations; `conversation.list` pages through the rest, and through the queue for agents.",
         limits::MAX_MESSAGE_BYTES,
         limits::MAX_TEXT_CHARS,
         limits::DEFAULT_MESSAGES_PER_SECOND,
         limits::MAX_REPLAY,
+        limits::DEFAULT_CUSTOMER_AWAY_MS,
+        limits::DEFAULT_CONVERSATION_IDLE_MS,
+        limits::PAST_CONVERSATIONS_IN_READY,
     )
 }
 

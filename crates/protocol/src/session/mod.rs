@@ -52,8 +52,8 @@ use crate::limits::{
 };
 use crate::{
     ChatAck, ChatMessage, ClientEnvelope, ClientMessage, ClientMessageId, ConversationId, ConversationRef,
-    JoinConversation, LastSeq, MessageText, OpenConversation, ReceiptUpTo, RequestId, SendChat, Seq, ServerEnvelope,
-    ServerMessage, SetAgentStatus, TextError, TopicName, User,
+    ConversationStatus, JoinConversation, LastSeq, MessageText, OpenConversation, ReceiptUpTo, RequestId, SendChat,
+    Seq, ServerEnvelope, ServerMessage, SetAgentStatus, TextError, TopicName, User,
 };
 
 /// Milliseconds on the driver's monotonic clock.
@@ -210,6 +210,8 @@ struct OutboxEntry {
     frame: String,
     /// Written on the current connection.
     transmitted: bool,
+    /// Written on some connection: the server may have stored it.
+    written: bool,
 }
 
 /// What the session knows of a conversation.
@@ -223,6 +225,8 @@ struct Track {
     replay_until: u64,
     /// A join is queued or on its way; its `conversation.joined` has not come.
     joining: bool,
+    /// Closed: nothing more comes, so it is not joined again after a reconnect.
+    closed: bool,
     history: VecDeque<ChatMessage>,
     /// Typing: when the last `typing.start` went out, and the last keystroke.
     typing_sent_at: Option<Millis>,
@@ -550,7 +554,7 @@ impl Session {
                 }
                 self.track(&conversation_id);
                 let client_message_id = send.client_message_id.clone();
-                self.outbox.push_back(OutboxEntry { request_id, send, frame, transmitted: false });
+                self.outbox.push_back(OutboxEntry { request_id, send, frame, transmitted: false, written: false });
                 self.events.push_back(Event::Queued { conversation_id, client_message_id });
             }
             ClientMessage::ConversationJoin(join) => {
@@ -712,8 +716,9 @@ impl Session {
                         self.track(&conversation.id);
                     }
                 }
-                // Rejoin everything known, in id order, first, then replay the outbox.
-                let known: Vec<ConversationId> = self.tracks.keys().cloned().collect();
+                // Rejoin everything known and open, in id order, first, then replay the outbox.
+                let known: Vec<ConversationId> =
+                    self.tracks.iter().filter(|(_, t)| !t.closed).map(|(id, _)| id.clone()).collect();
                 self.control.retain(|(_, e)| !matches!(e.message, ClientMessage::ConversationJoin(_)));
                 for id in known.iter().rev() {
                     let join = self.join_envelope(id);
@@ -738,6 +743,7 @@ impl Session {
                     self.joins.remove(request);
                 }
                 let track = self.tracks.entry(id.clone()).or_default();
+                track.closed = snapshot.conversation.status == ConversationStatus::Closed;
                 if joined {
                     track.joining = false;
                     track.replay_until = last;
@@ -785,7 +791,32 @@ impl Session {
                 self.on_error(now, error);
                 true
             }
+            ServerMessage::ConversationClosed(closed) => {
+                self.on_closed(&closed.conversation_id);
+                true
+            }
             _ => true,
+        }
+    }
+
+    /// A conversation closed: it is not joined again, and the messages queued
+    /// for it that never went out fail now (`conversation_closed`), as the
+    /// server would refuse them; those written once wait for their answer (a
+    /// message stored before the close still gets its ack).
+    fn on_closed(&mut self, conversation: &ConversationId) {
+        self.tracks.entry(conversation.clone()).or_default().closed = true;
+        let (failed, kept): (VecDeque<OutboxEntry>, VecDeque<OutboxEntry>) = std::mem::take(&mut self.outbox)
+            .into_iter()
+            .partition(|entry| entry.send.conversation_id == *conversation && !entry.written);
+        self.outbox = kept;
+        for entry in failed {
+            let error = ErrorData {
+                code: ErrorCode::ConversationClosed,
+                message: "the conversation was closed before the message was sent".into(),
+                ref_id: Some(entry.request_id),
+                retry_after_ms: None,
+            };
+            self.events.push_back(Event::Failed { client_message_id: entry.send.client_message_id, error });
         }
     }
 
@@ -954,6 +985,7 @@ impl Session {
             }
             if let Some(index) = from_outbox {
                 self.outbox[index].transmitted = true;
+                self.outbox[index].written = true;
             }
             self.tokens_milli -= 1_000;
             self.transmits.push_back(frame);

@@ -692,3 +692,35 @@ fn close_try_again_later_retry_after_ms_u64_max() {
     assert!(matches!(pair.session.state(), ConnectionState::Reconnecting { .. }));
     assert!(pair.session.poll_timeout().is_some_and(|due| due > pair.now));
 }
+
+#[test]
+fn a_closed_conversation_fails_what_never_went_out_and_is_not_joined_again() {
+    let mut pair = Pair::new();
+    pair.actions();
+    pair.connect(json!([{"id": "c-1", "status": "active", "lastSeq": 0}]));
+    pair.transmits();
+    // Ten per second with a burst of twenty (the join took one): some of these wait for their turn.
+    let keys: Vec<ClientMessageId> =
+        (0..25).map(|n| pair.session.send_chat(pair.now, &c1(), &format!("message {n}")).expect("queued")).collect();
+    let written = pair.transmits().len();
+    assert_eq!(written, 19);
+    pair.server(json!({"type": "conversation.closed", "data": {"conversationId": "c-1", "by": "system", "reason": "customer_away"}}));
+    let failed: Vec<ClientMessageId> = pair
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Failed { client_message_id, error } if error.code == ErrorCode::ConversationClosed => {
+                Some(client_message_id)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed, keys[written..], "the messages never written fail at once");
+    assert_eq!(pair.session.outbox().count(), written, "those written may be stored: they wait for their answer");
+    pair.session.handle_closed(pair.now, None, "");
+    pair.until_connect();
+    pair.connect(json!([]));
+    let sent = pair.transmits();
+    assert!(!types(&sent).contains(&"conversation.join"), "a closed conversation is not joined again");
+    assert_eq!(sent.iter().filter(|f| f["type"] == "chat.send").count(), written, "the written ones are resent");
+}
