@@ -24,6 +24,8 @@ mod common;
 mod assignment;
 #[path = "cluster/chat.rs"]
 mod chat;
+#[path = "cluster/lifecycle.rs"]
+mod lifecycle;
 #[path = "cluster/live.rs"]
 mod live;
 #[path = "cluster/member.rs"]
