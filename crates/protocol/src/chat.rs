@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::attachment::{Attachment, AttachmentIds};
 use crate::ids::{ClientMessageId, ConversationId, MessageId, Seq};
 use crate::limits::MAX_TEXT_CHARS;
 use crate::time::Timestamp;
@@ -19,8 +20,12 @@ pub struct SendChat {
     /// The client's idempotency key: sending the same key again gets the
     /// original `chat.ack` and no second message.
     pub client_message_id: ClientMessageId,
-    /// The message.
+    /// The message (with attachments: their caption).
     pub text: MessageText,
+    /// Attachments to send with it: ids the sender uploaded to this
+    /// conversation and has not sent yet (see docs/protocol.md, "Attachments").
+    #[serde(default, skip_serializing_if = "AttachmentIds::is_empty")]
+    pub attachments: AttachmentIds,
 }
 
 /// `chat.ack`: the message is stored durably; sent to the connection that
@@ -56,6 +61,9 @@ pub struct ChatMessage {
     pub from: User,
     /// The message, trimmed.
     pub text: MessageText,
+    /// The photos and PDFs sent with it, in order (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
     /// When the server stored it.
     pub sent_at: Timestamp,
 }

@@ -91,6 +91,7 @@ string_id!(
 string_id!(PetId, "A pet of the store's catalogue that a conversation is about.");
 string_id!(OrderId, "An order of the store that a conversation is about.");
 string_id!(NotificationId, "Identifies a stored notification; chosen by the server.");
+string_id!(AttachmentId, "Identifies an uploaded attachment (a photo or a PDF); chosen by the server.");
 
 impl UserId {
     /// The wire name of the server itself as the closer of a conversation

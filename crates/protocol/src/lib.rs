@@ -26,6 +26,7 @@
 
 mod agent;
 pub mod api;
+mod attachment;
 mod bounded;
 mod chat;
 pub mod close;
@@ -50,6 +51,7 @@ mod typing;
 mod user;
 
 pub use agent::{AgentStatus, SetAgentStatus};
+pub use attachment::{Attachment, AttachmentIds, AttachmentName, AttachmentType};
 pub use chat::{ChatAck, ChatMessage, MessageText, SendChat, TextError};
 pub use close::{CloseCode, Reconnect};
 pub use conversation::{
@@ -60,8 +62,8 @@ pub use envelope::{ClientEnvelope, ClientMessage, ServerEnvelope, ServerMessage}
 pub use error::{DecodeError, ErrorCode, ErrorData};
 pub use history::HistoryPage;
 pub use ids::{
-    ClientMessageId, ConversationId, InvalidValue, LastSeq, MessageId, NotificationId, OrderId, PetId, RequestId, Seq,
-    SessionId, UserId,
+    AttachmentId, ClientMessageId, ConversationId, InvalidValue, LastSeq, MessageId, NotificationId, OrderId, PetId,
+    RequestId, Seq, SessionId, UserId,
 };
 pub use list::{
     ConversationList, ConversationSummary, LastMessage, ListConversations, ListScope, PageSize, SearchQuery,

@@ -26,6 +26,22 @@ pub const MAX_TEXT_CHARS: usize = 4_000;
 /// in characters. Identifiers are never empty.
 pub const MAX_ID_CHARS: usize = 128;
 
+/// Most attachments one `chat.send` may reference.
+pub const MAX_ATTACHMENTS_PER_MESSAGE: usize = 4;
+
+/// Longest display name of an attachment (`?name=` of the upload), in characters.
+pub const MAX_ATTACHMENT_NAME_CHARS: usize = 200;
+
+/// Default `--max-attachment-bytes`: the largest file an upload may carry (10 MiB).
+pub const DEFAULT_MAX_ATTACHMENT_BYTES: u64 = 10 * 1024 * 1024;
+
+/// Default `--max-image-pixels`: the largest photo, in pixels (width × height), the
+/// server decodes (a 12 Mpx phone photo is 4032 × 3024); bigger ones are refused.
+pub const DEFAULT_MAX_IMAGE_PIXELS: u64 = 25_000_000;
+
+/// The longest side of an attachment's thumbnail, in pixels.
+pub const THUMBNAIL_MAX_SIDE: u32 = 320;
+
 /// Longest `topic` of `conversation.open`, in characters.
 pub const MAX_TOPIC_CHARS: usize = 200;
 

@@ -526,8 +526,12 @@ impl Session {
     ) -> Result<ClientMessageId, SendError> {
         let text = MessageText::new(text)?;
         let client_message_id = ClientMessageId::from_random_bytes(self.random_bytes());
-        let send =
-            SendChat { conversation_id: conversation_id.clone(), client_message_id: client_message_id.clone(), text };
+        let send = SendChat {
+            conversation_id: conversation_id.clone(),
+            client_message_id: client_message_id.clone(),
+            text,
+            attachments: Default::default(),
+        };
         self.send(now, ClientMessage::ChatSend(send), None)?;
         Ok(client_message_id)
     }

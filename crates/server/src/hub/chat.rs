@@ -32,6 +32,7 @@ impl Shard {
             author: user.clone(),
             client_message_id: send.client_message_id,
             text: send.text,
+            attachments: send.attachments,
             sent_at: now(),
         };
         batch.write_then(write, move |shard, outcome| match outcome {
@@ -57,6 +58,11 @@ impl Shard {
             }
             Outcome::Applied(Applied::NotMember) => {
                 shard.out.error(conn, id, ErrorCode::Forbidden, "this conversation is not yours");
+            }
+            Outcome::Applied(Applied::AttachmentsRefused) => {
+                let message = "data.attachments: each must be an attachment you uploaded to this conversation \
+                               and have not sent yet";
+                shard.out.error(conn, id, ErrorCode::InvalidMessage, message);
             }
             Outcome::Applied(_) => shard.out.error(conn, id, ErrorCode::NotFound, "no such conversation"),
             Outcome::Failed | Outcome::None => {

@@ -3,18 +3,24 @@
 //! only says how to read one column ([`Columns`]).
 
 use petchat_protocol::{
-    ClientMessageId, CloseReason, Closure, ConversationId, ConversationStatus, EventName, LastSeq, MessageId,
-    MessageText, OrderId, Participant, PetId, Role, Seq, Timestamp, Topic, User, UserId,
+    Attachment, AttachmentId, AttachmentName, AttachmentType, ClientMessageId, CloseReason, Closure, ConversationId,
+    ConversationStatus, EventName, LastSeq, MessageId, MessageText, OrderId, Participant, PetId, Role, Seq, Timestamp,
+    Topic, User, UserId,
 };
 
-use super::{AgentRecord, ConversationRecord, FeedItem, MessageRecord, ReceiptKind, ReceiptRecord, StoreError};
+use super::{
+    AgentRecord, AttachmentRecord, ConversationRecord, FeedItem, MessageRecord, ReceiptKind, ReceiptRecord, StoreError,
+};
 
 /// The columns of a conversation row, in the order both schemas name them.
 pub(super) const CONVERSATION_COLUMNS: &str = "id, customer_id, customer_name, agent_id, agent_name, status, \
      last_seq, created_at, queued_at, topic, pet_id, order_id, closed_at, closed_by, close_reason, customer_away_since, declined_by";
 /// The columns of a message row.
 pub(super) const MESSAGE_COLUMNS: &str =
-    "conversation_id, id, seq, author_id, author_role, author_name, client_message_id, text, sent_at";
+    "conversation_id, id, seq, author_id, author_role, author_name, client_message_id, text, sent_at, attachments";
+/// The columns of an attachment row.
+pub(super) const ATTACHMENT_COLUMNS: &str = "id, conversation_id, uploader_id, uploader_role, name, content_type, \
+     size, width, height, sha256, created_at, message_id";
 
 /// The columns of an agent row of the shared pool (PostgreSQL), `online` derived from its connections.
 pub(super) const AGENT_COLUMNS: &str = "id, name, available, idle_since, offline_since, \
@@ -109,11 +115,7 @@ pub(super) fn like_pattern(query: &str) -> String {
 
 /// A message row ([`MESSAGE_COLUMNS`]).
 pub(super) fn message(row: &impl Columns) -> Result<MessageRecord, StoreError> {
-    let role = match row.text("author_role")?.as_str() {
-        "customer" => Role::Customer,
-        "agent" => Role::Agent,
-        other => return Err(StoreError::Corrupt(format!("author role {other:?}"))),
-    };
+    let role = role(&row.text("author_role")?)?;
     Ok(MessageRecord {
         conversation_id: ConversationId::new(row.text("conversation_id")?).map_err(corrupt("conversation id"))?,
         id: MessageId::new(row.text("id")?).map_err(corrupt("message id"))?,
@@ -122,8 +124,51 @@ pub(super) fn message(row: &impl Columns) -> Result<MessageRecord, StoreError> {
         client_message_id: ClientMessageId::new(row.text("client_message_id")?)
             .map_err(corrupt("client message id"))?,
         text: MessageText::new(&row.text("text")?).map_err(corrupt("text"))?,
+        attachments: match row.optional_text("attachments")? {
+            None => Vec::new(),
+            Some(json) => serde_json::from_str(&json).map_err(corrupt("attachments"))?,
+        },
         sent_at: time(row.int("sent_at")?)?,
     })
+}
+
+/// A message's attachments as its `attachments` column stores them: the JSON
+/// of `chat.message.attachments`, or NULL when there are none.
+pub(super) fn attachments_json(attachments: &[Attachment]) -> Option<String> {
+    (!attachments.is_empty()).then(|| serde_json::to_string(attachments).expect("attachments serialize"))
+}
+
+/// An attachment row ([`ATTACHMENT_COLUMNS`]).
+pub(super) fn attachment(row: &impl Columns) -> Result<AttachmentRecord, StoreError> {
+    let content_type = row.text("content_type")?;
+    let dimension = |name: &str| -> Result<Option<u32>, StoreError> {
+        row.optional_int(name)?.map(|n| u32::try_from(n).map_err(corrupt("dimension"))).transpose()
+    };
+    Ok(AttachmentRecord {
+        attachment: Attachment {
+            id: AttachmentId::new(row.text("id")?).map_err(corrupt("attachment id"))?,
+            name: AttachmentName::new(row.text("name")?).map_err(corrupt("attachment name"))?,
+            content_type: AttachmentType::from_wire(&content_type)
+                .ok_or_else(|| StoreError::Corrupt(format!("attachment type {content_type:?}")))?,
+            size: u64::try_from(row.int("size")?).map_err(corrupt("attachment size"))?,
+            width: dimension("width")?,
+            height: dimension("height")?,
+        },
+        conversation_id: ConversationId::new(row.text("conversation_id")?).map_err(corrupt("conversation id"))?,
+        uploader: user_id(row.text("uploader_id")?)?,
+        uploader_role: role(&row.text("uploader_role")?)?,
+        sha256: row.text("sha256")?,
+        created_at: time(row.int("created_at")?)?,
+        message_id: row.optional_text("message_id")?.map(MessageId::new).transpose().map_err(corrupt("message id"))?,
+    })
+}
+
+fn role(name: &str) -> Result<Role, StoreError> {
+    match name {
+        "customer" => Ok(Role::Customer),
+        "agent" => Ok(Role::Agent),
+        other => Err(StoreError::Corrupt(format!("role {other:?}"))),
+    }
 }
 
 /// A receipt row (`user_id, kind, up_to_seq, at`).

@@ -11,12 +11,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use petchat_protocol::{
-    ClientMessageId, Closure, ConversationId, ConversationStatus, LastSeq, ListScope, Seq, Timestamp, User, UserId,
+    AttachmentId, ClientMessageId, Closure, ConversationId, ConversationStatus, LastSeq, ListScope, Seq, Timestamp,
+    User, UserId,
 };
 
 use super::{
-    Applied, ConversationRecord, Feed, FeedPage, ListFilter, MessageRecord, PoolRound, ReceiptRecord, Store,
-    StoreError, SummaryRecord, Write,
+    Applied, AttachmentRecord, ConversationRecord, Feed, FeedPage, ListFilter, MessageRecord, PoolRound, ReceiptRecord,
+    Store, StoreError, SummaryRecord, Write,
 };
 
 /// Conversations, messages, receipts and agents in maps; lost when dropped.
@@ -48,6 +49,8 @@ struct Data {
     connections: BTreeMap<UserId, BTreeSet<String>>,
     /// Topics' events and users' notifications, by feed key.
     feeds: BTreeMap<String, feeds::FeedState>,
+    /// Uploaded attachments, by id.
+    attachments: BTreeMap<AttachmentId, AttachmentRecord>,
 }
 
 impl MemoryStore {
@@ -127,7 +130,19 @@ impl Data {
                 }
                 _ => Applied::Closed,
             },
-            Write::Append { conversation, id, author, client_message_id, text, sent_at } => {
+            Write::CreateAttachment { record, max_per_conversation } => {
+                let Some(rec) = self.conversations.get(&record.conversation_id) else { return Applied::NotFound };
+                if rec.status == ConversationStatus::Closed {
+                    return Applied::Closed;
+                }
+                let held = self.attachments.values().filter(|a| a.conversation_id == record.conversation_id).count();
+                if held >= *max_per_conversation {
+                    return Applied::AttachmentsFull;
+                }
+                self.attachments.insert(record.attachment.id.clone(), record.clone());
+                Applied::Done
+            }
+            Write::Append { conversation, id, author, client_message_id, text, attachments, sent_at } => {
                 if let Some(existing) = self.stored(conversation, &author.id, client_message_id) {
                     return Applied::Duplicate(existing);
                 }
@@ -138,6 +153,21 @@ impl Data {
                 if !rec.has_member(&author.id, author.role) {
                     return Applied::NotMember;
                 }
+                let sendable = |a: &&AttachmentRecord| {
+                    a.conversation_id == *conversation && a.uploader == author.id && a.message_id.is_none()
+                };
+                let sent: Option<Vec<_>> = attachments
+                    .as_slice()
+                    .iter()
+                    .map(|a| self.attachments.get(a).filter(sendable).map(|a| a.attachment.clone()))
+                    .collect();
+                let Some(sent) = sent else { return Applied::AttachmentsRefused };
+                for a in attachments.as_slice() {
+                    if let Some(record) = self.attachments.get_mut(a) {
+                        record.message_id = Some(id.clone());
+                    }
+                }
+                let Some(rec) = self.conversations.get_mut(conversation) else { return Applied::NotFound };
                 let seq = Seq::new(rec.last_seq.get() + 1).expect("a seq after a last seq");
                 rec.last_seq = seq.into();
                 let record = MessageRecord {
@@ -147,6 +177,7 @@ impl Data {
                     author: author.clone(),
                     client_message_id: client_message_id.clone(),
                     text: text.clone(),
+                    attachments: sent,
                     sent_at: *sent_at,
                 };
                 self.messages.entry(conversation.clone()).or_default().push(record.clone());
@@ -248,6 +279,14 @@ impl Store for MemoryStore {
         client_message_id: &ClientMessageId,
     ) -> Result<Option<MessageRecord>, StoreError> {
         Ok(self.data().stored(conversation, author, client_message_id))
+    }
+
+    async fn attachment(
+        &self,
+        conversation: &ConversationId,
+        id: &AttachmentId,
+    ) -> Result<Option<AttachmentRecord>, StoreError> {
+        Ok(self.data().attachments.get(id).filter(|a| a.conversation_id == *conversation).cloned())
     }
 
     async fn receipts(&self, id: &ConversationId) -> Result<Vec<ReceiptRecord>, StoreError> {

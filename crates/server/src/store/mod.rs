@@ -34,8 +34,9 @@ mod sqlite;
 
 use async_trait::async_trait;
 use petchat_protocol::{
-    ChatMessage, ClientMessageId, CloseReason, Closure, ConversationId, ConversationStatus, LastSeq, ListScope,
-    MessageId, MessageText, OrderId, Participant, PetId, Role, SearchQuery, Seq, Timestamp, Topic, User, UserId,
+    Attachment, AttachmentId, AttachmentIds, ChatMessage, ClientMessageId, CloseReason, Closure, ConversationId,
+    ConversationStatus, LastSeq, ListScope, MessageId, MessageText, OrderId, Participant, PetId, Role, SearchQuery,
+    Seq, Timestamp, Topic, User, UserId,
 };
 
 pub use feeds::{Feed, FeedItem, FeedPage, NewItem, Once, Retention};
@@ -126,8 +127,30 @@ pub struct MessageRecord {
     pub client_message_id: ClientMessageId,
     /// The trimmed text.
     pub text: MessageText,
+    /// The attachments sent with it, in order.
+    pub attachments: Vec<Attachment>,
     /// When it was stored.
     pub sent_at: Timestamp,
+}
+
+/// An uploaded attachment as stored: what `chat.message` shows of it, and
+/// what the server checks before it lets a message send it or a user read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachmentRecord {
+    /// Its metadata, as the wire carries it.
+    pub attachment: Attachment,
+    /// The conversation it was uploaded to (only its members read it).
+    pub conversation_id: ConversationId,
+    /// Who uploaded it (only they may send it).
+    pub uploader: UserId,
+    /// The uploader's role then.
+    pub uploader_role: Role,
+    /// The SHA-256 of the file, lowercase hex (an operator can check a file against it).
+    pub sha256: String,
+    /// When it was uploaded.
+    pub created_at: Timestamp,
+    /// The message that sent it; `None` until one did (each is sent once).
+    pub message_id: Option<MessageId>,
 }
 
 impl From<MessageRecord> for ChatMessage {
@@ -138,6 +161,7 @@ impl From<MessageRecord> for ChatMessage {
             seq: record.seq,
             from: record.author,
             text: record.text,
+            attachments: record.attachments,
             sent_at: record.sent_at,
         }
     }
@@ -250,7 +274,21 @@ pub enum Write {
         /// Since when the customer is away.
         since: Option<Timestamp>,
     },
+    /// Store an uploaded attachment's metadata, if its conversation is open
+    /// and holds fewer than `max_per_conversation` attachments.
+    CreateAttachment {
+        /// The attachment (its file is already in place).
+        record: AttachmentRecord,
+        /// Most attachments one conversation may hold.
+        max_per_conversation: usize,
+    },
     /// Append a chat message, idempotent on (conversation, author, clientMessageId).
+    ///
+    /// With attachments, a new message is stored only when every one of them
+    /// was uploaded to this conversation by the author and not sent yet; then
+    /// it claims them (their `message_id`) and carries their metadata.
+    /// Otherwise nothing is written ([`Applied::AttachmentsRefused`]); a
+    /// repeated key still returns the original message.
     Append {
         /// The conversation.
         conversation: ConversationId,
@@ -262,6 +300,8 @@ pub enum Write {
         client_message_id: ClientMessageId,
         /// The text.
         text: MessageText,
+        /// The attachments to send with it.
+        attachments: AttachmentIds,
         /// The time to record if it is new.
         sent_at: Timestamp,
     },
@@ -373,6 +413,12 @@ pub enum Applied {
     /// The conversation is open but the author of an append is neither its
     /// customer nor its assigned agent: nothing written.
     NotMember,
+    /// An append names an attachment that is not an unsent upload of its
+    /// author in this conversation (unknown, another conversation's, another
+    /// user's, or sent already): nothing written.
+    AttachmentsRefused,
+    /// An attachment was not stored: its conversation holds its most already.
+    AttachmentsFull,
     /// A receipt: whether it moved forward.
     Receipt {
         /// False when an equal or higher receipt was already stored.
@@ -480,6 +526,13 @@ pub trait Store: Send + Sync + 'static {
         author: &UserId,
         client_message_id: &ClientMessageId,
     ) -> Result<Option<MessageRecord>, StoreError>;
+
+    /// The attachment `id` of a conversation, if it was uploaded there.
+    async fn attachment(
+        &self,
+        conversation: &ConversationId,
+        id: &AttachmentId,
+    ) -> Result<Option<AttachmentRecord>, StoreError>;
 
     /// The members' latest receipts in a conversation.
     async fn receipts(&self, id: &ConversationId) -> Result<Vec<ReceiptRecord>, StoreError>;

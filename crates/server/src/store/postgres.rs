@@ -39,19 +39,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
-use petchat_protocol::{ClientMessageId, ConversationId, LastSeq, ListScope, Timestamp, User, UserId};
+use petchat_protocol::{AttachmentId, ClientMessageId, ConversationId, LastSeq, ListScope, Timestamp, User, UserId};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 use tracing::{debug, warn};
 
 use super::columns::{
-    CONVERSATION_COLUMNS, Columns, FEED_ITEM_COLUMNS, MESSAGE_COLUMNS, conversation, feed_item, last_seq, like_pattern,
-    member_column, message, receipt, status_name,
+    ATTACHMENT_COLUMNS, CONVERSATION_COLUMNS, Columns, FEED_ITEM_COLUMNS, MESSAGE_COLUMNS, attachment, conversation,
+    feed_item, last_seq, like_pattern, member_column, message, receipt, status_name,
 };
 use super::{
-    Applied, ConversationRecord, Feed, FeedPage, ListFilter, MessageRecord, PoolRound, ReceiptRecord, Store,
-    StoreError, SummaryRecord, Write,
+    Applied, AttachmentRecord, ConversationRecord, Feed, FeedPage, ListFilter, MessageRecord, PoolRound, ReceiptRecord,
+    Store, StoreError, SummaryRecord, Write,
 };
 
 /// The search condition of a list (`$3`: a pattern for `ILIKE`, or NULL for none).
@@ -101,6 +101,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "agents", include_str!("../../migrations/postgres/0002_agents.sql")),
     (3, "feeds", include_str!("../../migrations/postgres/0003_feeds.sql")),
     (4, "lifecycle", include_str!("../../migrations/postgres/0004_lifecycle.sql")),
+    (5, "attachments", include_str!("../../migrations/postgres/0005_attachments.sql")),
 ];
 
 /// The open conversations, in the order SQLite gives (which sorts NULL first), ties by id.
@@ -343,6 +344,16 @@ impl Store for PostgresStore {
         let sql = "SELECT MIN(m.sent_at) - c.created_at AS wait FROM conversations c JOIN messages m ON m.conversation_id = c.id AND m.author_role = 'agent' WHERE c.created_at >= $1 GROUP BY c.id, c.created_at";
         let rows = self.read(sql, &[&since.as_unix_ms()], ATTEMPT_TIMEOUT).await?;
         rows.iter().map(|row| Ok(Pg(row).int("wait")?.max(0) as u64)).collect()
+    }
+
+    async fn attachment(
+        &self,
+        conversation: &ConversationId,
+        id: &AttachmentId,
+    ) -> Result<Option<AttachmentRecord>, StoreError> {
+        let sql = format!("SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE id = $1 AND conversation_id = $2");
+        let rows = self.read(&sql, &[&id.as_str(), &conversation.as_str()], ATTEMPT_TIMEOUT).await?;
+        rows.first().map(|row| attachment(&Pg(row))).transpose()
     }
 
     async fn receipts(&self, id: &ConversationId) -> Result<Vec<ReceiptRecord>, StoreError> {

@@ -16,18 +16,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use petchat_protocol::{ClientMessageId, ConversationId, LastSeq, ListScope, Timestamp, User, UserId};
+use petchat_protocol::{AttachmentId, ClientMessageId, ConversationId, LastSeq, ListScope, Timestamp, User, UserId};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
 use self::batch::{apply_one, one_node_only, stored_message};
 use super::checkpoint::{self, Checkpointer};
 use super::columns::{
-    CONVERSATION_COLUMNS, Columns, MESSAGE_COLUMNS, conversation, like_pattern, member_column, message, receipt,
-    status_name,
+    ATTACHMENT_COLUMNS, CONVERSATION_COLUMNS, Columns, MESSAGE_COLUMNS, attachment, conversation, like_pattern,
+    member_column, message, receipt, status_name,
 };
 use super::{
-    Applied, ConversationRecord, Feed, FeedPage, ListFilter, MessageRecord, PoolRound, ReceiptRecord, Store,
-    StoreError, SummaryRecord, Write,
+    Applied, AttachmentRecord, ConversationRecord, Feed, FeedPage, ListFilter, MessageRecord, PoolRound, ReceiptRecord,
+    Store, StoreError, SummaryRecord, Write,
 };
 
 /// Conversations and messages in one SQLite file.
@@ -47,6 +47,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0002_conversations_by_agent.sql"),
     include_str!("../../migrations/sqlite/0003_feeds.sql"),
     include_str!("../../migrations/sqlite/0004_lifecycle.sql"),
+    include_str!("../../migrations/sqlite/0005_attachments.sql"),
 ];
 
 impl SqliteStore {
@@ -211,6 +212,21 @@ impl Store for SqliteStore {
     ) -> Result<Option<MessageRecord>, StoreError> {
         let (conversation, author, key) = (conversation.clone(), author.clone(), client_message_id.clone());
         Self::on(&self.reader, move |connection| stored_message(connection, &conversation, &author, &key)).await
+    }
+
+    async fn attachment(
+        &self,
+        conversation: &ConversationId,
+        id: &AttachmentId,
+    ) -> Result<Option<AttachmentRecord>, StoreError> {
+        let (conversation, id) = (conversation.clone(), id.clone());
+        Self::on(&self.reader, move |connection| {
+            let sql = format!("SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE id = ? AND conversation_id = ?");
+            let mut statement = connection.prepare_cached(&sql)?;
+            let mut rows = statement.query([id.as_str(), conversation.as_str()])?;
+            rows.next()?.map(attachment).transpose()
+        })
+        .await
     }
 
     async fn receipts(&self, id: &ConversationId) -> Result<Vec<ReceiptRecord>, StoreError> {

@@ -38,34 +38,68 @@ const CLOSE: &str = "UPDATE conversations SET status = 'closed', closed_at = $1,
 const CUSTOMER_AWAY: &str =
     "UPDATE conversations SET customer_away_since = $1 WHERE id = $2 AND status <> 'closed' RETURNING 1";
 
-/// An append in one statement, so that a batch's appends pipeline: take the
-/// next seq (`next`: only for a member of an open conversation, only when
-/// the key is new) and insert the message with it (`inserted`). The outer
-/// SELECT reads the statement's snapshot, from before both: the
+/// An append in one statement, so that a batch's appends pipeline: check
+/// the attachments (`sendable`: every id an unsent upload of the author in
+/// this conversation, and their metadata in order), take the next seq
+/// (`next`: only for a member of an open conversation, only when the key is
+/// new and the attachments are sendable), claim the attachments for the
+/// message (`claimed`) and insert it with that seq (`inserted`). The outer
+/// SELECT reads the statement's snapshot, from before all of them: the
 /// conversation's status and whether the author is a member, and the message
 /// already stored under the key, if any. That snapshot is taken after the
-/// batch locked the conversation, so it holds every append committed before.
-const APPEND: &str = "WITH next AS ( \
+/// batch locked the conversation, so it holds every append (and every claim
+/// of an attachment of this conversation) committed before.
+const APPEND: &str = "WITH sendable AS ( \
+         SELECT count(*) = cardinality($9::text[]) AS ok, \
+                json_agg(json_strip_nulls(json_build_object('id', a.id, 'name', a.name, \
+                         'contentType', a.content_type, 'size', a.size, 'width', a.width, 'height', a.height)) \
+                         ORDER BY array_position($9::text[], a.id))::text AS sent \
+         FROM attachments a \
+         WHERE a.id = ANY($9::text[]) AND a.conversation_id = $1 AND a.uploader_id = $3 AND a.message_id IS NULL \
+     ), next AS ( \
          UPDATE conversations SET last_seq = last_seq + 1 \
          WHERE id = $1 AND status <> 'closed' \
            AND (CASE $4::text WHEN 'customer' THEN customer_id WHEN 'agent' THEN agent_id END) = $3 \
            AND NOT EXISTS (SELECT 1 FROM messages \
                            WHERE conversation_id = $1 AND author_id = $3 AND client_message_id = $6) \
+           AND (SELECT ok FROM sendable) \
          RETURNING last_seq \
+     ), claimed AS ( \
+         UPDATE attachments SET message_id = $2 \
+         WHERE id = ANY($9::text[]) AND EXISTS (SELECT 1 FROM next) \
+         RETURNING 1 \
      ), inserted AS ( \
          INSERT INTO messages (conversation_id, seq, id, author_id, author_role, author_name, \
-                               client_message_id, text, sent_at) \
-         SELECT $1::text, last_seq, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8::bigint \
+                               client_message_id, text, sent_at, attachments) \
+         SELECT $1::text, last_seq, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8::bigint, \
+                (SELECT sent FROM sendable) \
          FROM next \
          RETURNING seq \
      ) \
-     SELECT (SELECT seq FROM inserted) AS appended, c.status AS conversation_status, \
+     SELECT (SELECT seq FROM inserted) AS appended, (SELECT sent FROM sendable) AS sent, \
+            (SELECT ok FROM sendable) AS sendable, c.status AS conversation_status, \
             (CASE $4::text WHEN 'customer' THEN c.customer_id WHEN 'agent' THEN c.agent_id END) = $3 AS member, \
             m.conversation_id, m.id, m.seq, m.author_id, m.author_role, m.author_name, m.client_message_id, \
-            m.text, m.sent_at \
+            m.text, m.sent_at, m.attachments \
      FROM (SELECT 1) AS one \
      LEFT JOIN conversations c ON c.id = $1 \
      LEFT JOIN messages m ON m.conversation_id = $1 AND m.author_id = $3 AND m.client_message_id = $6";
+
+/// An attachment's metadata, only into an open conversation that holds fewer
+/// than `$13` (under the conversation's lock, so the count holds); the outer
+/// SELECT tells why nothing was inserted.
+const CREATE_ATTACHMENT: &str = "WITH inserted AS ( \
+         INSERT INTO attachments (id, conversation_id, uploader_id, uploader_role, name, content_type, size, \
+                                  width, height, sha256, created_at, message_id) \
+         SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::bigint, $8::bigint, $9::bigint, \
+                $10::text, $11::bigint, $12::text \
+         FROM conversations c \
+         WHERE c.id = $2 AND c.status <> 'closed' \
+           AND (SELECT count(*) FROM attachments WHERE conversation_id = $2) < $13::bigint \
+         RETURNING 1 \
+     ) \
+     SELECT (SELECT count(*) FROM inserted) AS inserted, c.status AS conversation_status \
+     FROM (SELECT 1) AS one LEFT JOIN conversations c ON c.id = $2";
 
 const RECEIPT: &str = "INSERT INTO receipts (conversation_id, user_id, kind, up_to_seq, at) \
      VALUES ($1, $2, $3, $4, $5) \
@@ -245,6 +279,7 @@ fn statement_of(write: &Write) -> &'static str {
         Write::Close { .. } => CLOSE,
         Write::CustomerAway { .. } => CUSTOMER_AWAY,
         Write::Append { .. } => APPEND,
+        Write::CreateAttachment { .. } => CREATE_ATTACHMENT,
         Write::Receipt { .. } => RECEIPT,
         Write::AgentConnection { online: true, .. } => CONNECT,
         Write::AgentConnection { online: false, .. } => DISCONNECT,
@@ -280,6 +315,7 @@ fn conversation_locked_by(write: &Write) -> Option<&str> {
         | Write::CustomerAway { conversation, .. }
         | Write::Append { conversation, .. }
         | Write::Receipt { conversation, .. } => Some(conversation.as_str()),
+        Write::CreateAttachment { record, .. } => Some(record.conversation_id.as_str()),
     }
 }
 
@@ -317,7 +353,7 @@ fn params_of(write: &Write) -> Vec<Param<'_>> {
         Write::CustomerAway { conversation, since } => {
             vec![Box::new(since.map(Timestamp::as_unix_ms)), Box::new(conversation.as_str())]
         }
-        Write::Append { conversation, id, author, client_message_id, text, sent_at } => vec![
+        Write::Append { conversation, id, author, client_message_id, text, attachments, sent_at } => vec![
             Box::new(conversation.as_str()),
             Box::new(id.as_str()),
             Box::new(author.id.as_str()),
@@ -326,7 +362,26 @@ fn params_of(write: &Write) -> Vec<Param<'_>> {
             Box::new(client_message_id.as_str()),
             Box::new(text.as_str()),
             Box::new(sent_at.as_unix_ms()),
+            Box::new(attachments.as_slice().iter().map(|a| a.as_str()).collect::<Vec<&str>>()),
         ],
+        Write::CreateAttachment { record, max_per_conversation } => {
+            let a = &record.attachment;
+            vec![
+                Box::new(a.id.as_str()),
+                Box::new(record.conversation_id.as_str()),
+                Box::new(record.uploader.as_str()),
+                Box::new(record.uploader_role.as_str()),
+                Box::new(a.name.as_str()),
+                Box::new(a.content_type.as_str()),
+                Box::new(i64::try_from(a.size).unwrap_or(i64::MAX)),
+                Box::new(a.width.map(i64::from)),
+                Box::new(a.height.map(i64::from)),
+                Box::new(record.sha256.as_str()),
+                Box::new(record.created_at.as_unix_ms()),
+                Box::new(record.message_id.as_ref().map(|m| m.as_str())),
+                Box::new(i64::try_from(*max_per_conversation).unwrap_or(i64::MAX)),
+            ]
+        }
         Write::Receipt { conversation, user, kind, up_to_seq, at } => vec![
             Box::new(conversation.as_str()),
             Box::new(user.as_str()),
@@ -402,9 +457,25 @@ fn applied(write: &Write, rows: &[Row]) -> Result<Applied, StoreError> {
                 }
             }
         }
-        Write::Append { conversation, id, author, client_message_id, text, sent_at } => {
+        Write::CreateAttachment { .. } => {
+            let row = Pg(rows.first().ok_or_else(|| StoreError::Corrupt("an attachment returned no row".into()))?);
+            if row.int("inserted")? == 1 {
+                return Ok(Applied::Done);
+            }
+            match row.optional_text("conversation_status")? {
+                None => Applied::NotFound,
+                Some(name) if status(&name)? == ConversationStatus::Closed => Applied::Closed,
+                Some(_) => Applied::AttachmentsFull,
+            }
+        }
+        Write::Append { conversation, id, author, client_message_id, text, sent_at, .. } => {
             let row = Pg(rows.first().ok_or_else(|| StoreError::Corrupt("an append returned no row".into()))?);
             if let Some(appended) = row.optional_int("appended")? {
+                let attachments = match row.optional_text("sent")? {
+                    None => Vec::new(),
+                    Some(json) => serde_json::from_str(&json)
+                        .map_err(|e| StoreError::Corrupt(format!("attachments of an append: {e}")))?,
+                };
                 return Ok(Applied::Appended(MessageRecord {
                     conversation_id: conversation.clone(),
                     id: id.clone(),
@@ -412,6 +483,7 @@ fn applied(write: &Write, rows: &[Row]) -> Result<Applied, StoreError> {
                     author: author.clone(),
                     client_message_id: client_message_id.clone(),
                     text: text.clone(),
+                    attachments,
                     sent_at: *sent_at,
                 }));
             }
@@ -426,6 +498,7 @@ fn applied(write: &Write, rows: &[Row]) -> Result<Applied, StoreError> {
                 Some(_) if !row.0.try_get::<_, Option<bool>>("member").map_err(corrupt)?.unwrap_or(false) => {
                     Applied::NotMember
                 }
+                Some(_) if !row.flag("sendable")? => Applied::AttachmentsRefused,
                 Some(_) => return Err(StoreError::Corrupt("an append to an open conversation took no seq".into())),
             }
         }

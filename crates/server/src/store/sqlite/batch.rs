@@ -4,8 +4,12 @@
 use petchat_protocol::{ClientMessageId, ConversationId, ConversationStatus, OrderId, PetId, Timestamp, Topic, UserId};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use super::super::columns::{MESSAGE_COLUMNS, message, seq, status_name};
-use super::super::{Applied, MessageRecord, StoreError, Write};
+use petchat_protocol::{Attachment, AttachmentId, MessageId};
+
+use super::super::columns::{
+    ATTACHMENT_COLUMNS, MESSAGE_COLUMNS, attachment, attachments_json, message, seq, status_name,
+};
+use super::super::{Applied, AttachmentRecord, MessageRecord, StoreError, Write};
 
 /// Whether the user of the parameters (role, id) is a member: the customer
 /// as a customer, the assigned agent as an agent.
@@ -74,7 +78,10 @@ pub(super) fn apply_one(tx: &Transaction<'_>, write: &Write) -> Result<Applied, 
                 .execute(params![since.map(Timestamp::as_unix_ms), conversation.as_str()])?;
             Ok(if changed == 1 { Applied::Done } else { Applied::Closed })
         }
-        Write::Append { conversation, id, author, client_message_id, text, sent_at } => {
+        Write::CreateAttachment { record, max_per_conversation } => {
+            create_attachment(tx, record, *max_per_conversation)
+        }
+        Write::Append { conversation, id, author, client_message_id, text, attachments, sent_at } => {
             // Two statements in the common case: take the next seq (only for a
             // member of an open conversation), insert. A repeated
             // clientMessageId (a client's retry, rare) gives the seq back and
@@ -104,10 +111,32 @@ pub(super) fn apply_one(tx: &Transaction<'_>, write: &Write) -> Result<Applied, 
                     Some(_) => Applied::NotMember,
                 });
             };
+            let sent = if attachments.is_empty() {
+                Vec::new()
+            } else {
+                // A retry finds its original before its attachments, which that
+                // original claimed, are checked.
+                let existing = stored_message(tx, conversation, &author.id, client_message_id)?;
+                let claimed = match existing {
+                    Some(_) => None,
+                    None => claim_attachments(tx, conversation, &author.id, id, attachments.as_slice())?,
+                };
+                match (existing, claimed) {
+                    (Some(existing), _) => {
+                        give_seq_back(tx, conversation)?;
+                        return Ok(Applied::Duplicate(existing));
+                    }
+                    (None, None) => {
+                        give_seq_back(tx, conversation)?;
+                        return Ok(Applied::AttachmentsRefused);
+                    }
+                    (None, Some(sent)) => sent,
+                }
+            };
             let inserted = tx
                 .prepare_cached(
                     "INSERT INTO messages (conversation_id, seq, id, author_id, author_role, author_name, \
-                     client_message_id, text, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                     client_message_id, text, sent_at, attachments) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
                      ON CONFLICT (conversation_id, author_id, client_message_id) DO NOTHING",
                 )?
                 .execute(params![
@@ -120,10 +149,10 @@ pub(super) fn apply_one(tx: &Transaction<'_>, write: &Write) -> Result<Applied, 
                     client_message_id.as_str(),
                     text.as_str(),
                     sent_at.as_unix_ms(),
+                    attachments_json(&sent),
                 ])?;
             if inserted == 0 {
-                tx.prepare_cached("UPDATE conversations SET last_seq = last_seq - 1 WHERE id = ?")?
-                    .execute([conversation.as_str()])?;
+                give_seq_back(tx, conversation)?;
                 let existing = stored_message(tx, conversation, &author.id, client_message_id)?
                     .ok_or_else(|| StoreError::Corrupt("an idempotency conflict without its message".into()))?;
                 return Ok(Applied::Duplicate(existing));
@@ -135,6 +164,7 @@ pub(super) fn apply_one(tx: &Transaction<'_>, write: &Write) -> Result<Applied, 
                 author: author.clone(),
                 client_message_id: client_message_id.clone(),
                 text: text.clone(),
+                attachments: sent,
                 sent_at: *sent_at,
             }))
         }
@@ -162,6 +192,77 @@ pub(super) fn apply_one(tx: &Transaction<'_>, write: &Write) -> Result<Applied, 
         Write::Post { feed, item, once, retention } => super::feeds::post(tx, feed, item, once.as_ref(), *retention),
         Write::MarkRead { feed, up_to } => super::feeds::mark_read(tx, feed, *up_to),
     }
+}
+
+/// Undoes the seq an append took and did not use.
+fn give_seq_back(tx: &Transaction<'_>, conversation: &ConversationId) -> Result<(), StoreError> {
+    tx.prepare_cached("UPDATE conversations SET last_seq = last_seq - 1 WHERE id = ?")?
+        .execute([conversation.as_str()])?;
+    Ok(())
+}
+
+/// `Write::CreateAttachment`: only into an open conversation, and only below its cap.
+fn create_attachment(tx: &Transaction<'_>, record: &AttachmentRecord, max: usize) -> Result<Applied, StoreError> {
+    let state: Option<(String, i64)> = tx
+        .prepare_cached(
+            "SELECT status, (SELECT count(*) FROM attachments WHERE conversation_id = c.id) \
+             FROM conversations c WHERE id = ?",
+        )?
+        .query_row([record.conversation_id.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    match state {
+        None => return Ok(Applied::NotFound),
+        Some((status, _)) if status == "closed" => return Ok(Applied::Closed),
+        Some((_, held)) if usize::try_from(held).unwrap_or(usize::MAX) >= max => return Ok(Applied::AttachmentsFull),
+        Some(_) => {}
+    }
+    let a = &record.attachment;
+    tx.prepare_cached(
+        "INSERT INTO attachments (id, conversation_id, uploader_id, uploader_role, name, content_type, size, \
+         width, height, sha256, created_at, message_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        a.id.as_str(),
+        record.conversation_id.as_str(),
+        record.uploader.as_str(),
+        record.uploader_role.as_str(),
+        a.name.as_str(),
+        a.content_type.as_str(),
+        i64::try_from(a.size).unwrap_or(i64::MAX),
+        a.width,
+        a.height,
+        &record.sha256,
+        record.created_at.as_unix_ms(),
+        record.message_id.as_ref().map(MessageId::as_str),
+    ])?;
+    Ok(Applied::Done)
+}
+
+/// Claims `ids` for message `message` when each is an unsent upload of
+/// `author` in `conversation`; their metadata in order, or `None` (nothing claimed).
+fn claim_attachments(
+    tx: &Transaction<'_>,
+    conversation: &ConversationId,
+    author: &UserId,
+    message: &MessageId,
+    ids: &[AttachmentId],
+) -> Result<Option<Vec<Attachment>>, StoreError> {
+    let mut sent = Vec::with_capacity(ids.len());
+    let mut read = tx.prepare_cached(&format!(
+        "SELECT {ATTACHMENT_COLUMNS} FROM attachments \
+         WHERE id = ? AND conversation_id = ? AND uploader_id = ? AND message_id IS NULL"
+    ))?;
+    for id in ids {
+        match read.query(params![id.as_str(), conversation.as_str(), author.as_str()])?.next()? {
+            Some(row) => sent.push(attachment(row)?.attachment),
+            None => return Ok(None),
+        }
+    }
+    let mut claim = tx.prepare_cached("UPDATE attachments SET message_id = ? WHERE id = ?")?;
+    for id in ids {
+        claim.execute(params![message.as_str(), id.as_str()])?;
+    }
+    Ok(Some(sent))
 }
 
 /// The message `author` already stored under `client_message_id`, if any.

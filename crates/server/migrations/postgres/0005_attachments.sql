@@ -1,0 +1,21 @@
+-- Attachments (docs/protocol.md, "Attachments"): the photos and PDFs uploaded
+-- to a conversation. The files live in --attachments-dir (shared by every
+-- node), named by id; this table holds their metadata and which message sent
+-- each (NULL until sent). The SQLite schema has the same columns.
+CREATE TABLE attachments (
+    id              TEXT PRIMARY KEY,
+    conversation_id TEXT NOT NULL REFERENCES conversations (id),
+    uploader_id     TEXT NOT NULL,
+    uploader_role   TEXT NOT NULL CHECK (uploader_role IN ('customer', 'agent')),
+    name            TEXT NOT NULL,
+    content_type    TEXT NOT NULL,
+    size            BIGINT NOT NULL,
+    width           BIGINT,
+    height          BIGINT,
+    sha256          TEXT NOT NULL,
+    created_at      BIGINT NOT NULL,
+    message_id      TEXT
+);
+CREATE INDEX attachments_by_conversation ON attachments (conversation_id, uploader_id);
+-- A message's attachments as chat.message carries them (a JSON array), NULL when none.
+ALTER TABLE messages ADD COLUMN attachments TEXT;
