@@ -63,6 +63,10 @@ pub struct Config {
     #[command(flatten)]
     pub topics: TopicSettings,
 
+    /// Where attachments are kept, and how big and how many they may be.
+    #[command(flatten)]
+    pub attachments: AttachmentSettings,
+
     /// Limits and timings.
     #[command(flatten)]
     pub limits: Limits,
@@ -105,6 +109,64 @@ impl Default for TopicSettings {
             topic_history_ttl_ms: limits::DEFAULT_TOPIC_HISTORY_TTL_MS,
             support_stats_interval_ms: 5_000,
         }
+    }
+}
+
+/// Attachments (docs/protocol.md, "Attachments"): photos and PDFs uploaded
+/// over HTTP, kept as files in a directory, their metadata in the store.
+#[derive(Debug, Clone, Args)]
+pub struct AttachmentSettings {
+    /// Directory of the attachments' files (created if missing), named by
+    /// attachment id. Default: `petchat-attachments` beside the SQLite file,
+    /// or in the working directory with PostgreSQL; every node of a cluster
+    /// must see the same directory (a shared file system).
+    #[arg(long, env = "PETCHAT_ATTACHMENTS_DIR")]
+    pub attachments_dir: Option<PathBuf>,
+
+    /// Largest file an upload may carry, in bytes; bigger ones are answered 413.
+    #[arg(long, env = "PETCHAT_MAX_ATTACHMENT_BYTES", default_value_t = limits::DEFAULT_MAX_ATTACHMENT_BYTES)]
+    pub max_attachment_bytes: u64,
+
+    /// Largest picture, in pixels (width × height), the server decodes for
+    /// its dimensions and thumbnail; bigger ones are answered 413.
+    #[arg(long, env = "PETCHAT_MAX_IMAGE_PIXELS", default_value_t = limits::DEFAULT_MAX_IMAGE_PIXELS)]
+    pub max_image_pixels: u64,
+
+    /// Most attachments one conversation may hold; more uploads are answered 409.
+    #[arg(long, env = "PETCHAT_MAX_ATTACHMENTS_PER_CONVERSATION", default_value_t = 100)]
+    pub max_attachments_per_conversation: usize,
+
+    /// Uploads received at once, in total; more are answered 429.
+    #[arg(long, env = "PETCHAT_MAX_UPLOADS", default_value_t = 16)]
+    pub max_uploads: usize,
+
+    /// Uploads of one user received at once; more are answered 429.
+    #[arg(long, env = "PETCHAT_MAX_UPLOADS_PER_USER", default_value_t = 2)]
+    pub max_uploads_per_user: usize,
+
+    /// Milliseconds an upload's body may take to arrive; a slower one is answered 408.
+    #[arg(long, env = "PETCHAT_UPLOAD_TIMEOUT_MS", default_value_t = 60_000)]
+    pub upload_timeout_ms: u64,
+}
+
+impl AttachmentSettings {
+    /// The directory of the files: `--attachments-dir`, or the default
+    /// beside the SQLite file of `database_url` (the working directory otherwise).
+    pub fn dir(&self, database_url: &str) -> PathBuf {
+        if let Some(dir) = &self.attachments_dir {
+            return dir.clone();
+        }
+        let sqlite = database_url.strip_prefix("sqlite://").or_else(|| database_url.strip_prefix("sqlite:"));
+        let beside = sqlite
+            .map(|file| file.split('?').next().unwrap_or_default())
+            .filter(|file| !file.is_empty() && !file.starts_with(':'))
+            .and_then(|file| std::path::Path::new(file).parent().map(std::path::Path::to_path_buf));
+        beside.unwrap_or_default().join("petchat-attachments")
+    }
+
+    /// How long an upload's body may take.
+    pub fn upload_timeout(&self) -> Duration {
+        Duration::from_millis(self.upload_timeout_ms.max(1))
     }
 }
 

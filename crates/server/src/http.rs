@@ -319,7 +319,7 @@ fn held_body(json: Vec<u8>, pass: Pass) -> Response {
 
 /// The token of an `Authorization: Bearer …` header; the scheme is
 /// case-insensitive (RFC 7235 §2.1).
-fn bearer_token(value: &str) -> Option<&str> {
+pub(crate) fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)

@@ -7,6 +7,7 @@
 //! before it speaks, [`store`] persists, [`bus`] fans frames out.
 
 mod api;
+mod attachments;
 pub mod auth;
 pub mod bus;
 pub mod cluster;
@@ -99,6 +100,8 @@ pub(crate) struct Shared {
     api_keys: api::ApiKeys,
     /// SSE tickets, kept until used or expired.
     tickets: sse::tickets::Tickets,
+    /// The attachments' directory, limits and upload gate.
+    attachments: Arc<attachments::Attachments>,
 }
 
 impl Deref for AppState {
@@ -136,6 +139,9 @@ pub async fn run(
         Some(node) => tracing::info_span!("node", node = %node),
         None => tracing::Span::none(),
     };
+    let attachments_dir = config.attachments.dir(&config.database_url);
+    let attachments = attachments::Attachments::open(attachments_dir.clone(), config.attachments.clone())
+        .map_err(|e| ServerError::Config(format!("--attachments-dir {}: {e}", attachments_dir.display())))?;
     let store = store::open(&config.database_url).await?;
     let bus = Arc::new(LocalBus::default());
     let link = match (&config.redis_url, node) {
@@ -177,6 +183,7 @@ pub async fn run(
         history_gate: gate::Gate::new(config.limits.max_history_requests, config.limits.max_history_requests_per_user),
         api_keys: api::ApiKeys::new(&config.api_keys),
         tickets: sse::tickets::Tickets::new(node_link.clone()),
+        attachments,
     }));
     let app = Router::new()
         .route(petchat_protocol::handshake::PATH, get(ws::upgrade))
@@ -187,6 +194,9 @@ pub async fn run(
         .route("/openapi.json", get(http::openapi))
         .route("/schemas/{*path}", get(http::schemas))
         .route("/v1/conversations/{id}/messages", get(http::history))
+        .route("/v1/conversations/{id}/attachments", post(attachments::upload))
+        .route("/v1/conversations/{id}/attachments/{attachment}", get(attachments::file))
+        .route("/v1/conversations/{id}/attachments/{attachment}/thumbnail", get(attachments::thumbnail))
         .route("/v1/api/publish", post(api::publish))
         .route("/v1/api/notify", post(api::notify))
         .route("/v1/api/presence/{user}", get(api::presence))

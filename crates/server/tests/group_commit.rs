@@ -157,6 +157,7 @@ fn send(conversation: &ConversationId, n: u8) -> ClientMessage {
         conversation_id: conversation.clone(),
         client_message_id: ClientMessageId::from_random_bytes([n; 16]),
         text: MessageText::new(&format!("message {n}")).expect("text"),
+        attachments: Default::default(),
     })
 }
 

@@ -248,6 +248,7 @@ fn append(conversation: &str, key: ClientMessageId, text: &str) -> Write {
         author: customer(),
         client_message_id: key,
         text: MessageText::new(text).expect("text"),
+        attachments: Default::default(),
         sent_at: Timestamp::from_unix_ms(petchat_server::auth::now_ms() as i64).expect("now is a time"),
     }
 }

@@ -47,6 +47,7 @@ fn append(conversation: &ConversationId, key: u8, text: &str) -> Write {
         author: customer(),
         client_message_id: ClientMessageId::from_random_bytes([key; 16]),
         text: MessageText::new(text).expect("text"),
+        attachments: Default::default(),
         sent_at: at(),
     }
 }

@@ -58,6 +58,7 @@ fn append(conversation: &str, author: &User, key: u8, text: &str) -> Write {
         author: author.clone(),
         client_message_id: ClientMessageId::from_random_bytes([key; 16]),
         text: MessageText::new(text).expect("text"),
+        attachments: Default::default(),
         sent_at: at(0),
     }
 }

@@ -436,6 +436,7 @@ mod tests {
             author: author.clone(),
             client_message_id: ClientMessageId::from_random_bytes([key; 16]),
             text: MessageText::new("hello").expect("text"),
+            attachments: Default::default(),
             sent_at: Timestamp::from_unix_ms(2).expect("time"),
         }
     }

@@ -154,6 +154,7 @@ impl Peer {
             conversation_id: conversation.clone(),
             client_message_id: ClientMessageId::from_random_bytes([key; 16]),
             text: MessageText::new(text).expect("text"),
+            attachments: Default::default(),
         }))
         .await
     }
