@@ -702,6 +702,60 @@ export interface AgentStatus {
 }
 
 /**
+ * An uploaded attachment: the upload's `201` body, and each entry of
+ * `chat.message.attachments`.
+ */
+export interface Attachment {
+  /**
+   * Its id: `chat.send.attachments` names it, and the file is
+   * `GET /v1/conversations/{conversationId}/attachments/{id}`.
+   */
+  id: AttachmentId;
+  /** The name to show (the uploader's sanitized file name). */
+  name: AttachmentName;
+  /** What it is, by its content. */
+  contentType: AttachmentType;
+  /** Its size in bytes. */
+  size: number;
+  /** A picture's width in pixels, as shown (after its EXIF orientation); absent for a PDF. */
+  width?: number;
+  /** A picture's height in pixels, as shown; absent for a PDF. */
+  height?: number;
+}
+
+/** Identifies an uploaded attachment (a photo or a PDF); chosen by the server. */
+export type AttachmentId = string;
+
+/**
+ * Attachments uploaded to this conversation by the sender and not sent yet, in the order to show
+ * them: at most 4, none twice.
+ */
+export type AttachmentIds = AttachmentId[];
+
+/**
+ * The display name of an attachment (the uploader's file name, as sanitized  by the server): 1 to
+ * `MAX_ATTACHMENT_NAME_CHARS` characters, no control  characters and no path separators (`/`, `\`).
+ * Only shown, never used as a path.
+ */
+export type AttachmentName = string;
+
+/**
+ * What an attachment is, as the server found by its content (magic bytes),
+ * never by its name or the type a client claimed.
+ */
+export type AttachmentType =
+  /** A JPEG photo. */
+  | "image/jpeg"
+  /** A PNG image. */
+  | "image/png"
+  /** A WebP image. */
+  | "image/webp"
+  /** A GIF image (its first frame is the thumbnail). */
+  | "image/gif"
+  /** A PDF document (no thumbnail). */
+  | "application/pdf";
+
+/**
  * `chat.ack`: the message is stored durably; sent to the connection that
  * sent it.
  */
@@ -730,6 +784,8 @@ export interface ChatMessage {
   from: User;
   /** The message, trimmed. */
   text: MessageText;
+  /** The photos and PDFs sent with it, in order (absent when none). */
+  attachments?: Attachment[];
   /** When the server stored it. */
   sentAt: Timestamp;
 }
@@ -1186,8 +1242,13 @@ export interface SendChat {
    * original `chat.ack` and no second message.
    */
   clientMessageId: ClientMessageId;
-  /** The message. */
+  /** The message (with attachments: their caption). */
   text: MessageText;
+  /**
+   * Attachments to send with it: ids the sender uploaded to this
+   * conversation and has not sent yet (see docs/protocol.md, "Attachments").
+   */
+  attachments?: AttachmentIds;
 }
 
 /** Position of a message in its conversation: 1 for the first, then without gaps. */

@@ -11,9 +11,13 @@ use crate::api::{
     ApiError, ApiErrorCode, Notified, NotifyRequest, PresenceAnswer, PublishRequest, Published, SseTicket, Stats,
     SupportStats,
 };
+use crate::attachment::Attachment;
 use crate::error::ErrorData;
 use crate::history::HistoryPage;
-use crate::limits::{MAX_API_BODY_BYTES, MAX_HISTORY_PAGE, MAX_ID_CHARS, MAX_TOPICS_PER_CONNECTION};
+use crate::limits::{
+    DEFAULT_MAX_ATTACHMENT_BYTES, DEFAULT_MAX_IMAGE_PIXELS, MAX_API_BODY_BYTES, MAX_ATTACHMENT_NAME_CHARS,
+    MAX_HISTORY_PAGE, MAX_ID_CHARS, MAX_TOPICS_PER_CONNECTION, THUMBNAIL_MAX_SIDE,
+};
 
 const SCHEMAS: &str = "#/components/schemas/";
 
@@ -114,6 +118,7 @@ fn document() -> Value {
         ("ApiError", generator.subschema_for::<ApiError>()),
         ("HistoryPage", generator.subschema_for::<HistoryPage>()),
         ("ErrorData", generator.subschema_for::<ErrorData>()),
+        ("Attachment", generator.subschema_for::<Attachment>()),
     ] {
         assert_eq!(schema.as_value(), &schema_ref(name), "{name} is a named component");
     }
@@ -141,6 +146,72 @@ fn document() -> Value {
     let mut history_responses = Map::new();
     history_responses.insert("200".into(), answer("A page; hasMore says that another follows.", "HistoryPage"));
     history_responses.extend(history_errors);
+    let user_errors = |list: &[(&str, &str)]| -> Map<String, Value> {
+        list.iter().map(|(status, description)| ((*status).to_owned(), answer(description, "ErrorData"))).collect()
+    };
+    let mut upload_responses = Map::new();
+    upload_responses.insert("201".into(), answer("Stored; chat.send names it by its id.", "Attachment"));
+    upload_responses.extend(user_errors(&[
+        ("400", "The body is empty or broke off, or name is not text."),
+        ("401", "No valid Bearer token."),
+        ("403", "The conversation is not the user's."),
+        ("404", "No such conversation."),
+        ("408", "The body took longer than --upload-timeout-ms to arrive."),
+        (
+            "409",
+            "The conversation is closed (code conversation_closed), or holds --max-attachments-per-conversation \
+             attachments already (code limit_reached).",
+        ),
+        ("413", "The file is over --max-attachment-bytes, or the picture over --max-image-pixels."),
+        (
+            "415",
+            "The content is not a JPEG, PNG, WebP or GIF picture nor a PDF (whatever its name), or does not decode.",
+        ),
+        ("429", "Too many uploads at once, of this user or in total (Retry-After says when to try again)."),
+        ("500", "The server could not write the file."),
+        ("503", "The store does not answer; retry later."),
+    ]));
+    let file_errors = [
+        ("401", "No valid Bearer token."),
+        ("403", "The conversation is not the user's."),
+        (
+            "404",
+            "No such conversation or attachment, one not sent yet by someone else, or (thumbnail) a PDF, which has none.",
+        ),
+        ("503", "The store does not answer; retry later."),
+    ];
+    let conversation_id = json!({ "name": "id", "in": "path", "required": true, "description": "The conversation.",
+        "schema": { "type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS } });
+    let attachment_id = json!({ "name": "attachment", "in": "path", "required": true,
+        "description": "The attachment's id, as the upload answered it.",
+        "schema": { "type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS } });
+    let binary = |description: &str, types: &[&str]| -> Value {
+        let content: Map<String, Value> = types
+            .iter()
+            .map(|t| ((*t).to_owned(), json!({ "schema": { "type": "string", "contentMediaType": t } })))
+            .collect();
+        json!({ "description": description, "content": content })
+    };
+    let mut file_responses = Map::new();
+    file_responses.insert(
+        "200".into(),
+        binary(
+            "The file as uploaded, with its sniffed Content-Type, X-Content-Type-Options: nosniff, \
+             Content-Security-Policy: default-src 'none'; sandbox, Cache-Control: private and Content-Disposition \
+             (inline for pictures, attachment for a PDF).",
+            &["image/jpeg", "image/png", "image/webp", "image/gif", "application/pdf"],
+        ),
+    );
+    file_responses.extend(user_errors(&file_errors));
+    let mut thumbnail_responses = Map::new();
+    thumbnail_responses.insert(
+        "200".into(),
+        binary(
+            &format!("A JPEG at most {THUMBNAIL_MAX_SIDE} pixels on its longest side, with the file's headers."),
+            &["image/jpeg"],
+        ),
+    );
+    thumbnail_responses.extend(user_errors(&file_errors));
     let mut sse_responses = Map::new();
     sse_responses.insert(
         "200".into(),
@@ -254,6 +325,46 @@ fn document() -> Value {
                       "schema": { "type": "integer", "minimum": 0 } },
                 ],
                 "responses": history_responses,
+            } },
+            "/v1/conversations/{id}/attachments": { "post": {
+                "operationId": "uploadAttachment",
+                "summary": "Upload a photo or a PDF to a conversation",
+                "description": format!(
+                    "The raw file as the body (any Content-Type; the server types it by its content). Only a member \
+                     of an open conversation. At most --max-attachment-bytes (default {DEFAULT_MAX_ATTACHMENT_BYTES}) \
+                     bytes; a picture at most --max-image-pixels (default {DEFAULT_MAX_IMAGE_PIXELS}) pixels. The \
+                     answer's id goes into chat.send's attachments; until a message sends it, only its uploader can \
+                     fetch it."
+                ),
+                "security": [{ "userToken": [] }],
+                "parameters": [
+                    conversation_id.clone(),
+                    { "name": "name", "in": "query", "required": false,
+                      "description": format!(
+                          "The file's name, shown to the members: its last path segment is kept, control characters \
+                           become _, and it is cut to {MAX_ATTACHMENT_NAME_CHARS} characters."
+                      ),
+                      "schema": { "type": "string" } },
+                ],
+                "requestBody": { "required": true, "content": { "*/*": { "schema": { "type": "string" } } } },
+                "responses": upload_responses,
+            } },
+            "/v1/conversations/{id}/attachments/{attachment}": { "get": {
+                "operationId": "attachment",
+                "summary": "An attachment's file",
+                "description": "For the conversation's members, open or closed (an attachment not sent yet: for its \
+                    uploader only). Fetch it with the Bearer header and show it through a blob URL.",
+                "security": [{ "userToken": [] }],
+                "parameters": [conversation_id.clone(), attachment_id.clone()],
+                "responses": file_responses,
+            } },
+            "/v1/conversations/{id}/attachments/{attachment}/thumbnail": { "get": {
+                "operationId": "attachmentThumbnail",
+                "summary": "A picture's thumbnail",
+                "description": "As the file, for pictures only.",
+                "security": [{ "userToken": [] }],
+                "parameters": [conversation_id, attachment_id],
+                "responses": thumbnail_responses,
             } },
         },
         "components": {
