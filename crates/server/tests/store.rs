@@ -9,11 +9,12 @@ mod common;
 
 use common::{TestDatabase, TestStore};
 use petchat_protocol::{
-    ClientMessageId, ConversationId, ConversationStatus, LastSeq, MessageId, MessageText, Participant, Role, Seq,
-    Timestamp, User, UserId,
+    Attachment, AttachmentId, AttachmentIds, AttachmentName, AttachmentType, ClientMessageId, ConversationId,
+    ConversationStatus, LastSeq, MessageId, MessageText, Participant, Role, Seq, Timestamp, User, UserId,
 };
 use petchat_server::store::{
-    Applied, ConversationRecord, Feed, NewItem, Once, ReceiptKind, Retention, StoreError, Write,
+    Applied, AttachmentRecord, ConversationRecord, Feed, NewItem, Once, ReceiptKind, Retention, Store, StoreError,
+    Write,
 };
 
 fn at(ms: i64) -> Timestamp {
@@ -85,7 +86,128 @@ fn outcome(applied: &Applied) -> (&'static str, u64) {
         Applied::PostedBefore { seq, .. } => ("posted before", seq.get()),
         Applied::KeyConflict => ("key conflict", 0),
         Applied::Read { read_seq, advanced } => (if *advanced { "read" } else { "read unchanged" }, read_seq.get()),
+        Applied::AttachmentsRefused => ("attachments refused", 0),
+        Applied::AttachmentsFull => ("attachments full", 0),
     }
+}
+
+/// An uploaded PDF `id` of `uploader` in `conversation`, for at most `max` per conversation.
+fn upload(id: &str, conversation: &str, uploader: &User, max: usize) -> Write {
+    Write::CreateAttachment {
+        record: AttachmentRecord {
+            attachment: Attachment {
+                id: AttachmentId::new(id).expect("id"),
+                name: AttachmentName::new(format!("{id}.pdf")).expect("name"),
+                content_type: AttachmentType::Pdf,
+                size: 1234,
+                width: None,
+                height: None,
+            },
+            conversation_id: conversation_id(conversation),
+            uploader: uploader.id.clone(),
+            uploader_role: uploader.role,
+            sha256: "00".repeat(32),
+            created_at: at(0),
+            message_id: None,
+        },
+        max_per_conversation: max,
+    }
+}
+
+fn append_with(conversation: &str, author: &User, key: u8, attachments: &[&str]) -> Write {
+    let Write::Append { conversation, id, author, client_message_id, text, sent_at, .. } =
+        append(conversation, author, key, "see attached")
+    else {
+        unreachable!("append makes an append")
+    };
+    let ids = attachments.iter().map(|a| AttachmentId::new(*a).expect("id")).collect();
+    let attachments = AttachmentIds::new(ids).expect("few and distinct");
+    Write::Append { conversation, id, author, client_message_id, text, attachments, sent_at }
+}
+
+/// The rules of attachments on any store: uploads only into open
+/// conversations below the cap; an append sends only its author's unsent
+/// uploads to that conversation, all or none, once; a retry gets the original.
+async fn attachment_rules(store: &dyn Store) {
+    let (ana, bob, agent) = (user("ana", Role::Customer), user("bob", Role::Customer), user("agent-1", Role::Agent));
+    store.apply(&[create("conv-1", &ana, Some(&agent), 0), create("conv-2", &bob, None, 0)]).await.expect("created");
+    let uploads = [
+        upload("a-1", "conv-1", &ana, 3),
+        upload("a-2", "conv-1", &ana, 3),
+        upload("a-agent", "conv-1", &agent, 3),
+        upload("a-full", "conv-1", &ana, 3),
+        upload("b-1", "conv-2", &bob, 3),
+        upload("nowhere", "conv-nope", &bob, 3),
+    ];
+    let outcomes: Vec<_> = store.apply(&uploads).await.expect("applied").iter().map(outcome).collect();
+    assert_eq!(
+        outcomes,
+        [("done", 0), ("done", 0), ("done", 0), ("attachments full", 0), ("done", 0), ("not found", 0)]
+    );
+    let read = store.attachment(&conversation_id("conv-1"), &AttachmentId::new("a-1").expect("id")).await;
+    let read = read.expect("read").expect("stored");
+    assert_eq!((read.attachment.size, read.uploader.as_str(), read.message_id), (1234, "ana", None));
+    let elsewhere = store.attachment(&conversation_id("conv-2"), &AttachmentId::new("a-1").expect("id")).await;
+    assert_eq!(elsewhere.expect("read"), None, "an attachment is found only in its conversation");
+
+    let batch = [
+        // Another conversation's, the agent's, an unknown one: refused, and nothing claimed.
+        append_with("conv-1", &ana, 1, &["a-1", "b-1"]),
+        append_with("conv-1", &ana, 2, &["a-agent"]),
+        append_with("conv-1", &ana, 3, &["a-1", "a-nope"]),
+        // Its own two, in its order.
+        append_with("conv-1", &ana, 4, &["a-2", "a-1"]),
+        // Sent already, in the same transaction.
+        append_with("conv-1", &ana, 5, &["a-1"]),
+        // A retry of the sent one.
+        append_with("conv-1", &ana, 4, &["a-2", "a-1"]),
+    ];
+    let applied = store.apply(&batch).await.expect("applied");
+    let outcomes: Vec<_> = applied.iter().map(outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("attachments refused", 0),
+            ("attachments refused", 0),
+            ("attachments refused", 0),
+            ("appended", 1),
+            ("attachments refused", 0),
+            ("duplicate", 1)
+        ]
+    );
+    let Applied::Appended(sent) = &applied[3] else { unreachable!("checked above") };
+    let names: Vec<&str> = sent.attachments.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(names, ["a-2", "a-1"]);
+    assert_eq!(applied[5], Applied::Duplicate(sent.clone()));
+    let stored = store.messages_after(&conversation_id("conv-1"), LastSeq::default(), 10).await.expect("read");
+    assert_eq!(stored, [sent.clone()], "the stored message carries its attachments");
+    let claimed = store.attachment(&conversation_id("conv-1"), &AttachmentId::new("a-1").expect("id")).await;
+    assert_eq!(claimed.expect("read").expect("stored").message_id, Some(sent.id.clone()));
+    // The agent sends its own.
+    let outcomes: Vec<_> = store
+        .apply(&[append_with("conv-1", &agent, 6, &["a-agent"])])
+        .await
+        .expect("applied")
+        .iter()
+        .map(outcome)
+        .collect();
+    assert_eq!(outcomes, [("appended", 2)]);
+    // A closed conversation takes no upload.
+    store.apply(&[close("conv-2", &bob)]).await.expect("closed");
+    let outcomes: Vec<_> =
+        store.apply(&[upload("b-2", "conv-2", &bob, 3)]).await.expect("applied").iter().map(outcome).collect();
+    assert_eq!(outcomes, [("closed", 0)]);
+}
+
+#[tokio::test]
+async fn attachments_are_sent_once_by_their_uploader_in_their_conversation() {
+    let database = TestDatabase::new().await;
+    attachment_rules(&*database.open().await).await;
+}
+
+#[tokio::test]
+async fn the_memory_store_has_the_same_attachment_rules() {
+    attachment_rules(&petchat_server::store::MemoryStore::new()).await;
 }
 
 #[tokio::test]
