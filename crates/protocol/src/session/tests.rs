@@ -195,6 +195,29 @@ fn messages_sent_while_down_are_replayed_in_order_with_their_keys_after_the_join
 }
 
 #[test]
+fn a_message_with_attachments_goes_through_the_outbox_and_is_resent_with_them() {
+    let mut pair = Pair::new();
+    pair.actions();
+    let send = ClientEnvelope::decode(
+        &json!({"type": "chat.send", "data": {"conversationId": "c-1",
+            "clientMessageId": "0b6f8a3e-5c1d-4f3a-9e2b-7d4c1a9f6e21", "text": "the rash",
+            "attachments": ["att-1", "att-2"]}})
+        .to_string(),
+    )
+    .expect("a valid chat.send");
+    pair.session.send(pair.now, send.message, None).expect("queued");
+    assert_eq!(pair.session.outbox().next().map(|s| s.attachments.as_slice().len()), Some(2));
+    pair.connect(json!([{"id": "c-1", "status": "active", "lastSeq": 0}]));
+    let frames = pair.transmits();
+    assert_eq!(types(&frames), ["conversation.join", "chat.send"]);
+    assert_eq!(frames[1]["data"]["attachments"], json!(["att-1", "att-2"]));
+    pair.session.handle_closed(pair.now, None, "");
+    pair.until_connect();
+    pair.connect(json!([{"id": "c-1", "status": "active", "lastSeq": 0}]));
+    assert_eq!(pair.transmits()[1], frames[1], "resent whole, with the same key and attachments");
+}
+
+#[test]
 fn the_outbox_is_bounded() {
     let mut pair = Pair::with(SessionConfig { outbox_capacity: 2, ..SessionConfig::default() });
     pair.session.send_chat(0, &c1(), "a").expect("queued");
