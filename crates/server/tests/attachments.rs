@@ -455,7 +455,7 @@ async fn a_flood_of_oversized_uploads_keeps_server_memory_bounded() {
     let body = [png(4, 4), vec![0x5a; BYTES]].concat();
     let started = Instant::now();
     let mut uploads = tokio::task::JoinSet::new();
-    for (token, id) in conversations.iter().cloned() {
+    for (token, id) in &conversations {
         for _ in 0..PER_USER {
             let (body, token, id) = (body.clone(), token.clone(), id.clone());
             let addr = process.addr;

@@ -10,14 +10,14 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use common::TestDatabase;
 use petchat_protocol::{
-    ClientMessage, ClientMessageId, ConversationId, JoinConversation, LastSeq, MessageText, OpenConversation, Role,
-    SendChat, User, UserId,
+    AttachmentId, ClientMessage, ClientMessageId, ConversationId, JoinConversation, LastSeq, MessageText,
+    OpenConversation, Role, SendChat, User, UserId,
 };
 use petchat_server::Config;
 use petchat_server::bus::{ConnSink, Kick, LocalBus};
 use petchat_server::hub::{Hub, HubConn};
 use petchat_server::store::{
-    Applied, ConversationRecord, MessageRecord, PoolRound, ReceiptRecord, Store, StoreError, Write,
+    Applied, AttachmentRecord, ConversationRecord, MessageRecord, PoolRound, ReceiptRecord, Store, StoreError, Write,
 };
 use serde_json::Value;
 use tokio::sync::{Notify, mpsc};
@@ -66,6 +66,13 @@ impl Store for GatedStore {
         client_message_id: &ClientMessageId,
     ) -> Result<Option<MessageRecord>, StoreError> {
         self.inner.stored_message(conversation, author, client_message_id).await
+    }
+    async fn attachment(
+        &self,
+        conversation: &ConversationId,
+        id: &AttachmentId,
+    ) -> Result<Option<AttachmentRecord>, StoreError> {
+        self.inner.attachment(conversation, id).await
     }
     async fn receipts(&self, id: &ConversationId) -> Result<Vec<ReceiptRecord>, StoreError> {
         self.inner.receipts(id).await

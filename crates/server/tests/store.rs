@@ -180,7 +180,7 @@ async fn attachment_rules(store: &dyn Store) {
     assert_eq!(names, ["a-2", "a-1"]);
     assert_eq!(applied[5], Applied::Duplicate(sent.clone()));
     let stored = store.messages_after(&conversation_id("conv-1"), LastSeq::default(), 10).await.expect("read");
-    assert_eq!(stored, [sent.clone()], "the stored message carries its attachments");
+    assert_eq!(stored, std::slice::from_ref(sent), "the stored message carries its attachments");
     let claimed = store.attachment(&conversation_id("conv-1"), &AttachmentId::new("a-1").expect("id")).await;
     assert_eq!(claimed.expect("read").expect("stored").message_id, Some(sent.id.clone()));
     // The agent sends its own.

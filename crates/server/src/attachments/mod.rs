@@ -185,12 +185,13 @@ pub(crate) async fn upload(
     };
     let max_per_conversation = attachments.settings.max_attachments_per_conversation;
     let write = Write::CreateAttachment { record, max_per_conversation };
-    let refusal = match app.store.apply(&[write]).await.map(|mut applied| applied.pop()) {
+    // A refusal drops `file` and `thumb`, which removes them.
+    match app.store.apply(&[write]).await.map(|mut applied| applied.pop()) {
         Ok(Some(Applied::Done)) => {
             file.keep();
             thumb.keep();
             metrics::counter!("petchat_attachment_uploads_total").increment(1);
-            return (StatusCode::CREATED, Json(attachment)).into_response();
+            (StatusCode::CREATED, Json(attachment)).into_response()
         }
         Ok(Some(Applied::Closed)) => {
             refuse(StatusCode::CONFLICT, ErrorCode::ConversationClosed, "the conversation is closed")
@@ -205,8 +206,7 @@ pub(crate) async fn upload(
             error!(error = %e, "attachments: storing the metadata failed");
             refuse(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Internal, "the upload could not be stored; retry")
         }
-    };
-    refusal
+    }
 }
 
 /// `GET /v1/conversations/{id}/attachments/{attachment}`: the file, to the
