@@ -53,6 +53,9 @@ pub struct TestServer {
     task: Option<JoinHandle<()>>,
     /// The database it started on, when it made one (dropped after the server stops).
     database: Option<TestDatabase>,
+    /// Its `--attachments-dir`, unless `tune` chose one (with PostgreSQL the
+    /// default would be the working directory).
+    attachments: Option<tempfile::TempDir>,
 }
 
 impl TestServer {
@@ -75,6 +78,8 @@ impl TestServer {
             petchat_server::init_logging(petchat_server::LogFormat::Text);
         }
         let mut config = Config::with_defaults(database_url, SECRET);
+        let attachments = tempfile::tempdir().expect("a directory for attachments");
+        config.attachments.attachments_dir = Some(attachments.path().to_owned());
         tune(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -93,6 +98,7 @@ impl TestServer {
             stop: Some(stop),
             task: Some(task),
             database: None,
+            attachments: Some(attachments),
         }
     }
 
@@ -124,6 +130,7 @@ impl TestServer {
             stop: None,
             task: None,
             database: None,
+            attachments: None,
         }
     }
 

@@ -19,6 +19,9 @@ pub struct ServerProcess {
     pub addr: std::net::SocketAddr,
     pub logs: mpsc::UnboundedReceiver<String>,
     pub seen: Vec<String>,
+    /// Its `--attachments-dir`, unless `extra` names one (with PostgreSQL the
+    /// default would be the working directory).
+    attachments: Option<tempfile::TempDir>,
 }
 
 impl ServerProcess {
@@ -56,6 +59,11 @@ impl ServerProcess {
         extra: &[&str],
         log_level: &str,
     ) -> Self {
+        let attachments = (!extra.contains(&"--attachments-dir"))
+            .then(|| tempfile::tempdir().expect("a directory for attachments"));
+        if let Some(dir) = &attachments {
+            command.arg("--attachments-dir").arg(dir.path());
+        }
         let mut child = command
             .args(["--bind", bind, "--database-url", database_url, "--jwt-secret", secret, "--log-format", "json"])
             .args(extra)
@@ -92,7 +100,7 @@ impl ServerProcess {
         })
         .await
         .unwrap_or_else(|_| panic!("petchat-server {extra:?} did not listen within {WAIT:?}"));
-        Self { child, addr, logs, seen }
+        Self { child, addr, logs, seen, attachments }
     }
 
     /// The resident set size of the process, in KiB (`VmRSS` in /proc).
