@@ -192,6 +192,12 @@ async fn attachment_rules(store: &dyn Store) {
         .map(outcome)
         .collect();
     assert_eq!(outcomes, [("appended", 2)]);
+    // An agent with the customer's user id is not the customer: it cannot send the customer's upload.
+    let (eve, eve_as_agent) = (user("eve", Role::Customer), user("eve", Role::Agent));
+    store.apply(&[create("conv-3", &eve, Some(&eve_as_agent), 0), upload("e-1", "conv-3", &eve, 3)]).await.expect("up");
+    let batch = [append_with("conv-3", &eve_as_agent, 7, &["e-1"]), append_with("conv-3", &eve, 8, &["e-1"])];
+    let outcomes: Vec<_> = store.apply(&batch).await.expect("applied").iter().map(outcome).collect();
+    assert_eq!(outcomes, [("attachments refused", 0), ("appended", 1)]);
     // A closed conversation takes no upload.
     store.apply(&[close("conv-2", &bob)]).await.expect("closed");
     let outcomes: Vec<_> =

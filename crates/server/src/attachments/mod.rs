@@ -336,7 +336,12 @@ async fn readable(
     };
     member_conversation(app, &claims, &conversation).await?;
     match app.store.attachment(&conversation, &attachment).await {
-        Ok(Some(record)) if record.message_id.is_some() || record.uploader == claims.sub => Ok(record),
+        Ok(Some(record))
+            if record.message_id.is_some()
+                || (record.uploader == claims.sub && record.uploader_role == claims.role) =>
+        {
+            Ok(record)
+        }
         Ok(_) => Err(not_found()),
         Err(e) => {
             error!(error = %e, "attachments: reading the attachment failed");

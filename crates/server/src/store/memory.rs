@@ -154,7 +154,10 @@ impl Data {
                     return Applied::NotMember;
                 }
                 let sendable = |a: &&AttachmentRecord| {
-                    a.conversation_id == *conversation && a.uploader == author.id && a.message_id.is_none()
+                    a.conversation_id == *conversation
+                        && a.uploader == author.id
+                        && a.uploader_role == author.role
+                        && a.message_id.is_none()
                 };
                 let sent: Option<Vec<_>> = attachments
                     .as_slice()

@@ -59,8 +59,8 @@ impl ServerProcess {
         extra: &[&str],
         log_level: &str,
     ) -> Self {
-        let attachments = (!extra.contains(&"--attachments-dir"))
-            .then(|| tempfile::tempdir().expect("a directory for attachments"));
+        let attachments =
+            (!extra.contains(&"--attachments-dir")).then(|| tempfile::tempdir().expect("a directory for attachments"));
         if let Some(dir) = &attachments {
             command.arg("--attachments-dir").arg(dir.path());
         }

@@ -55,7 +55,8 @@ const APPEND: &str = "WITH sendable AS ( \
                          'contentType', a.content_type, 'size', a.size, 'width', a.width, 'height', a.height)) \
                          ORDER BY array_position($9::text[], a.id))::text AS sent \
          FROM attachments a \
-         WHERE a.id = ANY($9::text[]) AND a.conversation_id = $1 AND a.uploader_id = $3 AND a.message_id IS NULL \
+         WHERE a.id = ANY($9::text[]) AND a.conversation_id = $1 AND a.uploader_id = $3 \
+           AND a.uploader_role = $4::text AND a.message_id IS NULL \
      ), next AS ( \
          UPDATE conversations SET last_seq = last_seq + 1 \
          WHERE id = $1 AND status <> 'closed' \

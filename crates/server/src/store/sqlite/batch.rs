@@ -4,7 +4,7 @@
 use petchat_protocol::{ClientMessageId, ConversationId, ConversationStatus, OrderId, PetId, Timestamp, Topic, UserId};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use petchat_protocol::{Attachment, AttachmentId, MessageId};
+use petchat_protocol::{Attachment, AttachmentId, MessageId, User};
 
 use super::super::columns::{
     ATTACHMENT_COLUMNS, MESSAGE_COLUMNS, attachment, attachments_json, message, seq, status_name,
@@ -119,7 +119,7 @@ pub(super) fn apply_one(tx: &Transaction<'_>, write: &Write) -> Result<Applied, 
                 let existing = stored_message(tx, conversation, &author.id, client_message_id)?;
                 let claimed = match existing {
                     Some(_) => None,
-                    None => claim_attachments(tx, conversation, &author.id, id, attachments.as_slice())?,
+                    None => claim_attachments(tx, conversation, author, id, attachments.as_slice())?,
                 };
                 match (existing, claimed) {
                     (Some(existing), _) => {
@@ -239,21 +239,24 @@ fn create_attachment(tx: &Transaction<'_>, record: &AttachmentRecord, max: usize
 }
 
 /// Claims `ids` for message `message` when each is an unsent upload of
-/// `author` in `conversation`; their metadata in order, or `None` (nothing claimed).
+/// `author` (its id and role) in `conversation`; their metadata in order, or `None` (nothing claimed).
 fn claim_attachments(
     tx: &Transaction<'_>,
     conversation: &ConversationId,
-    author: &UserId,
+    author: &User,
     message: &MessageId,
     ids: &[AttachmentId],
 ) -> Result<Option<Vec<Attachment>>, StoreError> {
     let mut sent = Vec::with_capacity(ids.len());
     let mut read = tx.prepare_cached(&format!(
         "SELECT {ATTACHMENT_COLUMNS} FROM attachments \
-         WHERE id = ? AND conversation_id = ? AND uploader_id = ? AND message_id IS NULL"
+         WHERE id = ? AND conversation_id = ? AND uploader_id = ? AND uploader_role = ? AND message_id IS NULL"
     ))?;
     for id in ids {
-        match read.query(params![id.as_str(), conversation.as_str(), author.as_str()])?.next()? {
+        match read
+            .query(params![id.as_str(), conversation.as_str(), author.id.as_str(), author.role.as_str()])?
+            .next()?
+        {
             Some(row) => sent.push(attachment(row)?.attachment),
             None => return Ok(None),
         }
