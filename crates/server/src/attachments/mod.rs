@@ -140,9 +140,11 @@ pub(crate) async fn upload(
         match tokio::task::spawn_blocking(move || picture::decode(&path, kind, max)).await {
             Ok(Ok(decoded)) => (Some(decoded.width), Some(decoded.height), Some(decoded.thumbnail)),
             Ok(Err(e @ picture::PictureError::TooManyPixels { .. })) => {
+                metrics::counter!("petchat_attachment_uploads_refused_total", "reason" => "pixels").increment(1);
                 return refuse(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::InvalidMessage, &e.to_string());
             }
             Ok(Err(e @ picture::PictureError::Unreadable(..))) => {
+                metrics::counter!("petchat_attachment_uploads_refused_total", "reason" => "type").increment(1);
                 return refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorCode::InvalidMessage, &e.to_string());
             }
             Ok(Err(picture::PictureError::Io(e))) => return internal("reading the upload failed", &e),
