@@ -492,3 +492,98 @@ async fn a_flood_of_oversized_uploads_keeps_server_memory_bounded() {
     let files: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").filter_map(Result::ok).collect();
     assert_eq!(files.len(), 1, "{files:?}");
 }
+
+/// A picture of `width` × `height` pixels in `format`.
+fn picture(width: u32, height: u32, format: image::ImageFormat) -> Vec<u8> {
+    let picture =
+        image::RgbaImage::from_fn(width, height, |x, y| image::Rgba([(x % 256) as u8, (y % 256) as u8, 60, 255]));
+    let mut bytes = Vec::new();
+    match format {
+        image::ImageFormat::Jpeg => image::DynamicImage::ImageRgba8(picture)
+            .to_rgb8()
+            .write_to(&mut Cursor::new(&mut bytes), format)
+            .expect("encodes"),
+        _ => picture.write_to(&mut Cursor::new(&mut bytes), format).expect("encodes"),
+    }
+    bytes
+}
+
+#[tokio::test]
+async fn jpeg_webp_and_gif_pictures_are_known_by_their_content() {
+    let (server, _dir) = server_with(|_| {}).await;
+    let (_customer, _agent, id) = server.pair("att-c6", "att-a6").await;
+    let token = server.token("att-c6", Role::Customer);
+    for (format, kind) in [
+        (image::ImageFormat::Jpeg, "image/jpeg"),
+        (image::ImageFormat::WebP, "image/webp"),
+        (image::ImageFormat::Gif, "image/gif"),
+    ] {
+        // Named as something else, to show that the name decides nothing.
+        let answer = upload(&server, &id, &token, "picture.pdf", &picture(90, 60, format)).await;
+        assert_eq!(answer.status, 201, "{kind}: {}", answer.text());
+        let meta = answer.json();
+        assert_eq!(
+            (meta["contentType"].as_str(), meta["width"].as_u64(), meta["height"].as_u64()),
+            (Some(kind), Some(90), Some(60))
+        );
+        let thumbnail = fetch(&server, &id, meta["id"].as_str().expect("id"), "/thumbnail", Some(&token)).await;
+        assert_eq!(thumbnail.status, 200, "{kind}");
+        let small = image::load_from_memory_with_format(&thumbnail.body, image::ImageFormat::Jpeg).expect("a JPEG");
+        // Smaller than the thumbnail's size: kept as it is.
+        assert_eq!((small.width(), small.height()), (90, 60), "{kind}");
+    }
+}
+
+#[tokio::test]
+async fn a_slow_upload_times_out_and_a_full_conversation_takes_no_more() {
+    let (server, dir) = server_with(|config| {
+        config.attachments.upload_timeout_ms = 300;
+        config.attachments.max_attachments_per_conversation = 1;
+    })
+    .await;
+    let (_customer, _agent, id) = server.pair("att-c7", "att-a7").await;
+    let token = server.token("att-c7", Role::Customer);
+
+    // A head and four bytes, then nothing: 408 once the upload's time is up.
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.expect("connect");
+    let head = format!(
+        "POST /v1/conversations/{id}/attachments HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Connection: close\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n%PDF\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut response)).await.expect("an answer in time").expect("read");
+    let answer = parse("POST", &format!("/v1/conversations/{id}/attachments"), &response);
+    assert_eq!(answer.status, 408, "{}", answer.text());
+    assert!(std::fs::read_dir(dir.path()).expect("dir").next().is_none(), "the partial file is gone");
+
+    assert_eq!(upload(&server, &id, &token, "one.pdf", PDF).await.status, 201);
+    let answer = upload(&server, &id, &token, "two.pdf", PDF).await;
+    assert_eq!((answer.status, answer.json()["code"].as_str()), (409, Some("limit_reached")));
+    let files = std::fs::read_dir(dir.path()).expect("dir").count();
+    assert_eq!(files, 1, "the refused upload's file is removed");
+}
+
+/// A JPEG whose EXIF says "rotate 90° clockwise to show" (orientation 6), as phones write them.
+fn rotated_jpeg(width: u32, height: u32) -> Vec<u8> {
+    let plain = picture(width, height, image::ImageFormat::Jpeg);
+    let mut exif = b"Exif\0\0II*\0\x08\0\0\0".to_vec();
+    // One IFD entry: Orientation (0x0112), SHORT, count 1, value 6; no next IFD.
+    exif.extend_from_slice(&[1, 0, 0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0]);
+    let length = u16::try_from(exif.len() + 2).expect("short").to_be_bytes();
+    [&plain[..2], &[0xFF, 0xE1], &length, &exif, &plain[2..]].concat()
+}
+
+#[tokio::test]
+async fn a_photo_is_measured_as_shown_after_its_exif_orientation() {
+    let (server, _dir) = server_with(|_| {}).await;
+    let (_customer, _agent, id) = server.pair("att-c8", "att-a8").await;
+    let token = server.token("att-c8", Role::Customer);
+    let answer = upload(&server, &id, &token, "phone.jpg", &rotated_jpeg(90, 60)).await;
+    assert_eq!(answer.status, 201, "{}", answer.text());
+    let meta = answer.json();
+    assert_eq!((meta["width"].as_u64(), meta["height"].as_u64()), (Some(60), Some(90)), "{meta}");
+    let thumbnail = fetch(&server, &id, meta["id"].as_str().expect("id"), "/thumbnail", Some(&token)).await;
+    let small = image::load_from_memory_with_format(&thumbnail.body, image::ImageFormat::Jpeg).expect("a JPEG");
+    assert_eq!((small.width(), small.height()), (60, 90), "the thumbnail is upright");
+}

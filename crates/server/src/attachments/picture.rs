@@ -75,8 +75,14 @@ pub(super) fn decode(path: &Path, kind: AttachmentType, max_pixels: u64) -> Resu
     let mut picture = DynamicImage::from_decoder(decoder).map_err(unreadable)?;
     picture.apply_orientation(orientation);
     let (width, height) = (picture.width(), picture.height());
-    let small = picture.thumbnail(THUMBNAIL_MAX_SIDE, THUMBNAIL_MAX_SIDE);
-    drop(picture);
+    // `thumbnail` would also enlarge a small picture: those are kept as they are.
+    let small = if width.max(height) > THUMBNAIL_MAX_SIDE {
+        let small = picture.thumbnail(THUMBNAIL_MAX_SIDE, THUMBNAIL_MAX_SIDE);
+        drop(picture);
+        small
+    } else {
+        picture
+    };
     let mut thumbnail = Vec::new();
     let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(Cursor::new(&mut thumbnail), THUMBNAIL_QUALITY);
     on_white(&small).write_with_encoder(encoder).map_err(unreadable)?;
