@@ -30,6 +30,16 @@ test('the browser client API, in Chromium, against a real server', { timeout: 60
     '/stop': async () => { await server.kill(); return 'stopped'; },
     '/start': async () => { await server.start(); return 'started'; },
     '/restart': async () => { await server.kill(); await server.start(); return 'restarted'; },
+    // Uploads a small PDF as customer `sub` to `conversation` (the test page, on another
+    // origin, cannot: the attachment endpoints send no CORS headers); answers the attachment.
+    '/upload': async (q) => {
+      const url = `http://127.0.0.1:${server.port}/v1/conversations/${q.get('conversation')}/attachments?name=receipt.pdf`;
+      const pdf = Buffer.from('%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n');
+      const headers = { Authorization: `Bearer ${mint({ role: 'customer', sub: q.get('sub') })}` };
+      const response = await fetch(url, { method: 'POST', body: pdf, headers });
+      assert.equal(response.status, 201, 'the upload is stored');
+      return response.json();
+    },
   };
   const control = http.createServer(async (req, res) => {
     const url = new URL(req.url, 'http://harness');

@@ -320,6 +320,25 @@ async fn a_customer_and_an_agent_exchange_messages_with_receipts() {
 }
 
 #[wasm_bindgen_test]
+async fn a_message_with_an_attachment_goes_through_the_outbox_to_the_agent() {
+    let (_turn, url) = ws_url().await;
+    let (customer, agent, id) = conversation(&url).await;
+    let ready = customer.all("session.ready");
+    let sub = ready[0]["user"]["id"].as_str().expect("the customer's id").to_owned();
+    let uploaded = control(&format!("/upload?sub={sub}&conversation={id}")).await;
+    let send = json!({"type": "chat.send",
+        "data": {"conversationId": id, "text": "the receipt", "attachments": [uploaded["id"]]}});
+    customer.client.send_message(JsValue::from_str(&send.to_string())).expect("a valid chat.send");
+    let pending = customer.outbox();
+    assert_eq!(pending[0]["attachments"], json!([uploaded["id"]]), "queued with its attachments: {pending}");
+    let message = agent.next("chat.message", |d| d["text"] == "the receipt").await;
+    assert_eq!(message["attachments"], json!([uploaded]));
+    assert_eq!(message["attachments"][0]["contentType"], "application/pdf");
+    customer.client.close();
+    agent.client.close();
+}
+
+#[wasm_bindgen_test]
 async fn after_a_server_restart_both_clients_reconnect_and_resume() {
     let (_turn, url) = ws_url().await;
     let (customer, agent, id) = conversation(&url).await;
