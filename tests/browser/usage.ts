@@ -13,11 +13,15 @@ const client = connect({
   storageKey: "shop.outbox",
 });
 const key: string = client.send("c-1", "Hello");
+// A photo uploaded over HTTP first (POST /v1/conversations/c-1/attachments), then sent by id.
+client.sendMessage({ type: "chat.send", data: { conversationId: "c-1", text: "the rash", attachments: ["att-1"] } });
+const thumbnails = (message: ChatMessage) =>
+  (message.attachments ?? []).filter((a) => a.contentType !== "application/pdf").map((a) => `${a.id} ${a.width}x${a.height}`);
 client.sendMessage({ type: "typing.start", data: { conversationId: "c-1" } });
 client.markRead("c-1", 3);
 const state: ConnectionState = client.state();
 const pending: PendingMessage[] = client.outbox();
-console.log(key, state.state, pending.map((m) => m.text));
+console.log(key, state.state, pending.map((m) => m.text), thumbnails);
 client.onEvent((event) => console.log(event.timestamp));
 client.open("Miso stopped eating", "1234");
 client.subscribe("orders:1234", 0);
@@ -66,7 +70,9 @@ const describe = (message: ServerMessage): string => {
     case "conversation.queued": return `position ${message.data.position}`;
     case "agent.assigned": return message.data.agent.name;
     case "conversation.closed": return message.data.by;
-    case "chat.message": return message.data.text;
+    case "conversation.transferred": return message.data.from.name;
+    case "conversation.listed": return `${message.data.conversations.length} ${message.data.hasMore}`;
+    case "chat.message": return `${message.data.text} ${message.data.attachments?.length ?? 0}`;
     case "chat.ack": return message.data.messageId;
     case "message.delivered":
     case "message.read": return `${message.data.by} ${message.data.upToSeq}`;
