@@ -155,7 +155,9 @@ check(openapiResult.valid, 'openapi.json is a valid OpenAPI 3.1 document (@serio
   JSON.stringify(openapiResult.errors ?? []).slice(0, 2000));
 check(openapi.openapi === '3.1.0', 'openapi.json is OpenAPI 3.1.0', openapi.openapi);
 for (const [path, method] of [['/v1/api/publish', 'post'], ['/v1/api/notify', 'post'], ['/v1/api/presence/{userId}', 'get'],
-  ['/v1/api/stats', 'get'], ['/v1/sse/tickets', 'post'], ['/v1/sse', 'get']]) {
+  ['/v1/api/stats', 'get'], ['/v1/sse/tickets', 'post'], ['/v1/sse', 'get'],
+  ['/v1/conversations/{id}/attachments', 'post'], ['/v1/conversations/{id}/attachments/{attachment}', 'get'],
+  ['/v1/conversations/{id}/attachments/{attachment}/thumbnail', 'get']]) {
   check(Boolean(openapi.paths?.[path]?.[method]), `openapi.json has ${method.toUpperCase()} ${path}`);
 }
 // Every component schema compiles as draft 2020-12 (the document's dialect), strictly.
