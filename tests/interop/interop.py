@@ -58,6 +58,27 @@ async def main():
         error = await recv(customer, "error")
         check(error["data"]["code"] == "invalid_json", "bad JSON is answered with invalid_json")
 
+        # The lifecycle: the agent resolves; the conversation is read, not written; it is listed.
+        await customer.send(json.dumps({"type": "conversation.resolve", "id": "x1", "data": {"conversationId": conversation}}))
+        refused = await recv(customer, "error")
+        check(refused["data"]["code"] == "forbidden" and refused["data"]["refId"] == "x1", "a customer does not resolve")
+        await agent.send(json.dumps({"type": "conversation.resolve", "id": "x2", "data": {"conversationId": conversation}}))
+        resolved = await recv(agent, "conversation.closed")
+        check(resolved["id"] == "x2" and resolved["data"]["reason"] == "resolved" and resolved["data"]["by"] == "agent-py",
+              "conversation.closed answers the resolve with its reason and closer")
+        closed = await recv(customer, "conversation.closed")
+        check(closed["data"]["reason"] == "resolved", "the customer hears why it ended")
+        late = {"type": "chat.send", "id": "s2", "data": {"conversationId": conversation, "clientMessageId": str(uuid.uuid4()), "text": "one more"}}
+        await customer.send(json.dumps(late))
+        error = await recv(customer, "error")
+        check(error["data"]["code"] == "conversation_closed", "a closed conversation is not written")
+        await customer.send(json.dumps({"type": "conversation.list", "id": "l1", "data": {"status": "closed", "limit": 5}}))
+        listed = await recv(customer, "conversation.listed")
+        first = listed["data"]["conversations"][0]
+        check(listed["id"] == "l1" and first["conversation"]["id"] == conversation, "conversation.list lists it")
+        check(first["lastMessage"]["text"] == "héllo 🐾" and listed["data"]["hasMore"] is False,
+              "with its last message and no more pages")
+
     # No token: the upgrade completes and the server closes with 4500.
     async with websockets.connect(URL, subprotocols=["petchat.v1"]) as anonymous:
         try:

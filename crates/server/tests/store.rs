@@ -8,13 +8,14 @@
 mod common;
 
 use common::{TestDatabase, TestStore};
+use petchat_protocol::ListScope;
 use petchat_protocol::{
     Attachment, AttachmentId, AttachmentIds, AttachmentName, AttachmentType, ClientMessageId, ConversationId,
     ConversationStatus, LastSeq, MessageId, MessageText, Participant, Role, Seq, Timestamp, User, UserId,
 };
 use petchat_server::store::{
-    Applied, AttachmentRecord, ConversationRecord, Feed, NewItem, Once, ReceiptKind, Retention, Store, StoreError,
-    Write,
+    Applied, AttachmentRecord, ConversationRecord, Feed, ListFilter, NewItem, Once, ReceiptKind, Retention, Store,
+    StoreError, SummaryRecord, Write,
 };
 
 fn at(ms: i64) -> Timestamp {
@@ -531,4 +532,101 @@ async fn read_marks_only_rise_stop_at_the_last_item_and_keep_unread_items() {
     assert_eq!((unread.read_seq.get(), unread.items.iter().map(|i| i.seq.get()).collect::<Vec<_>>()), (4, vec![5]));
     let nobody = Write::MarkRead { feed: Feed::User(UserId::new("nobody").expect("id")), up_to: Seq::FIRST };
     assert_eq!(outcome(&store.apply(&[nobody]).await.expect("answered")[0]), ("read unchanged", 0));
+}
+
+fn filter(scope: ListScope) -> ListFilter {
+    ListFilter { scope, status: None, query: None, after: None, limit: 20 }
+}
+
+fn listed(page: &[SummaryRecord]) -> Vec<String> {
+    page.iter().map(|s| s.conversation.id.to_string()).collect()
+}
+
+#[tokio::test]
+async fn a_users_conversations_list_newest_first_by_status_and_search_page_by_page_with_their_last_message() {
+    let database = TestDatabase::new().await;
+    let store = database.open().await;
+    let (ana, bob, agent) = (user("ana", Role::Customer), user("bob", Role::Customer), user("agent-1", Role::Agent));
+    let mut topical = create("c-topic", &ana, Some(&agent), 40);
+    if let Write::CreateConversation(rec) = &mut topical {
+        rec.topic = Some(petchat_protocol::Topic::new("Miso 100% stopped_eating").expect("topic"));
+    }
+    store
+        .apply(&[
+            create("c-1", &ana, Some(&agent), 10),
+            create("c-2", &ana, Some(&agent), 20),
+            create("c-3", &ana, None, 30),
+            topical,
+            create("c-bob", &bob, Some(&agent), 25),
+        ])
+        .await
+        .expect("created");
+    store.apply(&[append("c-2", &ana, 1, "first"), append("c-2", &agent, 2, "the last one")]).await.expect("sent");
+    store.apply(&[close("c-1", &ana), close("c-2", &agent)]).await.expect("closed");
+
+    let page = store.list_conversations(&ana, &filter(ListScope::Mine)).await.expect("read");
+    assert_eq!(listed(&page), ["c-topic", "c-3", "c-2", "c-1"], "newest first, every status, only ana's");
+    let last = page[2].last_message.as_ref().expect("c-2 has messages");
+    assert_eq!((last.seq.get(), last.text.as_str(), last.author.id.as_str()), (2, "the last one", "agent-1"));
+    assert!(page[1].last_message.is_none(), "c-3 has none");
+    let closed = &page[2].conversation.closed.as_ref().expect("c-2 is closed");
+    assert_eq!((closed.by.as_str(), closed.reason), ("agent-1", petchat_protocol::CloseReason::Closed));
+
+    let only_closed = ListFilter { status: Some(ConversationStatus::Closed), ..filter(ListScope::Mine) };
+    assert_eq!(listed(&store.list_conversations(&ana, &only_closed).await.expect("read")), ["c-2", "c-1"]);
+    // A page of limit holds limit + 1 rows: the caller tells that more follow.
+    let first = ListFilter { limit: 1, ..filter(ListScope::Mine) };
+    assert_eq!(listed(&store.list_conversations(&ana, &first).await.expect("read")), ["c-topic", "c-3"]);
+    let next = ListFilter { after: Some(conversation_id("c-3")), limit: 2, ..filter(ListScope::Mine) };
+    assert_eq!(listed(&store.list_conversations(&ana, &next).await.expect("read")), ["c-2", "c-1"]);
+
+    let search = |q: &str| ListFilter {
+        query: Some(petchat_protocol::SearchQuery::new(q).expect("query")),
+        ..filter(ListScope::Mine)
+    };
+    let handled = store.list_conversations(&agent, &search("BOB")).await.expect("read");
+    assert_eq!(listed(&handled), ["c-bob"], "an agent finds a customer by name, ignoring case");
+    // `%` and `_` are plain characters, not patterns.
+    assert_eq!(listed(&store.list_conversations(&ana, &search("100% stopped_")).await.expect("read")), ["c-topic"]);
+    assert!(store.list_conversations(&ana, &search("100%%")).await.expect("read").is_empty());
+    assert!(store.list_conversations(&ana, &search("m_so")).await.expect("read").is_empty());
+}
+
+#[tokio::test]
+async fn the_queue_lists_waiting_customers_in_serving_order_and_quiet_conversations_are_found() {
+    let database = TestDatabase::new().await;
+    let store = database.open().await;
+    let (ana, bob, cy, agent) = (
+        user("ana", Role::Customer),
+        user("bob", Role::Customer),
+        user("cy", Role::Customer),
+        user("agent-1", Role::Agent),
+    );
+    store
+        .apply(&[create("q-ana", &ana, None, 10), create("q-bob", &bob, None, 20), create("q-cy", &cy, None, 30)])
+        .await
+        .expect("created");
+    let away = Write::CustomerAway { conversation: conversation_id("q-bob"), since: Some(at(25)) };
+    assert_eq!(store.apply(&[away]).await.expect("marked"), [Applied::Done]);
+    let queue = store.list_conversations(&agent, &filter(ListScope::Queue)).await.expect("read");
+    assert_eq!(listed(&queue), ["q-ana", "q-cy"], "bob is away: not listed");
+    let back = Write::CustomerAway { conversation: conversation_id("q-bob"), since: None };
+    store.apply(&[back]).await.expect("marked");
+    let queue = store.list_conversations(&agent, &filter(ListScope::Queue)).await.expect("read");
+    assert_eq!(listed(&queue), ["q-ana", "q-bob", "q-cy"]);
+    let after = ListFilter { after: Some(conversation_id("q-bob")), ..filter(ListScope::Queue) };
+    assert_eq!(listed(&store.list_conversations(&agent, &after).await.expect("read")), ["q-cy"]);
+
+    // Quiet since `at(22)`: ana (opened at 10, no message) and bob (opened at 20), not cy (a message at 35).
+    let mut hello = append("q-cy", &cy, 1, "hello");
+    if let Write::Append { sent_at, .. } = &mut hello {
+        *sent_at = at(35);
+    }
+    store.apply(&[hello]).await.expect("sent");
+    let quiet = store.quiet_conversations(at(22)).await.expect("read");
+    assert_eq!(quiet.iter().map(ConversationId::as_str).collect::<Vec<_>>(), ["q-ana", "q-bob"]);
+    store.apply(&[close("q-ana", &ana)]).await.expect("closed");
+    let quiet = store.quiet_conversations(at(22)).await.expect("read");
+    assert_eq!(quiet.iter().map(ConversationId::as_str).collect::<Vec<_>>(), ["q-bob"], "closed ones are not quiet");
+    assert!(store.quiet_conversations(at(0)).await.expect("read").is_empty());
 }

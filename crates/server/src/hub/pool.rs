@@ -603,7 +603,7 @@ impl Pool {
 
     /// `conversation.transfer`: the assigned agent hands the conversation to
     /// another agent who can take it, or to the front of the queue (where it
-    /// is not offered back to it in the same step).
+    /// is never offered back to it: `declined_by`).
     fn transfer(
         &mut self,
         conn: ConnId,
