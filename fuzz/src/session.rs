@@ -602,6 +602,7 @@ impl Driver {
                     conversation_id: c.id(),
                     client_message_id: pool_key(*key),
                     text: MessageText::new("restored").expect("a valid text"),
+                    attachments: Default::default(),
                 });
                 self.session.restore_outbox(now, messages.collect::<Vec<_>>());
                 Ok(())
