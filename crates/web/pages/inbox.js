@@ -56,7 +56,7 @@ const state = {
   /** id -> conversation as the page holds it (see `conversation`). */
   conversations: new Map(),
   queue: [],
-  past: { query: "", items: [], hasMore: false, loading: false },
+  past: { query: "", items: [], hasMore: false, request: null },
   /** customer id -> the summaries of its conversations with this agent. */
   history: new Map(),
   /** agent id -> name, from transfers: the transfer form offers them. */
@@ -125,7 +125,8 @@ function onEvent(event) {
       client.setAvailable(state.wantAvailable);
       // The client joins these by itself; their conversation.joined fills them in.
       for (const summary of d.conversations) conversation(summary.id).mine = true;
-      if (!state.past.query) showPast(d.pastConversations ?? [], false, true);
+      // The ten most recent; "More" pages on from the last of them.
+      if (!state.past.query) showPast(d.pastConversations ?? [], false, (d.pastConversations ?? []).length >= 10);
       refreshQueue();
       return render();
     }
@@ -214,7 +215,7 @@ function onEvent(event) {
       if (c.id === state.current) hidePanels();
       refreshQueue();
       if (c.info?.customer) state.history.delete(c.info.customer.id);
-      if (!state.past.query) searchPast("", false);
+      refreshPastSoon();
       return render();
     }
     case "conversation.listed": return;
@@ -339,11 +340,18 @@ function searchPast(query, more) {
   const data = { status: "closed", limit: PAGE };
   if (query) data.query = query;
   if (more && state.past.items.length) data.after = state.past.items[state.past.items.length - 1].conversation.id;
-  state.past.loading = true;
-  request("conversation.list", data, {
-    reply: (d) => { state.past.loading = false; state.past.query = query; showPast(d.conversations, more, d.hasMore); },
-    error: (e) => { state.past.loading = false; showError(`Search: ${e.message}`); },
+  // Only the latest request's answer counts: an older one may come after it.
+  const id = request("conversation.list", data, {
+    reply: (d) => { if (state.past.request === id) { state.past.query = query; showPast(d.conversations, more, d.hasMore); } },
+    error: (e) => { if (state.past.request === id) showError(`Search: ${e.message}`); },
   });
+  state.past.request = id;
+}
+/** After closes, the recent past conversations once, a second later (closes come in bursts). */
+let pastTimer = null;
+function refreshPastSoon() {
+  if (state.past.query || pastTimer) return;
+  pastTimer = setTimeout(() => { pastTimer = null; if (!state.past.query) searchPast("", false); }, 1000);
 }
 function showPast(items, more, hasMore) {
   state.past.items = more ? [...state.past.items, ...items] : items;
@@ -438,7 +446,7 @@ function fillRows(list, rows) {
     const inner = li.firstElementChild;
     if (row.onOpen) inner.onclick = row.onOpen;
     if (inner.tagName === "BUTTON") inner.setAttribute("aria-current", String(row.summary.current));
-    inner.replaceChildren(...rowContent(row.summary));
+    inner.replaceChildren(...rowContent(row.summary).filter(Boolean));
     return li;
   });
   const same = items.length === list.children.length && items.every((li, i) => list.children[i] === li);
@@ -565,7 +573,7 @@ function renderContext() {
     ["Opened", new Date(info.createdAt).toLocaleString()], ["Status", status],
   ];
   if (c.waitingSince && !c.closed) facts.push(["Waiting for an answer", since(c.waitingSince)]);
-  $("context-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
+  $("context-facts").replaceChildren(...facts.map(([k, v]) => el("div", {}, el("dt", { text: k }), el("dd", { text: v }))));
   const customerId = info.customer.id;
   const known = state.history.get(customerId);
   if (known) fillRows($("context-history"), known.filter((s) => s.conversation.id !== c.id).map((s) => ({ id: s.conversation.id, summary: { ...rowOfSummary(s, "past"), name: s.conversation.topic ?? "No topic", topic: null }, onOpen: () => openPast(s) })));
@@ -813,7 +821,7 @@ function renderNotify() {
   const button = $("notify");
   button.setAttribute("aria-pressed", String(notifyOn));
   button.textContent = p === "unsupported" ? "Desktop notifications: not supported"
-    : p === "denied" ? "Desktop notifications: blocked in the browser"
+    : p === "denied" ? "Desktop notifications: blocked"
       : `Desktop notifications: ${notifyOn ? "on" : "off"}`;
   button.disabled = p === "unsupported" || p === "denied";
 }
