@@ -341,8 +341,9 @@ function searchPast(query, more) {
   if (query) data.query = query;
   if (more && state.past.items.length) data.after = state.past.items[state.past.items.length - 1].conversation.id;
   // Only the latest request's answer counts: an older one may come after it.
+  state.past.query = query;
   const id = request("conversation.list", data, {
-    reply: (d) => { if (state.past.request === id) { state.past.query = query; showPast(d.conversations, more, d.hasMore); } },
+    reply: (d) => { if (state.past.request === id) showPast(d.conversations, more, d.hasMore); },
     error: (e) => { if (state.past.request === id) showError(`Search: ${e.message}`); },
   });
   state.past.request = id;
