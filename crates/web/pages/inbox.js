@@ -1,23 +1,15 @@
 // The agent inbox (/agent) on the petchat browser client: the agent's
 // conversations, the queue and past conversations; one conversation with its
-// customer's context; close, resolve and transfer; canned replies; desktop
-// notifications; attachments. Plain JavaScript: the client
-// (pkg/petchat_web.js) does the protocol work, live.js the dashboard and bell.
+// customer's context; close, resolve and transfer; the composer. Plain
+// JavaScript: the client (pkg/petchat_web.js) does the protocol work, live.js
+// the dashboard and bell, canned.js the canned replies, files.js the
+// attachments, alerts.js the notifications and sound.
 import init, { connect } from "/pkg/petchat_web.js";
 import { live } from "/live.js";
-
-const $ = (id) => document.getElementById(id);
-const el = (tag, props = {}, ...children) => {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(props)) {
-    if (key === "class") node.className = value;
-    else if (key === "text") node.textContent = value;
-    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-    else if (value !== undefined && value !== null && value !== false) node.setAttribute(key, value === true ? "" : value);
-  }
-  node.append(...children.filter((c) => c !== null && c !== undefined && c !== false));
-  return node;
-};
+import { $, el } from "/dom.js";
+import { cannedReplies } from "/canned.js";
+import { upload, attachmentView } from "/files.js";
+import { alerts } from "/alerts.js";
 
 /** How often the queue is asked for at the least, and the wait times redrawn. */
 const QUEUE_REFRESH_MS = 15_000;
@@ -61,7 +53,6 @@ const state = {
   history: new Map(),
   /** agent id -> name, from transfers: the transfer form offers them. */
   agents: new Map(),
-  canned: [],
 };
 
 function conversation(id) {
@@ -93,13 +84,16 @@ function request(type, data, { reply, error } = {}) {
 }
 
 await init();
+// Set once the client exists; connect() may hand on its first events before.
+let onLive = () => {};
+let alertAgent = () => {};
 const client = connect({
   url: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/v1/ws/chat`,
   getToken, onEvent, storageKey: `petchat.outbox.agent.${userId}`,
 });
 window.petchat = client; // for the console and the tests
-const onLive = live(client, "agent", null);
-loadCanned();
+onLive = live(client, "agent", null);
+alertAgent = alerts({ button: $("notify"), sound: $("sound"), onOpen: (id) => state.conversations.has(id) && select(id, { show: true }) });
 
 // Messages typed offline before a reload are still in the outbox: show them as pending.
 for (const m of client.outbox()) {
@@ -533,7 +527,7 @@ function messageItem(c, key, m) {
   if (m.system) return el("li", { class: "event", "data-key": key, text: m.text });
   const li = el("li", { class: `${m.mine ? "mine" : ""} ${m.pending ? "pending" : ""}`, "data-key": key });
   li.append(el("span", { class: "author", text: m.mine ? "You" : m.from?.name ?? "" }), document.createTextNode(m.text));
-  if (m.attachments?.length) li.append(el("div", { class: "attachments" }, ...m.attachments.map((a) => attachmentView(c.id, a))));
+  if (m.attachments?.length) li.append(el("div", { class: "attachments" }, ...m.attachments.map((a) => attachmentView(c.id, a, { bearer, onError: showError }))));
   if (m.mine) {
     const read = m.seq && c.receipts.read >= m.seq;
     const delivered = m.seq && c.receipts.delivered >= m.seq;
@@ -636,70 +630,6 @@ function renderKnownAgents() {
   $("known-agents").replaceChildren(...[...state.agents].filter(([id]) => id !== state.me?.id).map(([id, name]) => el("option", { value: id, text: name })));
 }
 
-// ----- canned replies ------------------------------------------------------------------
-/** Loads the operator's replies (crates/web/pages/canned-replies.json, beside the pages). */
-async function loadCanned() {
-  try {
-    const response = await fetch("/canned-replies.json", { cache: "no-cache" });
-    if (!response.ok) return;
-    const body = await response.json();
-    state.canned = (Array.isArray(body.replies) ? body.replies : [])
-      .filter((r) => typeof r.shortcut === "string" && /^[\w-]{1,32}$/.test(r.shortcut) && typeof r.text === "string" && r.text.length <= 4000)
-      .slice(0, 200)
-      .map((r) => ({ shortcut: r.shortcut, title: typeof r.title === "string" ? r.title : r.shortcut, text: r.text }));
-  } catch (e) {
-    console.warn("canned replies", e);
-  }
-}
-const canned = { open: false, matches: [], active: 0, start: 0 };
-function cannedToken() {
-  const text = $("text");
-  const before = text.value.slice(0, text.selectionStart);
-  const m = before.match(/(^|\s)\/([\w-]*)$/);
-  return m ? { word: m[2].toLowerCase(), start: before.length - m[2].length - 1 } : null;
-}
-function updateCanned() {
-  const token = cannedToken();
-  const matches = token ? state.canned.filter((r) => r.shortcut.toLowerCase().startsWith(token.word) || r.title.toLowerCase().includes(token.word)) : [];
-  matches.sort((a, b) => Number(b.shortcut.toLowerCase() === token?.word) - Number(a.shortcut.toLowerCase() === token?.word));
-  if (!token || matches.length === 0) return closeCanned();
-  Object.assign(canned, { open: true, matches, start: token.start, active: Math.min(canned.active, matches.length - 1) });
-  renderCanned();
-}
-function renderCanned() {
-  const list = $("canned");
-  list.hidden = !canned.open;
-  list.replaceChildren(...canned.matches.map((r, i) => el("li", {
-    role: "option", id: `canned-${i}`, "aria-selected": String(i === canned.active), class: "canned-option",
-    onmousedown: (e) => { e.preventDefault(); canned.active = i; applyCanned(); },
-  }, el("strong", { text: `/${r.shortcut}` }), ` ${r.title}: `, el("span", { class: "canned-text", text: expand(r.text) }))));
-  if (canned.open) $("text").setAttribute("aria-activedescendant", `canned-${canned.active}`);
-  else $("text").removeAttribute("aria-activedescendant");
-  list.children[canned.active]?.scrollIntoView({ block: "nearest" });
-}
-function closeCanned() {
-  canned.open = false;
-  canned.active = 0;
-  renderCanned();
-}
-function expand(text) {
-  const c = state.current && state.conversations.get(state.current);
-  const values = { customer: c ? nameOf(c) : "there", agent: state.me?.name ?? "your agent", order: c?.info?.orderId ?? "your order", pet: c?.info?.petId ?? "your pet" };
-  return text.replace(/\{(customer|agent|order|pet)\}/g, (_, key) => values[key]);
-}
-function applyCanned() {
-  const reply = canned.matches[canned.active];
-  if (!reply) return;
-  const text = $("text");
-  const end = text.selectionStart;
-  const expanded = expand(reply.text);
-  text.value = text.value.slice(0, canned.start) + expanded + text.value.slice(end);
-  const caret = canned.start + expanded.length;
-  text.setSelectionRange(caret, caret);
-  closeCanned();
-  text.focus();
-}
-
 // ----- the composer and attachments ----------------------------------------------------------
 const files = [];          // {name, contentType, size, id?, error?, status}
 const sentFiles = new Map(); // clientMessageId -> attachment metadata, to show one's own files
@@ -719,18 +649,13 @@ $("attach-input").addEventListener("change", async (e) => {
     const entry = { name: file.name, contentType: file.type, size: file.size, status: "uploading…" };
     files.push(entry);
     renderFiles();
-    upload(conversationId, file, entry);
+    uploadInto(conversationId, file, entry);
   }
   e.target.value = "";
 });
-async function upload(conversationId, file, entry) {
-  const refusals = { 401: "not signed in", 403: "not your conversation", 404: "conversation not found", 409: "the conversation has ended", 413: "too big", 415: "only photos and PDFs" };
+async function uploadInto(conversationId, file, entry) {
   try {
-    const response = await fetch(`/v1/conversations/${encodeURIComponent(conversationId)}/attachments?name=${encodeURIComponent(file.name)}`, {
-      method: "POST", body: file, headers: { Authorization: await bearer(), "Content-Type": file.type || "application/octet-stream" },
-    });
-    if (response.status !== 201) throw new Error(refusals[response.status] ?? `upload failed (${response.status})`);
-    Object.assign(entry, await response.json(), { status: "ready" });
+    Object.assign(entry, await upload(conversationId, file, bearer), { status: "ready" });
   } catch (e) {
     entry.status = `not uploaded: ${e.message}`;
     entry.error = true;
@@ -738,53 +663,16 @@ async function upload(conversationId, file, entry) {
   renderFiles();
 }
 
-/** A file of a message: a thumbnail for a photo, a button for a PDF; both open the file. */
-function attachmentView(conversationId, a) {
-  const base = `/v1/conversations/${encodeURIComponent(conversationId)}/attachments/${encodeURIComponent(a.id)}`;
-  const open = async () => { try { window.open(await blobUrl(base), "_blank", "noopener"); } catch (e) { showError(`Could not open ${a.name}: ${e.message}`); } };
-  if (a.contentType?.startsWith("image/")) {
-    const img = el("img", { alt: a.name, width: a.width && a.height ? Math.round(120 * Math.min(1, a.width / a.height)) : 120, height: 90 });
-    blobUrl(`${base}/thumbnail`).then((url) => { img.src = url; }, () => { img.alt = `${a.name} (unavailable)`; });
-    return el("button", { type: "button", class: "thumb", "aria-label": `Open photo ${a.name}`, onclick: open }, img);
-  }
-  return el("button", { type: "button", class: "file", onclick: open, text: `📄 ${a.name} (${Math.ceil(a.size / 1024)} KB)` });
-}
-/** Files fetched with the Bearer header, kept as blob URLs (the last 200). */
-const blobs = new Map();
-function blobUrl(url) {
-  if (!blobs.has(url)) {
-    const promise = (async () => {
-      const response = await fetch(url, { headers: { Authorization: await bearer() } });
-      if (!response.ok) throw new Error(`${response.status}`);
-      return URL.createObjectURL(await response.blob());
-    })();
-    promise.catch(() => blobs.delete(url));
-    blobs.set(url, promise);
-    while (blobs.size > 200) {
-      const [oldest, p] = blobs.entries().next().value;
-      blobs.delete(oldest);
-      p.then(URL.revokeObjectURL, () => {});
-    }
-  }
-  return blobs.get(url);
-}
-
 const text = $("text");
-text.addEventListener("input", () => {
-  updateCanned();
-  if (state.current && text.value) client.typing(state.current);
+// First: the keys the canned list takes go no further.
+cannedReplies(text, $("canned"), () => {
+  const c = state.current && state.conversations.get(state.current);
+  return { customer: c ? nameOf(c) : "there", agent: state.me?.name ?? "your agent", order: c?.info?.orderId ?? "your order", pet: c?.info?.petId ?? "your pet" };
 });
+text.addEventListener("input", () => { if (state.current && text.value) client.typing(state.current); });
 text.addEventListener("keydown", (e) => {
-  if (canned.open) {
-    const n = canned.matches.length;
-    if (e.key === "ArrowDown") { e.preventDefault(); canned.active = (canned.active + 1) % n; return renderCanned(); }
-    if (e.key === "ArrowUp") { e.preventDefault(); canned.active = (canned.active - 1 + n) % n; return renderCanned(); }
-    if (e.key === "Enter" || (e.key === "Tab" && !e.shiftKey)) { e.preventDefault(); return applyCanned(); }
-    if (e.key === "Escape") { e.preventDefault(); return closeCanned(); }
-  }
   if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); $("composer").requestSubmit(); }
 });
-text.addEventListener("blur", () => setTimeout(closeCanned, 150));
 $("composer").addEventListener("submit", (e) => {
   e.preventDefault();
   const body = text.value.trim();
@@ -807,69 +695,13 @@ $("composer").addEventListener("submit", (e) => {
   }
 });
 
-// ----- availability, notifications, sound -------------------------------------------------------
+// ----- availability, announcements -------------------------------------------------------
 $("available").addEventListener("change", (e) => {
   state.wantAvailable = e.target.checked;
   sessionStorage.setItem("petchat.inbox.available", String(state.wantAvailable));
   client.setAvailable(state.wantAvailable);
 });
 
-const notifyKey = "petchat.inbox.notify";
-const permission = () => ("Notification" in window ? Notification.permission : "unsupported");
-let notifyOn = permission() === "granted" && localStorage.getItem(notifyKey) !== "off";
-function renderNotify() {
-  const p = permission();
-  const button = $("notify");
-  button.setAttribute("aria-pressed", String(notifyOn));
-  button.textContent = p === "unsupported" ? "Desktop notifications: not supported"
-    : p === "denied" ? "Desktop notifications: blocked"
-      : `Desktop notifications: ${notifyOn ? "on" : "off"}`;
-  button.disabled = p === "unsupported" || p === "denied";
-}
-// Permission is asked only from this button, never on load.
-$("notify").addEventListener("click", async () => {
-  if (permission() === "default") notifyOn = (await Notification.requestPermission()) === "granted";
-  else notifyOn = permission() === "granted" && !notifyOn;
-  localStorage.setItem(notifyKey, notifyOn ? "on" : "off");
-  renderNotify();
-});
-renderNotify();
-
-$("sound").checked = localStorage.getItem("petchat.inbox.sound") === "on";
-let audio = null;
-$("sound").addEventListener("change", (e) => {
-  localStorage.setItem("petchat.inbox.sound", e.target.checked ? "on" : "off");
-  // Created from the click, so that the browser lets it play later.
-  if (e.target.checked) { audio ??= new AudioContext(); beep(); }
-});
-function beep() {
-  try {
-    audio ??= new AudioContext();
-    const osc = audio.createOscillator();
-    const gain = audio.createGain();
-    osc.frequency.value = 880;
-    gain.gain.setValueAtTime(0.15, audio.currentTime);
-    gain.gain.exponentialRampToValueAtTime(0.001, audio.currentTime + 0.3);
-    osc.connect(gain).connect(audio.destination);
-    osc.start();
-    osc.stop(audio.currentTime + 0.3);
-  } catch {
-    // No audio output: the desktop notification still tells.
-  }
-}
-
-/** A new assignment or message while the tab is hidden: a sound and a desktop notification. */
-function alertAgent(title, body, conversationId) {
-  if (document.visibilityState !== "hidden") return;
-  if ($("sound").checked) beep();
-  if (!notifyOn || permission() !== "granted") return;
-  try {
-    const note = new Notification(title, { body: body.slice(0, 200), tag: conversationId });
-    note.onclick = () => { window.focus(); select(conversationId, { show: true }); note.close?.(); };
-  } catch (e) {
-    console.warn("notification", e);
-  }
-}
 function announce(text) { $("announce").textContent = text; }
 
 // ----- connection state, typing, keyboard ---------------------------------------------------------
