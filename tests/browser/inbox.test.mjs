@@ -3,7 +3,7 @@
 // tests do not depend on the customer page): the lists, the queue, canned
 // replies, close and resolve, a transfer between two agents, the
 // customer-away rule, desktop notifications, the search of past
-// conversations, the phone layout, the axe audit and screenshots.
+// conversations, attachments, the phone layout, the axe audit and screenshots.
 // Run by scripts/browser.sh, which builds the package and sets PETCHAT_SERVER.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -24,6 +24,7 @@ class Customer {
     const token = await (await fetch(`http://127.0.0.1:${server.port}/dev/token?role=customer&sub=${sub}`)).text();
     const ws = new WebSocket(`ws://127.0.0.1:${server.port}/v1/ws/chat`, ['petchat.v1', `bearer.${token}`]);
     const customer = new Customer(ws, sub);
+    customer.token = token;
     await customer.next((m) => m.type === 'session.ready');
     return customer;
   }
@@ -93,9 +94,9 @@ async function browser({ permissions = [] } = {}) {
  * An inbox page, signed in and available. `host` picks the origin: each
  * origin has its own storage, so 127.0.0.1 and localhost are two agents.
  */
-async function inbox(context, server, name, host = '127.0.0.1') {
+async function inbox(context, server, name, host = '127.0.0.1', expected = undefined) {
   const page = await context.newPage();
-  const console = watchConsole(page, name);
+  const console = watchConsole(page, name, expected);
   await page.goto(`http://${host}:${server.port}/agent`);
   await page.waitForFunction(() => document.getElementById('available').checked);
   await page.locator('#status', { hasText: 'Signed in as' }).waitFor();
@@ -474,6 +475,69 @@ test('on a phone the list and the conversation are two views, with a back button
     await list.waitFor();
     assert.equal(await page.locator('#conversation').isHidden(), true);
     assert.equal(await page.evaluate(() => document.activeElement.closest('li')?.textContent.includes('A topic long enough')), true, 'focus returns to the row');
+    console.assertNone();
+  } finally {
+    await customer?.close();
+    await context.close();
+    await server.kill();
+  }
+});
+
+test('attachments: a photo from the customer shows as a thumbnail, the agent sends a PDF, a refused file says why', { timeout: 90_000 }, async (t) => {
+  const server = new Server(await freePort());
+  await server.start();
+  const context = await browser();
+  let customer;
+  try {
+    // Attachments come with the server of branch att; before it is merged the server has none.
+    const openapi = await (await fetch(`http://127.0.0.1:${server.port}/openapi.json`)).text();
+    if (!openapi.includes('/attachments')) return t.skip('this server has no attachment endpoints yet');
+    const { page, console } = await inbox(context, server, 'agent', '127.0.0.1', /WebSocket connection|status of 415/);
+    customer = await Customer.connect(server, 'cust-rash');
+    await customer.open({ topic: 'A rash on Miso' });
+    await customer.next((m) => m.type === 'agent.assigned');
+    await row(page, 'conversations', 'Customer rash').waitFor();
+
+    // The customer uploads a photo (made by the page's canvas) and sends it.
+    const png = Buffer.from(await page.evaluate(() => {
+      const canvas = Object.assign(document.createElement('canvas'), { width: 64, height: 48 });
+      const g = canvas.getContext('2d');
+      g.fillStyle = '#c85a00';
+      g.fillRect(0, 0, 64, 48);
+      return canvas.toDataURL('image/png').split(',')[1];
+    }), 'base64');
+    const uploaded = await fetch(`http://127.0.0.1:${server.port}/v1/conversations/${customer.conversationId}/attachments?name=rash.png`, {
+      method: 'POST', body: png, headers: { Authorization: `Bearer ${customer.token}` },
+    });
+    assert.equal(uploaded.status, 201, await uploaded.clone().text());
+    const photo = await uploaded.json();
+    const clientMessageId = randomUUID();
+    customer.send('chat.send', { conversationId: customer.conversationId, clientMessageId, text: '📷 rash.png', attachments: [photo.id] });
+    await customer.next((m) => m.type === 'chat.ack' && m.data.clientMessageId === clientMessageId, 'the ack');
+    const thumb = page.locator('#messages li button.thumb img[alt="rash.png"]');
+    await page.waitForFunction(() => document.querySelector('#messages li button.thumb img')?.src.startsWith('blob:'));
+    assert.equal(await thumb.evaluate((img) => img.complete && img.naturalWidth > 0), true, 'the thumbnail is a picture');
+    await page.getByRole('button', { name: 'Open photo rash.png' }).waitFor();
+
+    // A file that is neither a photo nor a PDF is refused, and the page says why.
+    await page.locator('#attach-input').setInputFiles({ name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('just text') });
+    await page.locator('#pending-files li', { hasText: 'notes.txt (not uploaded: only photos' }).waitFor();
+    await page.getByRole('button', { name: 'Remove notes.txt' }).click();
+    await page.locator('#pending-files').waitFor({ state: 'hidden' });
+
+    // The agent attaches a PDF and sends it with a caption.
+    const pdf = Buffer.from('%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n2 0 obj << /Type /Pages /Kids [] /Count 0 >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n');
+    await page.locator('#attach-input').setInputFiles({ name: 'receipt.pdf', mimeType: 'application/pdf', buffer: pdf });
+    await page.locator('#pending-files li', { hasText: 'receipt.pdf (ready)' }).waitFor();
+    await page.getByLabel('Your answer').fill('Here is your receipt');
+    await page.getByLabel('Your answer').press('Enter');
+    const message = await customer.next((m) => m.type === 'chat.message' && m.data.attachments, "the agent's file");
+    assert.equal(message.data.text, 'Here is your receipt');
+    assert.equal(message.data.attachments.length, 1);
+    assert.equal(message.data.attachments[0].name, 'receipt.pdf');
+    assert.equal(message.data.attachments[0].contentType, 'application/pdf');
+    await page.locator('#messages li.mine button.file', { hasText: 'receipt.pdf' }).waitFor();
+    await audit(page, 'a conversation with attachments');
     console.assertNone();
   } finally {
     await customer?.close();

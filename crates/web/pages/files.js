@@ -4,8 +4,11 @@
 // shown from blob URLs.
 import { el } from "/dom.js";
 
-/** What each refusal of an upload means to the agent. */
-const REFUSALS = { 401: "not signed in", 403: "not your conversation", 404: "conversation not found", 409: "the conversation has ended", 413: "too big", 415: "only photos and PDFs" };
+/** What each refusal of an upload means to the agent (the body's `message` says more). */
+const REFUSALS = {
+  401: "not signed in", 403: "not your conversation", 404: "conversation not found", 409: "the conversation has ended or holds too many files",
+  413: "too big", 415: "only photos (JPEG, PNG, WebP, GIF) and PDFs", 429: "too many uploads at once, try again",
+};
 /** Blob URLs kept at most; older ones are revoked. */
 const MAX_BLOBS = 200;
 
@@ -14,8 +17,10 @@ export async function upload(conversationId, file, bearer) {
   const response = await fetch(`/v1/conversations/${encodeURIComponent(conversationId)}/attachments?name=${encodeURIComponent(file.name)}`, {
     method: "POST", body: file, headers: { Authorization: await bearer(), "Content-Type": file.type || "application/octet-stream" },
   });
-  if (response.status !== 201) throw new Error(REFUSALS[response.status] ?? `upload failed (${response.status})`);
-  return response.json();
+  if (response.status === 201) return response.json();
+  const body = await response.json().catch(() => ({}));
+  const why = response.status === 409 && body.code === "conversation_closed" ? "the conversation has ended" : REFUSALS[response.status];
+  throw new Error(`${why ?? `upload failed (${response.status})`}${body.message ? `: ${body.message}` : ""}`);
 }
 
 /** A file of a message: a thumbnail for a photo, a button for a PDF; both open the file. */
@@ -25,7 +30,9 @@ export function attachmentView(conversationId, a, { bearer, onError }) {
     try { window.open(await blobUrl(base, bearer), "_blank", "noopener"); } catch (e) { onError(`Could not open ${a.name}: ${e.message}`); }
   };
   if (a.contentType?.startsWith("image/")) {
-    const img = el("img", { alt: a.name, width: a.width && a.height ? Math.round(120 * Math.min(1, a.width / a.height)) : 120, height: 90 });
+    // The thumbnail's space is kept from the picture's size (same aspect ratio).
+    const width = a.width && a.height ? Math.max(40, Math.min(200, Math.round((90 * a.width) / a.height))) : 120;
+    const img = el("img", { alt: a.name, width, height: 90 });
     blobUrl(`${base}/thumbnail`, bearer).then((url) => { img.src = url; }, () => { img.alt = `${a.name} (unavailable)`; });
     return el("button", { type: "button", class: "thumb", "aria-label": `Open photo ${a.name}`, onclick: open }, img);
   }

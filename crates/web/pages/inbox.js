@@ -683,7 +683,7 @@ $("composer").addEventListener("submit", (e) => {
     if (ready.length) {
       const clientMessageId = crypto.randomUUID();
       sentFiles.set(clientMessageId, ready.map(({ id, name, contentType, size, width, height }) => ({ id, name, contentType, size, width, height })));
-      client.sendMessage({ type: "chat.send", data: { conversationId: state.current, clientMessageId, text: body || ready.map((f) => f.name).join(", "), attachments: ready.map((f) => f.id) } });
+      client.sendMessage({ type: "chat.send", data: { conversationId: state.current, clientMessageId, text: body || ready.map((f) => `${f.contentType?.startsWith("image/") ? "📷" : "📄"} ${f.name}`).join(", "), attachments: ready.map((f) => f.id) } });
     } else {
       client.send(state.current, body);
     }
