@@ -104,6 +104,16 @@ async function inbox(context, server, name, host = '127.0.0.1', expected = undef
   return { page, console, agentId };
 }
 
+/** Waits until the past list has `n` rows; a timeout says what it showed instead. */
+async function pastRows(page, n) {
+  try {
+    await page.waitForFunction((n) => document.querySelectorAll('#past li').length === n, n, { timeout: TIMEOUT });
+  } catch (e) {
+    const seen = await page.evaluate(() => ({ rows: document.querySelectorAll('#past li').length, error: document.getElementById('action-error').textContent }));
+    throw new Error(`the past list: ${n} rows expected, ${seen.rows} shown (error line: "${seen.error}")`, { cause: e });
+  }
+}
+
 const row = (page, list, text) => page.locator(`#${list} li`, { hasText: text });
 
 test('the inbox lists conversations with their facts and unread counts, the queue, and sends a canned reply', { timeout: 120_000 }, async () => {
@@ -419,13 +429,13 @@ test('past conversations are searchable by customer, page by page, and open read
     };
     await search('zoe');
     await row(page, 'past', 'Customer zoe').waitFor();
-    await page.waitForFunction(() => document.querySelectorAll('#past li').length === 1);
+    await pastRows(page, 1);
 
     await search('pager');
-    await page.waitForFunction(() => document.querySelectorAll('#past li').length === 20);
+    await pastRows(page, 20);
     const more = page.getByRole('button', { name: 'More past conversations' });
     await more.click();
-    await page.waitForFunction(() => document.querySelectorAll('#past li').length === 22);
+    await pastRows(page, 22);
     await more.waitFor({ state: 'hidden' });
     const names = await page.locator('#past li .row-name').allTextContents();
     assert.equal(new Set(names).size, 22, 'each once');

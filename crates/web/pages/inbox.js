@@ -69,9 +69,9 @@ const nameOf = (c) => c.info?.customer?.name ?? "Customer";
 // ----- requests with ids: their replies and errors come back with the same id ----------
 let requestSeq = 0;
 const pending = new Map();
-function request(type, data, { reply, error } = {}) {
+function request(type, data, { reply, error } = {}, retries = 0) {
   const id = `${type}-${++requestSeq}`;
-  pending.set(id, { reply, error });
+  pending.set(id, { reply, error, resend: () => request(type, data, { reply, error }, retries + 1), retries });
   // Requests without a reply of their own (close, transfer) leave their entry: keep a bounded few.
   while (pending.size > 100) pending.delete(pending.keys().next().value);
   try {
@@ -223,6 +223,8 @@ function onEvent(event) {
       const waiting = d.refId && pending.get(d.refId);
       if (waiting) {
         pending.delete(d.refId);
+        // Over the connection's rate (a burst of assignments costs joins): again once allowed.
+        if (d.code === "rate_limited" && waiting.retries < 3) return void setTimeout(waiting.resend, d.retryAfterMs ?? 1000);
         if (waiting.error) return waiting.error(d);
       }
       showError(`${d.code}: ${d.message}`);
@@ -336,11 +338,12 @@ function searchPast(query, more) {
   if (more && state.past.items.length) data.after = state.past.items[state.past.items.length - 1].conversation.id;
   // Only the latest request's answer counts: an older one may come after it.
   state.past.query = query;
-  const id = request("conversation.list", data, {
-    reply: (d) => { if (state.past.request === id) showPast(d.conversations, more, d.hasMore); },
-    error: (e) => { if (state.past.request === id) showError(`Search: ${e.message}`); },
+  const search = {};
+  state.past.request = search;
+  request("conversation.list", data, {
+    reply: (d) => { if (state.past.request === search) showPast(d.conversations, more, d.hasMore); },
+    error: (e) => { if (state.past.request === search) showError(`Search: ${e.message}`); },
   });
-  state.past.request = id;
 }
 /** After closes, the recent past conversations once, a second later (closes come in bursts). */
 let pastTimer = null;
