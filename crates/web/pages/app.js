@@ -1,9 +1,10 @@
-// The customer page and the agent console, on the petchat browser client.
-// Plain JavaScript: the client (pkg/petchat_web.js) does the protocol work.
+// The customer page (index.html) on the petchat browser client; the agent
+// inbox is inbox.js. Plain JavaScript: the client (pkg/petchat_web.js) does
+// the protocol work.
 import init, { connect } from "/pkg/petchat_web.js";
 import { live, orderOfPage } from "/live.js";
 
-const role = document.body.dataset.role;
+const role = "customer";
 const $ = (id) => document.getElementById(id);
 const ui = { banner: $("banner"), status: $("status"), messages: $("messages"), typing: $("typing"), text: $("text"), form: $("composer") };
 
@@ -13,7 +14,7 @@ const userId = localStorage.getItem(userKey) || `${role}-${Math.random().toStrin
 localStorage.setItem(userKey, userId);
 // The order the customer page is about (`?order=1234`): its token grants the
 // order's topic, as a shop's backend grants a customer its own orders.
-const order = role === "customer" ? orderOfPage() : null;
+const order = orderOfPage();
 async function getToken() {
   // A failed fetch throws: the client then retries with backoff. No token (not --dev): null stops it.
   const topics = order ? `&topics=${encodeURIComponent(`orders:${order}`)}` : "";
@@ -37,7 +38,7 @@ function conversation(id) {
 }
 
 await init();
-// One outbox per signed-in user: the customer page and the agent console share localStorage.
+// One outbox per signed-in user: the customer page and the agent inbox share localStorage.
 const storageKey = `petchat.outbox.${role}.${userId}`;
 let onLive = null;
 const client = connect({ url: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/v1/ws/chat`, getToken, onEvent, storageKey });
@@ -59,12 +60,10 @@ function onEvent(event) {
     case "session.ready":
       state.me = d.user;
       state.names.set(d.user.id, d.user.name);
-      ui.status.textContent = role === "agent" ? `Signed in as ${d.user.name}: waiting for conversations` : "Finding an agent…";
-      if (role === "customer" && d.conversations.length === 0) client.open(null, order);
+      ui.status.textContent = "Finding an agent…";
+      if (d.conversations.length === 0) client.open(null, order);
       for (const c of d.conversations) conversation(c.id);
-      if (role === "customer" && d.conversations[0]) select(d.conversations[0].id);
-      if (role === "agent") { $("available").checked = true; client.setAvailable(true); }
-      renderList();
+      if (d.conversations[0]) select(d.conversations[0].id);
       return;
     case "conversation.opened":
     case "conversation.joined": {
@@ -72,20 +71,17 @@ function onEvent(event) {
       c.title = d.conversation.topic || d.conversation.customer.name;
       state.names.set(d.conversation.customer.id, d.conversation.customer.name);
       if (d.conversation.agent) state.names.set(d.conversation.agent.id, d.conversation.agent.name);
-      if (!state.current || role === "customer") select(c.id);
-      if (d.conversation.status === "active" && role === "customer") ui.status.textContent = `You're chatting with ${d.conversation.agent.name}`;
-      if (role === "agent" && c.id === state.current) ui.status.textContent = `Chatting with ${d.conversation.customer.name}`;
+      select(c.id);
+      if (d.conversation.status === "active") ui.status.textContent = `You're chatting with ${d.conversation.agent.name}`;
       if (d.conversation.status === "closed") ui.status.textContent = "This conversation is closed";
-      renderList();
       return;
     }
     case "conversation.queued":
-      if (role === "customer") ui.status.textContent = `Waiting for an agent, position ${d.position}`;
+      ui.status.textContent = `Waiting for an agent, position ${d.position}`;
       return;
     case "agent.assigned":
       state.names.set(d.agent.id, d.agent.name);
-      if (role === "customer") ui.status.textContent = `You're chatting with ${d.agent.name}`;
-      else { conversation(d.conversationId); client.join(d.conversationId); if (!state.current) select(d.conversationId); renderList(); }
+      ui.status.textContent = `You're chatting with ${d.agent.name}`;
       return;
     case "chat.message": {
       const c = conversation(d.conversationId);
@@ -95,7 +91,6 @@ function onEvent(event) {
         else c.unread += 1;
         hideTyping();
       }
-      renderList();
       if (c.id === state.current) renderMessages();
       return;
     }
@@ -131,7 +126,6 @@ function onEvent(event) {
       if (d.conversationId === state.current) ui.status.textContent = "This conversation is closed";
       return;
     case "notification": return;
-    case "agent.status": $("available").checked = d.available; return;
     case "error": console.warn("petchat error", d.code, d.message); return;
   }
 }
@@ -140,32 +134,9 @@ function select(id) {
   state.current = id;
   const c = conversation(id);
   c.unread = 0;
-  renderList();
   renderMessages();
   const lastOther = [...c.messages.values()].filter((m) => !m.mine && m.seq).map((m) => m.seq).pop();
   if (lastOther) client.markRead(id, lastOther);
-}
-
-function renderList() {
-  const list = $("conversations");
-  if (!list) return;
-  list.replaceChildren(...[...state.conversations.values()].map((c) => {
-    const li = document.createElement("li");
-    const button = document.createElement("button");
-    button.type = "button";
-    button.textContent = c.title;
-    button.setAttribute("aria-current", String(c.id === state.current));
-    if (c.unread > 0) {
-      const badge = document.createElement("span");
-      badge.className = "unread";
-      badge.textContent = c.unread;
-      badge.setAttribute("aria-label", `${c.unread} unread`);
-      button.append(badge);
-    }
-    button.addEventListener("click", () => select(c.id));
-    li.append(button);
-    return li;
-  }));
 }
 
 function renderMessages() {
@@ -219,5 +190,4 @@ ui.form.addEventListener("submit", (e) => {
   if (!text || !state.current) return;
   try { client.send(state.current, text); ui.text.value = ""; } catch (error) { ui.status.textContent = String(error); }
 });
-$("available")?.addEventListener("change", (e) => client.setAvailable(e.target.checked));
 document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible" && state.current) select(state.current); });
