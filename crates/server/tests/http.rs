@@ -232,6 +232,31 @@ async fn the_package_is_served_gzip_encoded_to_browsers_that_accept_it() {
 }
 
 #[tokio::test]
+async fn the_widget_and_the_package_answer_other_origins_and_the_pages_do_not() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::create_dir(dir.path().join("pkg")).expect("mkdir");
+    std::fs::write(dir.path().join("widget.js"), "// widget").expect("write");
+    std::fs::write(dir.path().join("pkg/petchat_web.js"), "// glue").expect("write");
+    std::fs::write(dir.path().join("pkg/petchat_web_bg.wasm"), b"\0asm").expect("write");
+    std::fs::write(dir.path().join("app.js"), "// app").expect("write");
+    std::fs::write(dir.path().join("index.html"), "<h1>demo</h1>").expect("write");
+    let web_dir = dir.path().to_path_buf();
+    let server = TestServer::start_with(move |c| c.web_dir = web_dir).await;
+    let shop = [("Host", "x"), ("Origin", "https://shop.example")];
+    for path in ["/widget.js", "/pkg/petchat_web.js", "/pkg/petchat_web_bg.wasm"] {
+        let (status, head, _) = http_with(&server, path, &shop).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(head.to_ascii_lowercase().contains("access-control-allow-origin: *"), "{path}: {head}");
+    }
+    // The pages and a missing package file are not shared.
+    for (path, expected) in [("/app.js", 200), ("/", 200), ("/pkg/missing.js", 404)] {
+        let (status, head, _) = http_with(&server, path, &shop).await;
+        assert_eq!(status, expected, "{path}");
+        assert!(!head.to_ascii_lowercase().contains("access-control-allow-origin"), "{path}: {head}");
+    }
+}
+
+#[tokio::test]
 async fn a_display_name_is_cut_to_its_limit() {
     let server = TestServer::start().await;
     let long = "N".repeat(5_000);
