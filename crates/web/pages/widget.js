@@ -79,6 +79,7 @@
     wantsConversation: false,       // opened, with no open conversation yet: open one once connected
     connected: false,
     unread: 0,
+    early: [],                      // messages typed before the conversation was opened: {text, attachments}
     chips: [],                      // files picked for the next message: {key, file, state, attachment?, reason?, preview?}
     blobs: new Map(),               // attachment id -> blob URL of its thumbnail
     listeners: new Set(),
@@ -100,13 +101,6 @@
   };
   window.PetchatWidget = api;
 
-  const mount = () => {
-    document.body.append(host);
-    if (sessionStorage.getItem(OPEN_KEY) === "1") show({ focus: false });
-    else if (localStorage.getItem(ACTIVE_KEY) === "1") ensureClient().catch(() => {});
-    window.dispatchEvent(new CustomEvent("petchat-widget-ready", { detail: api }));
-  };
-  if (document.body) mount(); else document.addEventListener("DOMContentLoaded", mount, { once: true });
 
   // ----- connection -----------------------------------------------------------------------------
   async function provideToken(fresh) {
@@ -192,6 +186,8 @@
         state.current.seenUpTo = Math.max(state.current.seenUpTo ?? 0, Number(c.lastSeq) || 0);
         if (c.status !== "queued") state.current.position = null;
         state.wantsConversation = false;
+        // What was typed before the conversation existed goes out now.
+        if (c.status !== "closed") for (const early of state.early.splice(0)) send(early.text, early.attachments);
         render();
         return;
       }
@@ -213,7 +209,8 @@
         Object.assign(state.current, { status: "closed", closed: { at: event.timestamp, by: d.by, reason: d.reason } });
         hideTyping();
         render();
-        if (root.activeElement && $("panel").contains(root.activeElement)) $("restart").focus();
+        // The focus was in the panel (perhaps on "End chat", now hidden): it goes to the way on.
+        if (!$("panel").hidden && (!root.activeElement || $("panel").contains(root.activeElement))) $("restart").focus();
         return;
       case "chat.message": {
         if (!isCurrent(d.conversationId)) return;
@@ -376,7 +373,8 @@
 
   function renderMessages() {
     const list = $("messages");
-    const sorted = [...state.messages.values()].sort((a, b) => (a.seq ?? Infinity) - (b.seq ?? Infinity));
+    const sorted = [...state.messages.values()].sort((a, b) => (a.seq ?? Infinity) - (b.seq ?? Infinity))
+      .concat(state.early.map((e) => ({ text: e.text, attachments: e.attachments, mine: true, pending: true })));
     const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
     list.replaceChildren(...sorted.map((m) => {
       const li = document.createElement("li");
@@ -564,7 +562,8 @@
     const attachments = state.chips.filter((c) => c.state === "ready").map((c) => c.attachment);
     if (!text && !attachments.length) return;
     if (text.length > 4000) return showError("Your message is too long (at most 4000 characters).");
-    send(text, attachments);
+    if (!state.current || state.current.status === "unknown") state.early.push({ text, attachments });
+    else send(text, attachments);
     $("text").value = "";
     for (const chip of state.chips) if (chip.preview) URL.revokeObjectURL(chip.preview);
     state.chips = [];
@@ -603,6 +602,15 @@
 
   function duration(ms) { return ms >= 60_000 ? `${Math.round(ms / 60_000)} min` : `${Math.max(1, Math.round(ms / 1000))} s`; }
   function bytes(n) { return n >= 1_000_000 ? `${(n / 1_000_000).toFixed(1)} MB` : `${Math.max(1, Math.round((n || 0) / 1000))} kB`; }
+
+  // ----- start: last, once everything above is defined ---------------------------------------
+  const mount = () => {
+    document.body.append(host);
+    if (sessionStorage.getItem(OPEN_KEY) === "1") show({ focus: false });
+    else if (localStorage.getItem(ACTIVE_KEY) === "1") ensureClient().catch(() => {});
+    window.dispatchEvent(new CustomEvent("petchat-widget-ready", { detail: api }));
+  };
+  if (document.body) mount(); else document.addEventListener("DOMContentLoaded", mount, { once: true });
 
   function css() {
     return `
