@@ -152,7 +152,8 @@ fn schema_file(path: &str) -> Response {
     }
 }
 
-/// `GET /` (customer page) and `GET /agent` (agent console), from `--web-dir`.
+/// `GET /` (the demo shop page, with the customer widget) and `GET /agent`
+/// (agent console), from `--web-dir`.
 pub(crate) async fn page(State(app): State<AppState>, uri: axum::http::Uri) -> Response {
     let file = if uri.path() == "/agent" { "agent.html" } else { "index.html" };
     match tokio::fs::read(app.web_dir.join(file)).await {
