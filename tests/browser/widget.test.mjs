@@ -220,6 +220,14 @@ test('the transcript after a reload, the mobile layout and the agent ending the 
     agent.say(conversationId, 'Got it, thanks');
     await page.locator('#messages li', { hasText: 'Got it, thanks' }).waitFor();
     await assertNoHorizontalScroll(page, 'widget open at 375x667');
+    // Minimized, a reply is counted on the launcher; opening the panel reads it.
+    await page.getByRole('button', { name: 'Minimize chat' }).click();
+    agent.say(conversationId, 'Are you still there?');
+    await page.getByRole('button', { name: 'Chat with us, 1 unread' }).click();
+    await page.locator('#messages li', { hasText: 'Are you still there?' }).waitFor();
+    const asked = await agent.next('chat.ack', () => true);
+    await agent.next('message.read', (d) => d.upToSeq >= asked.data.seq);
+    assert.equal(await page.locator('#launcher').getAttribute('aria-label'), 'Chat with us', 'the badge is gone');
     const overflow = await page.locator('#messages').evaluate((list) => list.scrollWidth - list.clientWidth);
     assert.ok(overflow <= 0, `the conversation scrolls sideways by ${overflow} px`);
     await audit(page, 'widget at 375x667');
@@ -251,12 +259,15 @@ test('a customer who closes the tab is away: the agent is told, and the widget s
   await chat.start();
   const store = await shop(chat);
   const context = await browser();
-  const agent = await Agent.connect(chat, 'agent-dan');
+  const agent = await Agent.connect(chat, 'agent-dan', { available: false });
   try {
     let page = await context.newPage();
     let errors = watchConsole(page, 'shop');
     await page.goto(store.url);
     await openWidget(page);
+    // No agent available yet: the queue position and the wait.
+    await page.getByText(/Waiting for an agent, position 1 \(waiting \d+ s\)/).waitFor();
+    agent.send('agent.status', { available: true });
     const { data: { conversationId } } = await agent.next('agent.assigned', () => true);
     await page.getByLabel('Your message').fill('Do you deliver on Sundays?');
     await page.getByLabel('Your message').press('Enter');
@@ -276,6 +287,52 @@ test('a customer who closes the tab is away: the agent is told, and the widget s
     await screenshots(page, 'widget-away');
     await page.getByRole('button', { name: 'Start a new conversation' }).click();
     await page.getByText(/You're chatting with Agent dan/).waitFor();
+    errors.assertNone();
+  } finally {
+    agent.close();
+    await context.close();
+    await store.close();
+    await chat.kill();
+  }
+});
+
+test('a message typed offline into a conversation the agent ends meanwhile is shown as not sent', { timeout: 120_000 }, async () => {
+  const chat = new Server(await freePort());
+  await chat.start();
+  const store = await shop(chat);
+  const context = await browser();
+  // Every WebSocket of the page goes through the gate: while blocked, the chat host is unreachable.
+  const gate = { blocked: false };
+  await context.routeWebSocket(/\/v1\/ws\/chat/, (ws) => {
+    if (gate.blocked) ws.close({ code: 1013, reason: 'unreachable' });
+    else ws.connectToServer();
+  });
+  let agent = await Agent.connect(chat, 'agent-fay');
+  try {
+    const page = await context.newPage();
+    const errors = watchConsole(page, 'shop');
+    await page.goto(store.url);
+    await openWidget(page);
+    const { data: { conversationId } } = await agent.next('agent.assigned');
+    await page.getByText(/You're chatting with Agent fay/).waitFor();
+    // The chat host restarts and stays unreachable for the page; the agent ends the conversation.
+    gate.blocked = true;
+    agent.close();
+    await chat.kill();
+    await chat.start();
+    await page.locator('#banner', { hasText: 'reconnecting in' }).waitFor();
+    await page.getByLabel('Your message').fill('Is the kibble grain-free?');
+    await page.getByLabel('Your message').press('Enter');
+    await page.locator('#messages li.pending', { hasText: 'Is the kibble grain-free?' }).waitFor();
+    agent = await Agent.connect(chat, 'agent-fay');
+    agent.send('conversation.close', { conversationId });
+    await agent.next('conversation.closed', (d) => d.conversationId === conversationId);
+    gate.blocked = false;
+    // Back online: the conversation is ended, and the message says it was not sent.
+    await page.getByText('Agent fay ended this conversation.').waitFor({ timeout: 60_000 });
+    await page.locator('#messages li.failed .ticks[data-state="failed"]', { hasText: 'not sent' }).waitFor({ timeout: 60_000 });
+    await page.getByRole('button', { name: 'Start a new conversation' }).waitFor();
+    await audit(page, 'widget with a message not sent');
     errors.assertNone();
   } finally {
     agent.close();
