@@ -21,9 +21,10 @@
   const tokenProvider = () => (typeof window.PetchatWidgetOptions?.getToken === "function" ? window.PetchatWidgetOptions.getToken : null);
   /** The shop's context for the next conversation: what, which pet, which order. */
   let context = cleanContext({ topic: given.topic ?? attrs.topic, petId: given.petId ?? attrs.petId, orderId: given.orderId ?? attrs.orderId });
-  const ACTIVE_KEY = "petchat.widget.active";   // localStorage: this browser has chatted; connect at load
+  const ACTIVE_KEY = "petchat.widget.active";   // localStorage: a conversation is open; connect at load
   const OPEN_KEY = "petchat.widget.open";       // sessionStorage: the panel was open before a reload
   const MAX_ATTACHMENTS = 4;
+  const MAX_SHOWN = 500;                        // messages shown at most, the latest
   const ACCEPT = "image/jpeg,image/png,image/gif,image/webp,application/pdf";
 
   // ----- the DOM, in a shadow root ----------------------------------------------------------
@@ -160,8 +161,8 @@
       case "session.ready": {
         state.me = d.user;
         state.past = d.pastConversations || [];
-        localStorage.setItem(ACTIVE_KEY, "1");
         const open = d.conversations[0];
+        active(Boolean(open));
         if (open) {
           if (state.current?.id !== open.id) switchTo({ id: open.id, status: open.status });
         } else if (state.current && !isEnded() && state.current.status !== "unknown") {
@@ -186,6 +187,7 @@
         state.current.seenUpTo = Math.max(state.current.seenUpTo ?? 0, Number(c.lastSeq) || 0);
         if (c.status !== "queued") state.current.position = null;
         state.wantsConversation = false;
+        if (c.status !== "closed") active(true);
         // What was typed before the conversation existed goes out now.
         if (c.status !== "closed") for (const early of state.early.splice(0)) send(early.text, early.attachments);
         render();
@@ -207,6 +209,7 @@
       case "conversation.closed":
         if (!isCurrent(d.conversationId)) return;
         Object.assign(state.current, { status: "closed", closed: { at: event.timestamp, by: d.by, reason: d.reason } });
+        active(false);
         hideTyping();
         render();
         // The focus was in the panel (perhaps on "End chat", now hidden): it goes to the way on.
@@ -216,6 +219,8 @@
         if (!isCurrent(d.conversationId)) return;
         const mine = d.from.id === state.me?.id;
         state.messages.set(d.messageId, { seq: d.seq, from: d.from, text: d.text, sentAt: d.sentAt, mine, attachments: d.attachments || [] });
+        // The page keeps the latest messages only (the first inserted are the oldest: replayed in order).
+        if (state.messages.size > MAX_SHOWN) state.messages.delete(state.messages.keys().next().value);
         if (!mine) {
           hideTyping();
           if (isVisible() && !isEnded()) state.client.markRead(d.conversationId, d.seq);
@@ -280,6 +285,9 @@
     state.client.sendMessage({ type: "conversation.open", data });
     render();
   }
+
+  /** Remembers whether a conversation is open, so that the next page connects at load (or not). */
+  function active(open) { if (open) localStorage.setItem(ACTIVE_KEY, "1"); else localStorage.removeItem(ACTIVE_KEY); }
 
   const isCurrent = (id) => state.current?.id === id;
   const isEnded = () => state.current?.status === "closed";
@@ -534,7 +542,11 @@
     const path = `/v1/conversations/${encodeURIComponent(conversationId)}/attachments/${encodeURIComponent(id)}${thumbnail ? "/thumbnail" : ""}`;
     const response = await fetch(new URL(path, base), { headers: { Authorization: `Bearer ${token}` } });
     if (!response.ok) throw new Error(`attachment: ${response.status}`);
-    return URL.createObjectURL(await response.blob());
+    // The blob URL belongs to the shop's origin: only photos and PDFs keep their type, so that
+    // nothing the chat host sends can run as a page there (an SVG or HTML file would).
+    const blob = await response.blob();
+    const type = /^(image\/(jpeg|png|gif|webp)|application\/pdf)$/.test(blob.type) ? blob.type : "application/octet-stream";
+    return URL.createObjectURL(new Blob([blob], { type }));
   }
 
   async function loadThumbnail(conversationId, id) {
