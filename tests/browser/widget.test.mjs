@@ -214,6 +214,13 @@ test('the transcript after a reload, the mobile layout and the agent ending the 
     // The panel fills the small screen and nothing scrolls sideways.
     const box = await page.locator('#panel').boundingBox();
     assert.deepEqual([box.x, box.y, box.width, box.height], [0, 0, 375, 667], 'the panel fills the screen');
+    // The page behind is covered: Tab goes round inside the panel.
+    const focused = () => page.evaluate(() => document.getElementById('petchat-widget').shadowRoot.activeElement?.textContent.trim());
+    await page.getByRole('button', { name: 'End chat' }).focus();
+    await page.keyboard.press('Shift+Tab');
+    assert.equal(await focused(), 'Send');
+    await page.keyboard.press('Tab');
+    assert.equal(await focused(), 'End chat');
     await page.getByLabel('Your message').fill(`A long word: ${'x'.repeat(120)} and a link https://example.com/${'a'.repeat(80)}`);
     await page.getByLabel('Your message').press('Enter');
     await agent.next('chat.message', (d) => d.text.startsWith('A long word'));

@@ -47,6 +47,7 @@
   <p class="banner" id="banner" role="status" hidden></p>
   <p class="status" id="status" role="status" aria-live="polite">Connecting…</p>
   <ol class="messages" id="messages" aria-label="Conversation" tabindex="0"></ol>
+  <p class="empty" id="empty" hidden>Ask us anything about your pet or your order.</p>
   <p class="typing" id="typing" aria-live="polite" hidden></p>
   <div class="ended" id="ended" hidden>
     <p id="ended-reason" role="status"></p>
@@ -363,6 +364,7 @@
     if (c?.status === "queued") state.waitTimer = setInterval(() => { $("status").textContent = statusText(); }, 15_000);
     renderMessages();
     renderChips();
+    $("empty").hidden = ended || state.messages.size + state.early.length > 0 || !c || c.status === "unknown";
   }
 
   function statusText() {
@@ -562,7 +564,15 @@
   // ----- input --------------------------------------------------------------------------------------
   $("launcher").addEventListener("click", () => ($("panel").hidden ? show() : hide()));
   $("close").addEventListener("click", () => hide());
-  $("panel").addEventListener("keydown", (e) => { if (e.key === "Escape") { e.preventDefault(); hide(); } });
+  $("panel").addEventListener("keydown", (e) => {
+    if (e.key === "Escape") { e.preventDefault(); hide(); return; }
+    // Full screen on a phone, the panel is all there is: Tab goes round inside it.
+    if (e.key !== "Tab" || !matchMedia("(max-width: 480px)").matches) return;
+    const focusable = [...$("panel").querySelectorAll("button, textarea, [tabindex='0']")].filter((el) => !el.disabled && el.offsetParent !== null);
+    const [first, last] = [focusable[0], focusable.at(-1)];
+    if (e.shiftKey && root.activeElement === first) { e.preventDefault(); last.focus(); }
+    else if (!e.shiftKey && root.activeElement === last) { e.preventDefault(); first.focus(); }
+  });
   $("end").addEventListener("click", () => { if (state.current && !isEnded()) state.client.closeConversation(state.current.id); });
   $("restart").addEventListener("click", () => { startConversation(); $("text").focus(); });
   $("text").addEventListener("input", () => { if (state.current && !isEnded() && state.current.status !== "unknown") state.client?.typing(state.current.id); });
@@ -666,6 +676,7 @@ header .close { border: 0; display: inline-flex; padding: .25rem; }
 .files li { margin: 0; padding: 0; background: none; max-width: none; }
 .file { border: 1px solid var(--line); border-radius: .4rem; background: var(--bg); color: var(--fg); padding: .2rem .4rem; }
 .file img { display: block; width: 96px; height: 96px; object-fit: cover; border-radius: .3rem; }
+.empty { position: absolute; top: 40%; left: 0; right: 0; margin: 0; padding: 0 1.5rem; text-align: center; color: var(--muted); pointer-events: none; }
 .typing { margin: 0; padding: 0 .75rem .3rem; color: var(--muted); font-style: italic; font-size: .9rem; }
 .ended { padding: .6rem .75rem; border-top: 1px solid var(--line); background: var(--theirs); }
 .ended p { margin: 0 0 .4rem; font-weight: 600; }
