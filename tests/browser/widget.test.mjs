@@ -41,7 +41,7 @@ async function shop(chat) {
   const port = await freePort();
   const page = `<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,"><title>Kibble — a test shop</title>
-<style>body { font-family: serif; margin: 0; padding: 1rem; } * { all: revert; } button { background: red !important; font-size: 40px !important; }</style>
+<style>html { font-size: 10px; } body { font: 30px serif; color: #f00; margin: 0; padding: 1rem; } * { all: revert; } div { color: #f00 !important; font-size: 30px !important; } button { background: red !important; font-size: 40px !important; }</style>
 </head><body><main><h1>Salmon kibble</h1><p>A shop page whose CSS is hostile to everything it contains.</p></main>
 <script src="http://127.0.0.1:${chat.port}/widget.js" data-token-url="/token" data-topic="Cat food" data-pet-id="miso" async></script>
 </body></html>`;
@@ -126,6 +126,9 @@ test('a conversation through the widget on a shop page of another origin: transf
     const launcherColor = await page.locator('#launcher').evaluate((b) => getComputedStyle(b).backgroundColor);
     assert.notEqual(launcherColor, 'rgb(255, 0, 0)', 'the shop CSS leaked into the widget');
     await openWidget(page);
+    const status = await page.locator('#status').evaluate((p) => ({ color: getComputedStyle(p).color, size: getComputedStyle(p).fontSize }));
+    assert.notEqual(status.color, 'rgb(255, 0, 0)', 'the shop page colour is inherited');
+    assert.equal(status.size, '13.5px', 'the widget keeps its own font size, whatever the shop sets on html and body');
     const assigned = await first.next('agent.assigned', () => true);
     const conversationId = assigned.data.conversationId;
     await page.getByText(/You're chatting with Agent ann/).waitFor();

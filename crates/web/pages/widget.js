@@ -31,7 +31,7 @@
   const host = document.createElement("div");
   host.id = "petchat-widget";
   const root = host.attachShadow({ mode: "open" });
-  root.innerHTML = `<style>${css()}</style>
+  root.innerHTML = `<style>${css()}</style><div class="root">
 <button type="button" class="launcher" id="launcher" aria-expanded="false" aria-controls="panel">
   <svg viewBox="0 0 24 24" width="22" height="22" aria-hidden="true"><path fill="currentColor" d="M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4H4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2Z"/></svg>
   <span>Chat with us</span><span class="badge" id="badge" hidden></span>
@@ -66,7 +66,7 @@
       <button type="submit" class="send">Send</button>
     </div>
   </form>
-</section>`;
+</section></div>`;
   const $ = (id) => root.getElementById(id);
   $("title").textContent = options.title;
 
@@ -636,11 +636,15 @@
 
   function css() {
     return `
-:host { all: initial; --bg: #ffffff; --fg: #1d2330; --muted: #4b5363; --line: #c8cdd8; --accent: #1d4ed8; --on-accent: #ffffff;
+:host { all: initial; }
+/* The shop's rules may reach the host element (a "*" rule beats :host) and what it inherits:
+   the root inside resets everything again. Sizes are in em of the root's 15px, never rem,
+   which would follow the shop's <html> font size. */
+.root { all: initial; --bg: #ffffff; --fg: #1d2330; --muted: #4b5363; --line: #c8cdd8; --accent: #1d4ed8; --on-accent: #ffffff;
   --mine: #e3ecff; --theirs: #f1f3f7; --warn-bg: #fff3cd; --warn-fg: #4d3b00; --bad: #b42318; --focus: #f0a500;
   font: 15px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; color: var(--fg); }
 @media (prefers-color-scheme: dark) {
-  :host { --bg: #161b26; --fg: #eef1f6; --muted: #c3c9d4; --line: #3b4456; --accent: #8fb3ff; --on-accent: #0b1220;
+  .root { --bg: #161b26; --fg: #eef1f6; --muted: #c3c9d4; --line: #3b4456; --accent: #8fb3ff; --on-accent: #0b1220;
     --mine: #24365e; --theirs: #232a38; --warn-bg: #4d3b00; --warn-fg: #fff3cd; --bad: #ffb4ab; }
 }
 *, *::before, *::after { box-sizing: border-box; }
@@ -648,50 +652,50 @@
 button { font: inherit; cursor: pointer; }
 button:disabled { cursor: not-allowed; opacity: .6; }
 :focus-visible { outline: 3px solid var(--focus); outline-offset: 2px; }
-.launcher { position: fixed; right: 20px; bottom: 20px; z-index: 2147483000; display: inline-flex; align-items: center; gap: .5rem;
-  padding: .75rem 1.1rem; border: 0; border-radius: 999px; background: var(--accent); color: var(--on-accent);
+.launcher { position: fixed; right: 20px; bottom: 20px; z-index: 2147483000; display: inline-flex; align-items: center; gap: .5em;
+  padding: .75em 1.1em; border: 0; border-radius: 999px; background: var(--accent); color: var(--on-accent);
   font-weight: 600; box-shadow: 0 4px 14px #0004; }
-.badge { min-width: 1.4rem; padding: 0 .35rem; border-radius: 1rem; background: var(--bg); color: var(--fg); font-size: .8rem; text-align: center; }
-.panel { position: fixed; right: 20px; bottom: 84px; z-index: 2147483001; width: min(24rem, calc(100vw - 40px));
-  height: min(38rem, calc(100vh - 108px)); display: flex; flex-direction: column; background: var(--bg); color: var(--fg);
+.badge { min-width: 1.4em; padding: 0 .35em; border-radius: 1em; background: var(--bg); color: var(--fg); font-size: .8em; text-align: center; }
+.panel { position: fixed; right: 20px; bottom: 84px; z-index: 2147483001; width: min(24em, calc(100vw - 40px));
+  height: min(38em, calc(100vh - 108px)); display: flex; flex-direction: column; background: var(--bg); color: var(--fg);
   border: 1px solid var(--line); border-radius: 14px; box-shadow: 0 12px 40px #0005; overflow: hidden; }
-header { display: flex; align-items: center; gap: .5rem; padding: .6rem .75rem; background: var(--accent); color: var(--on-accent); }
-h2 { flex: 1; margin: 0; font-size: 1.05rem; }
-header button { border: 1px solid currentColor; border-radius: .4rem; background: transparent; color: inherit; padding: .2rem .6rem; }
-header .close { border: 0; display: inline-flex; padding: .25rem; }
-.banner { margin: 0; padding: .45rem .75rem; background: var(--warn-bg); color: var(--warn-fg); font-size: .9rem; }
-.status { margin: 0; padding: .45rem .75rem; border-bottom: 1px solid var(--line); color: var(--muted); font-size: .9rem; }
-.messages { flex: 1; min-height: 0; overflow-y: auto; overflow-x: hidden; list-style: none; margin: 0; padding: .5rem .75rem; }
-.messages li { margin: .4rem 0; padding: .45rem .65rem; border-radius: .7rem; background: var(--theirs); max-width: 85%;
+header { display: flex; align-items: center; gap: .5em; padding: .6em .75em; background: var(--accent); color: var(--on-accent); }
+h2 { flex: 1; margin: 0; font-size: 1.05em; }
+header button { border: 1px solid currentColor; border-radius: .4em; background: transparent; color: inherit; padding: .2em .6em; }
+header .close { border: 0; display: inline-flex; padding: .25em; }
+.banner { margin: 0; padding: .45em .75em; background: var(--warn-bg); color: var(--warn-fg); font-size: .9em; }
+.status { margin: 0; padding: .45em .75em; border-bottom: 1px solid var(--line); color: var(--muted); font-size: .9em; }
+.messages { flex: 1; min-height: 0; overflow-y: auto; overflow-x: hidden; list-style: none; margin: 0; padding: .5em .75em; }
+.messages li { margin: .4em 0; padding: .45em .65em; border-radius: .7em; background: var(--theirs); max-width: 85%;
   width: fit-content; overflow-wrap: anywhere; white-space: pre-wrap; }
 .messages li.mine { margin-left: auto; background: var(--mine); }
 .messages li.pending { opacity: .75; }
 .messages li.failed { outline: 1px solid var(--bad); }
-.author { display: block; font-weight: 600; font-size: .85rem; }
-.meta { display: flex; flex-wrap: wrap; justify-content: flex-end; gap: .4rem; margin-top: .15rem; font-size: .75rem; color: var(--muted); white-space: normal; }
+.author { display: block; font-weight: 600; font-size: .85em; }
+.meta { display: flex; flex-wrap: wrap; justify-content: flex-end; gap: .4em; margin-top: .15em; font-size: .75em; color: var(--muted); white-space: normal; }
 .ticks.read { color: var(--accent); font-weight: 600; }
 .ticks.failed { color: var(--bad); font-weight: 600; }
-.retry { border: 1px solid var(--bad); border-radius: .3rem; background: transparent; color: var(--bad); padding: 0 .4rem; font-size: .75rem; }
-.files { list-style: none; display: flex; flex-wrap: wrap; gap: .3rem; margin: .3rem 0 0; padding: 0; }
+.retry { border: 1px solid var(--bad); border-radius: .3em; background: transparent; color: var(--bad); padding: 0 .4em; font-size: .75em; }
+.files { list-style: none; display: flex; flex-wrap: wrap; gap: .3em; margin: .3em 0 0; padding: 0; }
 .files li { margin: 0; padding: 0; background: none; max-width: none; }
-.file { border: 1px solid var(--line); border-radius: .4rem; background: var(--bg); color: var(--fg); padding: .2rem .4rem; }
-.file img { display: block; width: 96px; height: 96px; object-fit: cover; border-radius: .3rem; }
-.empty { position: absolute; top: 40%; left: 0; right: 0; margin: 0; padding: 0 1.5rem; text-align: center; color: var(--muted); pointer-events: none; }
-.typing { margin: 0; padding: 0 .75rem .3rem; color: var(--muted); font-style: italic; font-size: .9rem; }
-.ended { padding: .6rem .75rem; border-top: 1px solid var(--line); background: var(--theirs); }
-.ended p { margin: 0 0 .4rem; font-weight: 600; }
-.ended button, .send { border: 0; border-radius: .4rem; background: var(--accent); color: var(--on-accent); padding: .5rem 1rem; font-weight: 600; }
-.composer { border-top: 1px solid var(--line); padding: .5rem .75rem .75rem; }
-.composer label { display: block; font-weight: 600; font-size: .85rem; margin-bottom: .25rem; }
-.row { display: flex; gap: .4rem; align-items: flex-end; }
-textarea { flex: 1; min-width: 0; font: inherit; padding: .45rem; border: 1px solid var(--line); border-radius: .4rem; resize: none; background: var(--bg); color: var(--fg); }
-.attach { display: inline-flex; padding: .45rem; border: 1px solid var(--line); border-radius: .4rem; background: var(--bg); color: var(--fg); }
-.chips { list-style: none; display: flex; flex-wrap: wrap; gap: .3rem; margin: 0 0 .3rem; padding: 0; }
-.chip { display: inline-flex; align-items: center; gap: .3rem; max-width: 100%; padding: .15rem .3rem; border: 1px solid var(--line); border-radius: .4rem; font-size: .8rem; overflow-wrap: anywhere; }
-.chip img { width: 28px; height: 28px; object-fit: cover; border-radius: .2rem; }
+.file { border: 1px solid var(--line); border-radius: .4em; background: var(--bg); color: var(--fg); padding: .2em .4em; }
+.file img { display: block; width: 96px; height: 96px; object-fit: cover; border-radius: .3em; }
+.empty { position: absolute; top: 40%; left: 0; right: 0; margin: 0; padding: 0 1.5em; text-align: center; color: var(--muted); pointer-events: none; }
+.typing { margin: 0; padding: 0 .75em .3em; color: var(--muted); font-style: italic; font-size: .9em; }
+.ended { padding: .6em .75em; border-top: 1px solid var(--line); background: var(--theirs); }
+.ended p { margin: 0 0 .4em; font-weight: 600; }
+.ended button, .send { border: 0; border-radius: .4em; background: var(--accent); color: var(--on-accent); padding: .5em 1em; font-weight: 600; }
+.composer { border-top: 1px solid var(--line); padding: .5em .75em .75em; }
+.composer label { display: block; font-weight: 600; font-size: .85em; margin-bottom: .25em; }
+.row { display: flex; gap: .4em; align-items: flex-end; }
+textarea { flex: 1; min-width: 0; font: inherit; padding: .45em; border: 1px solid var(--line); border-radius: .4em; resize: none; background: var(--bg); color: var(--fg); }
+.attach { display: inline-flex; padding: .45em; border: 1px solid var(--line); border-radius: .4em; background: var(--bg); color: var(--fg); }
+.chips { list-style: none; display: flex; flex-wrap: wrap; gap: .3em; margin: 0 0 .3em; padding: 0; }
+.chip { display: inline-flex; align-items: center; gap: .3em; max-width: 100%; padding: .15em .3em; border: 1px solid var(--line); border-radius: .4em; font-size: .8em; overflow-wrap: anywhere; }
+.chip img { width: 28px; height: 28px; object-fit: cover; border-radius: .2em; }
 .chip.refused { border-color: var(--bad); color: var(--bad); font-weight: 600; }
-.chip button { border: 0; background: none; color: inherit; padding: 0 .2rem; }
-.error { margin: 0 0 .3rem; color: var(--bad); font-size: .85rem; font-weight: 600; }
+.chip button { border: 0; background: none; color: inherit; padding: 0 .2em; }
+.error { margin: 0 0 .3em; color: var(--bad); font-size: .85em; font-weight: 600; }
 @media (max-width: 480px) {
   .panel { inset: 0; width: 100%; height: 100%; border-radius: 0; border: 0; }
   :host([data-open]) .launcher { display: none; }
