@@ -364,8 +364,18 @@ test('the demo shop page embeds the widget; a file the server refuses is shown a
     await page.goto(`http://127.0.0.1:${chat.port}/`);
     await page.getByRole('heading', { name: /Salmon & Rice Kibble/ }).waitFor();
     await screenshots(page, 'demo');
-    await openWidget(page);
+    // The page's API: open with a context of its own, close, and whether it is open.
+    await page.evaluate(() => window.PetchatWidget.open({ topic: 'Is it grain-free?', petId: 'rex', orderId: '77' }));
     await page.getByText(/You're chatting with Agent eve/).waitFor();
+    const { data: { conversationId } } = await agent.next('agent.assigned');
+    agent.send('conversation.list', {});
+    const listed = await agent.next('conversation.listed', () => true, { past: false });
+    const opened = listed.data.conversations.find((c) => c.conversation.id === conversationId).conversation;
+    assert.deepEqual([opened.topic, opened.petId, opened.orderId], ['Is it grain-free?', 'rex', '77']);
+    assert.equal(await page.evaluate(() => window.PetchatWidget.isOpen), true);
+    await page.evaluate(() => window.PetchatWidget.close());
+    await page.locator('#panel').waitFor({ state: 'hidden' });
+    await openWidget(page);
     await screenshots(page, 'demo-widget');
     // A photo: its upload is refused by this server (the attachment routes
     // come with the attachments work); the widget says so beside the file and
