@@ -524,7 +524,7 @@
       else { chip.state = "refused"; chip.reason = refusal(response.status); }
     } catch {
       chip.state = "refused";
-      chip.reason = "could not upload (offline?)";
+      chip.reason = "could not upload (no answer)";
     }
     renderChips();
   }
