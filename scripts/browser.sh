@@ -2,8 +2,9 @@
 # Browser tests: builds the wasm package and the pages (cargo xtask web), then,
 # in headless Chromium, runs the client's wasm-bindgen-test suite against a
 # real server (tests/browser/client.test.mjs, through chromedriver) and drives
-# the customer page and the agent console with playwright-core
-# (tests/browser/pages.test.mjs); checks the TypeScript declarations with tsc
+# the customer widget (on the demo page and on a shop page of another origin)
+# and the agent console with playwright-core (tests/browser/pages.test.mjs,
+# widget.test.mjs, live.test.mjs); checks the TypeScript declarations with tsc
 # (tests/browser/usage.ts). Installs Debian's chromium and
 # chromium-driver, the npm tools and the pinned wasm-bindgen CLI (with its
 # test runner) unless they are already there.

@@ -65,6 +65,8 @@ test('the customer page shows its order live and the notifications with an unrea
   try {
     const page = watch(await context.newPage(), 'customer');
     await page.goto(`http://127.0.0.1:${server.port}/?order=1234`);
+    // The demo shop page: its chat widget opens a conversation about the order.
+    await page.getByRole('button', { name: /Chat with us/ }).click();
     await page.getByText(/Finding an agent|Waiting for an agent/).waitFor();
     // The backend publishes the order's status: the page shows each one.
     await api(server, '/v1/api/publish', { topic: 'orders:1234', event: 'order.status', data: { status: 'packed' } });
@@ -109,6 +111,7 @@ test('the agent console shows the live support dashboard', { timeout: 120_000 },
     // A customer comes: the agent takes the conversation; the dashboard counts it.
     const customer = watch(await context.newPage(), 'customer');
     await customer.goto(`http://127.0.0.1:${server.port}/`);
+    await customer.getByRole('button', { name: /Chat with us/ }).click();
     await customer.getByText(/You're chatting with/).waitFor();
     await agent.locator('#stat-open', { hasText: '1' }).waitFor();
     await agent.locator('#stat-busy', { hasText: '1' }).waitFor();

@@ -1,6 +1,8 @@
-// The customer page and the agent console, end to end, in headless Chromium:
-// a conversation with typing and read ticks, a server restart in the middle
-// (a message typed offline goes out after it), screenshots, no console errors.
+// The customer widget (on the demo shop page, /) and the agent console, end to
+// end, in headless Chromium: a conversation with typing and read ticks, a
+// server restart in the middle (a message typed offline goes out after it),
+// screenshots, no console errors. The widget's elements are in its open shadow
+// root, which Playwright's locators pierce.
 // Run by scripts/browser.sh, which builds the package and sets PETCHAT_SERVER.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -43,8 +45,15 @@ async function chatPages(server) {
   await agent.waitForFunction(() => document.getElementById('available').checked);
   const customer = watch(await context.newPage(), 'customer');
   await customer.goto(`http://127.0.0.1:${server.port}/`);
+  await openWidget(customer);
   await customer.getByText(/You're chatting with/).waitFor();
   return { context, gate, agent, customer, errors };
+}
+
+/** Opens the chat widget of the demo shop page with its launcher. */
+async function openWidget(page) {
+  await page.getByRole('button', { name: /Chat with us/ }).click();
+  await page.locator('#panel').waitFor();
 }
 
 test('a customer and an agent chat in the browser, across a server restart', { timeout: 120_000 }, async () => {
@@ -102,7 +111,8 @@ test('a message typed offline survives a reload of the page and is sent once', {
     await customer.getByLabel('Your message').press('Enter');
     await customer.locator('#messages li.pending', { hasText: 'Is Miso allowed tuna?' }).waitFor();
 
-    // The customer reloads while still offline: the message is still there, pending.
+    // The customer reloads while still offline: the widget opens again, and the
+    // message is still there, pending.
     await customer.reload();
     await customer.locator('#messages li.pending', { hasText: 'Is Miso allowed tuna?' }).waitFor();
     await customer.locator('#banner', { hasText: 'reconnecting in' }).waitFor();
@@ -132,6 +142,7 @@ test('the agent console counts unread messages per conversation', { timeout: 120
     const other = await context.newPage();
     other.on('pageerror', (e) => errors.push(`other: ${e.message}`));
     await other.goto(`http://localhost:${server.port}/`);
+    await openWidget(other);
     await other.getByText(/You're chatting with/).waitFor();
     await agent.locator('#conversations li').nth(1).waitFor();
 

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::extract::{Path, Query, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER};
+use axum::http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use include_dir::{Dir, include_dir};
@@ -107,15 +107,34 @@ const MAX_FILE_NAME_BYTES: usize = 255;
 
 /// Every other `GET`: the files of `--web-dir` (the browser package), gzip
 /// encoded for clients that accept it where `cargo xtask web` wrote a `.gz`.
+/// The widget and the package are public and embedded by shop pages of other
+/// origins, which load them with CORS: those answer any origin.
 pub(crate) async fn static_file(State(app): State<AppState>, request: Request) -> Response {
     let path = request.uri().path();
     if path.len() > MAX_STATIC_PATH_BYTES || path.split('/').any(|segment| segment.len() > MAX_FILE_NAME_BYTES) {
         return (StatusCode::NOT_FOUND, "no such file\n").into_response();
     }
+    let embeddable = is_embeddable(path);
     match app.files.clone().oneshot(request).await {
-        Ok(response) => response.into_response(),
+        Ok(response) => {
+            let mut response = response.into_response();
+            if embeddable && response.status().is_success() {
+                // No credentials are involved (the token travels in the socket's
+                // subprotocol), so `*` is right and needs no `Vary: Origin`.
+                response.headers_mut().insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+            }
+            response
+        }
         Err(never) => match never {},
     }
+}
+
+/// The files a page of another origin loads from the chat host: `/widget.js`
+/// (a classic script that imports the package) and the package under `/pkg/`
+/// (a module script and the wasm, both fetched in CORS mode). The pages
+/// themselves are not shared.
+fn is_embeddable(path: &str) -> bool {
+    path == "/widget.js" || (path.starts_with("/pkg/") && !path.contains(".."))
 }
 
 /// `GET /schemas/{path}`: the JSON Schemas and golden examples.
@@ -133,7 +152,8 @@ fn schema_file(path: &str) -> Response {
     }
 }
 
-/// `GET /` (customer page) and `GET /agent` (agent console), from `--web-dir`.
+/// `GET /` (the demo shop page, with the customer widget) and `GET /agent`
+/// (agent console), from `--web-dir`.
 pub(crate) async fn page(State(app): State<AppState>, uri: axum::http::Uri) -> Response {
     let file = if uri.path() == "/agent" { "agent.html" } else { "index.html" };
     match tokio::fs::read(app.web_dir.join(file)).await {

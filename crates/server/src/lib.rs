@@ -12,6 +12,7 @@ pub mod auth;
 pub mod bus;
 pub mod cluster;
 pub mod config;
+mod cors;
 mod gate;
 mod http;
 pub mod hub;
@@ -209,6 +210,7 @@ pub async fn run(
         .route("/", get(http::page))
         .route("/agent", get(http::page))
         .fallback(http::static_file)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), cors::conversations))
         .layer(telemetry::trace_layer())
         .with_state(state.clone());
 

@@ -91,7 +91,9 @@ fn print_dev_tokens(config: &Config, addr: std::net::SocketAddr, api_key: Option
     println!("  agent token:    {agent}");
     println!("  connect:        ws://{addr}/v1/ws/chat?token=<token>  (subprotocol petchat.v1)");
     if config.web_dir.join("index.html").exists() {
-        println!("  pages:          http://{addr}/ (customer) and http://{addr}/agent (agent console)");
+        println!(
+            "  pages:          http://{addr}/ (demo shop with the widget) and http://{addr}/agent (agent console)"
+        );
     } else {
         println!("  pages:          not built yet: run `cargo xtask web`, then open http://{addr}/");
     }

@@ -232,6 +232,82 @@ async fn the_package_is_served_gzip_encoded_to_browsers_that_accept_it() {
 }
 
 #[tokio::test]
+async fn the_widget_and_the_package_answer_other_origins_and_the_pages_do_not() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::create_dir(dir.path().join("pkg")).expect("mkdir");
+    std::fs::write(dir.path().join("widget.js"), "// widget").expect("write");
+    std::fs::write(dir.path().join("pkg/petchat_web.js"), "// glue").expect("write");
+    std::fs::write(dir.path().join("pkg/petchat_web_bg.wasm"), b"\0asm").expect("write");
+    std::fs::write(dir.path().join("app.js"), "// app").expect("write");
+    std::fs::write(dir.path().join("index.html"), "<h1>demo</h1>").expect("write");
+    let web_dir = dir.path().to_path_buf();
+    let server = TestServer::start_with(move |c| c.web_dir = web_dir).await;
+    let shop = [("Host", "x"), ("Origin", "https://shop.example")];
+    for path in ["/widget.js", "/pkg/petchat_web.js", "/pkg/petchat_web_bg.wasm"] {
+        let (status, head, _) = http_with(&server, path, &shop).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(head.to_ascii_lowercase().contains("access-control-allow-origin: *"), "{path}: {head}");
+    }
+    // The pages and a missing package file are not shared.
+    for (path, expected) in [("/app.js", 200), ("/", 200), ("/pkg/missing.js", 404)] {
+        let (status, head, _) = http_with(&server, path, &shop).await;
+        assert_eq!(status, expected, "{path}");
+        assert!(!head.to_ascii_lowercase().contains("access-control-allow-origin"), "{path}: {head}");
+    }
+}
+
+#[tokio::test]
+async fn the_conversation_routes_answer_the_allowed_origins_preflights_and_no_others() {
+    let server = TestServer::start_with(|c| c.allowed_origins = vec!["https://shop.example".into()]).await;
+    let preflight = |origin: &str| {
+        format!(
+            "OPTIONS /v1/conversations/c1/attachments?name=a.png HTTP/1.1\r\nHost: chat.example\r\nOrigin: {origin}\r\n\
+             Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: authorization, content-type\r\n\
+             Connection: close\r\n\r\n"
+        )
+    };
+    let (status, head) = raw(&server, &preflight("https://shop.example")).await;
+    assert_eq!(status, 204, "{head}");
+    assert!(head.contains("access-control-allow-origin: https://shop.example"), "{head}");
+    assert!(head.contains("access-control-allow-methods: get, post"), "{head}");
+    assert!(head.contains("access-control-allow-headers: authorization, content-type"), "{head}");
+    assert!(!head.contains("access-control-allow-credentials"), "{head}");
+    // Another origin gets no CORS headers, so its page cannot call or read these routes.
+    let (_, head) = raw(&server, &preflight("https://evil.example")).await;
+    assert!(!head.contains("access-control-allow-origin"), "{head}");
+    // A request of the allowed origin: its page may read the answer, a refusal included.
+    let (status, head, _) = http_with(
+        &server,
+        "/v1/conversations/c1/messages",
+        &[("Host", "chat.example"), ("Origin", "https://shop.example")],
+    )
+    .await;
+    assert_eq!(status, 401);
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("access-control-allow-origin: https://shop.example"), "{head}");
+    assert!(head.contains("vary: origin"), "{head}");
+    // Other routes are not shared.
+    let (_, head, _) =
+        http_with(&server, "/healthz", &[("Host", "chat.example"), ("Origin", "https://shop.example")]).await;
+    assert!(!head.to_ascii_lowercase().contains("access-control-allow-origin"), "{head}");
+}
+
+/// Sends a raw HTTP/1.1 request; returns the status and the head, lowercased.
+async fn raw(server: &TestServer, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .expect("a response in time")
+        .expect("read");
+    let head = String::from_utf8_lossy(&response).split("\r\n\r\n").next().unwrap_or_default().to_ascii_lowercase();
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
+    (status, head)
+}
+
+#[tokio::test]
 async fn a_display_name_is_cut_to_its_limit() {
     let server = TestServer::start().await;
     let long = "N".repeat(5_000);
