@@ -72,6 +72,8 @@ class Agent {
   static async connect(chat, sub, { available = true } = {}) {
     const token = await (await fetch(`http://127.0.0.1:${chat.port}/dev/token?role=agent&sub=${sub}`)).text();
     const agent = new Agent();
+    agent.base = `http://127.0.0.1:${chat.port}`;
+    agent.token = token;
     agent.ws = new WebSocket(`ws://127.0.0.1:${chat.port}/v1/ws/chat`, ['petchat.v1', `bearer.${token}`]);
     agent.ws.on('message', (raw) => {
       const message = JSON.parse(String(raw));
@@ -99,6 +101,19 @@ class Agent {
       this.waiters.add(waiter);
       setTimeout(() => { if (this.waiters.delete(waiter)) reject(new Error(`agent: no ${type} within ${timeout} ms`)); }, timeout);
     });
+  }
+
+  /** Uploads `body` as `name` to the conversation; the attachment, or the refusal's status. */
+  async upload(conversationId, name, body) {
+    const response = await fetch(`${this.base}/v1/conversations/${conversationId}/attachments?name=${encodeURIComponent(name)}`,
+      { method: 'POST', headers: { authorization: `Bearer ${this.token}` }, body });
+    return response.ok ? response.json() : { status: response.status };
+  }
+
+  /** An attachment's thumbnail (`thumbnail`) or file, as the agent may fetch it. */
+  async fetchAttachment(conversationId, id, thumbnail = false) {
+    return fetch(`${this.base}/v1/conversations/${conversationId}/attachments/${id}${thumbnail ? '/thumbnail' : ''}`,
+      { headers: { authorization: `Bearer ${this.token}` } });
   }
 
   close() { this.ws.close(1000); }
@@ -289,7 +304,7 @@ test('a customer who closes the tab is away: the agent is told, and the widget s
     assert.equal(closed.data.by, 'system');
 
     page = await context.newPage();
-    // The upload below is refused by this server: the browser logs it as a failed load.
+    // The disguised file below is refused (415): the browser logs it as a failed load.
     errors = watchConsole(page, 'shop, again', /WebSocket connection|net::ERR_|Failed to load resource/);
     await page.goto(store.url);
     await openWidget(page);
@@ -298,11 +313,20 @@ test('a customer who closes the tab is away: the agent is told, and the widget s
     await screenshots(page, 'widget-away');
     await page.getByRole('button', { name: 'Start a new conversation' }).click();
     await page.getByText(/You're chatting with Agent dan/).waitFor();
-    // An upload from this other origin passes the CORS preflight and gets the server's own
-    // answer (a status: this server has no attachment routes yet), not a network error.
-    const pdf = Buffer.from('%PDF-1.4\n%%EOF\n');
+    // An upload from this other origin passes the CORS preflight: a receipt as a PDF is sent
+    // and reaches the agent; a program named like a PDF is refused by its content.
+    const pdf = Buffer.from('%PDF-1.4\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n');
     await page.locator('#file').setInputFiles({ name: 'invoice.pdf', mimeType: 'application/pdf', buffer: pdf });
-    await page.locator('.chip.refused', { hasText: /invoice\.pdf: could not upload \(\d{3}\)/ }).waitFor();
+    await page.locator('.chip.ready', { hasText: 'invoice.pdf' }).waitFor();
+    await page.getByRole('button', { name: 'Send' }).click();
+    const withPdf = await agent.next('chat.message', (d) => d.attachments?.length > 0);
+    assert.deepEqual(withPdf.data.attachments.map((a) => [a.name, a.contentType, a.size]), [['invoice.pdf', 'application/pdf', pdf.length]]);
+    await page.locator('#messages li.mine button.file', { hasText: 'invoice.pdf' }).waitFor();
+    const file = await agent.fetchAttachment(withPdf.data.conversationId, withPdf.data.attachments[0].id);
+    assert.deepEqual(Buffer.from(await file.arrayBuffer()), pdf, 'the agent gets the bytes the customer sent');
+    const program = Buffer.concat([Buffer.from('MZ'), Buffer.alloc(64)]);
+    await page.locator('#file').setInputFiles({ name: 'receipt.pdf', mimeType: 'application/pdf', buffer: program });
+    await page.locator('.chip.refused', { hasText: 'receipt.pdf: not a photo or a PDF' }).waitFor();
     errors.assertNone();
   } finally {
     agent.close();
@@ -358,7 +382,7 @@ test('a message typed offline into a conversation the agent ends meanwhile is sh
   }
 });
 
-test('the demo shop page embeds the widget; a file the server refuses is shown as refused', { timeout: 120_000 }, async () => {
+test('the demo shop page embeds the widget; a photo and a PDF go both ways, a disguised file is refused', { timeout: 120_000 }, async () => {
   const chat = new Server(await freePort());
   await chat.start();
   const context = await browser();
@@ -383,14 +407,28 @@ test('the demo shop page embeds the widget; a file the server refuses is shown a
     await page.locator('#panel').waitFor({ state: 'hidden' });
     await openWidget(page);
     await screenshots(page, 'demo-widget');
-    // A photo: its upload is refused by this server (the attachment routes
-    // come with the attachments work); the widget says so beside the file and
-    // sends nothing.
+    // A photo of the rash goes out as a thumbnail on both sides; the agent answers with a PDF.
     const png = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==', 'base64');
     await page.locator('#file').setInputFiles({ name: 'miso.png', mimeType: 'image/png', buffer: png });
-    await page.locator('.chip.refused', { hasText: /miso\.png: (could not upload|not allowed|too big|not a photo)/ }).waitFor();
+    await page.locator('.chip.ready', { hasText: 'miso.png' }).waitFor();
+    await page.getByLabel('Your message').fill('This is the rash');
+    await page.getByRole('button', { name: 'Send' }).click();
+    const photo = await agent.next('chat.message', (d) => d.attachments?.length > 0);
+    assert.equal(photo.data.text, 'This is the rash');
+    assert.deepEqual(photo.data.attachments.map((a) => [a.name, a.contentType, a.width, a.height]), [['miso.png', 'image/png', 1, 1]]);
+    const thumbnail = await agent.fetchAttachment(conversationId, photo.data.attachments[0].id, true);
+    assert.equal(thumbnail.headers.get('content-type'), 'image/jpeg', 'the agent side gets a thumbnail');
+    await page.locator('#messages li.mine img[alt="miso.png"][src^="blob:"]').waitFor();
+    const pdf = Buffer.from('%PDF-1.4\n%%EOF\n');
+    const uploaded = await agent.upload(conversationId, 'care-plan.pdf', pdf);
+    assert.equal(uploaded.contentType, 'application/pdf', JSON.stringify(uploaded));
+    agent.send('chat.send', { conversationId, clientMessageId: crypto.randomUUID(), text: 'Here is the care plan', attachments: [uploaded.id] });
+    await page.locator('#messages li button.file', { hasText: 'care-plan.pdf' }).waitFor();
+    // A text file named like a photo is refused by its content; the widget says so and sends nothing.
+    await page.locator('#file').setInputFiles({ name: 'notes.png', mimeType: 'image/png', buffer: Buffer.from('not a picture at all') });
+    await page.locator('.chip.refused', { hasText: 'notes.png: not a photo or a PDF' }).waitFor();
     await audit(page, 'demo with a refused file');
-    await page.getByRole('button', { name: 'Remove miso.png' }).click();
+    await page.getByRole('button', { name: 'Remove notes.png' }).click();
     await page.locator('.chip').waitFor({ state: 'detached' });
     errors.assertNone();
   } finally {

@@ -4,48 +4,31 @@
 //! socket's (`--allowed-origins`, any in `--dev`): a page that may open the
 //! socket may call these, and no other.
 //!
-//! No cookies are involved (the token is an `Authorization` header the page
-//! sets), so responses never carry `Access-Control-Allow-Credentials`.
+//! tower-http's `CorsLayer` does the protocol (preflights, `Vary`); this module
+//! only says which origins, methods and headers. No cookies are involved (the
+//! token is an `Authorization` header the page sets), so responses never carry
+//! `Access-Control-Allow-Credentials`.
 
-use axum::extract::{Request, State};
-use axum::http::header::{
-    ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
-    ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_METHOD, ORIGIN, VARY,
-};
-use axum::http::{HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use std::time::Duration;
 
-use crate::AppState;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderValue, Method, request::Parts};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
-/// The routes this applies to.
-const PREFIX: &str = "/v1/conversations/";
+use crate::ws::OriginPolicy;
 
-/// Answers the preflight of an allowed origin, and marks the responses to its
-/// requests as readable by it; every other request passes untouched (a
-/// refused origin gets no CORS headers, so its page cannot read the answer).
-pub(crate) async fn conversations(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    let origin = request.headers().get(ORIGIN).cloned();
-    let Some(origin) = origin.filter(|_| request.uri().path().starts_with(PREFIX)) else {
-        return next.run(request).await;
-    };
-    if !app.origins.allows(request.headers()) {
-        return next.run(request).await;
-    }
-    if request.method() == Method::OPTIONS && request.headers().contains_key(ACCESS_CONTROL_REQUEST_METHOD) {
-        let mut response = StatusCode::NO_CONTENT.into_response();
-        let headers = response.headers_mut();
-        headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        headers.insert(ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST"));
-        headers.insert(ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("authorization, content-type"));
-        headers.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
-        headers.append(VARY, HeaderValue::from_static("Origin"));
-        return response;
-    }
-    let mut response = next.run(request).await;
-    let headers = response.headers_mut();
-    headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-    headers.insert(ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("retry-after"));
-    headers.append(VARY, HeaderValue::from_static("Origin"));
-    response
+/// How long a browser may keep a preflight's answer.
+const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
+
+/// The layer of the conversation routes: the origins `origins` lets open the
+/// socket may call them (a request without `Origin` needs no CORS at all).
+pub(crate) fn conversations(origins: OriginPolicy) -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |_: &HeaderValue, request: &Parts| {
+            origins.allows(&request.headers)
+        }))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([AUTHORIZATION, CONTENT_TYPE])
+        .expose_headers([RETRY_AFTER])
+        .max_age(PREFLIGHT_MAX_AGE)
 }

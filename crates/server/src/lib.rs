@@ -186,7 +186,15 @@ pub async fn run(
         tickets: sse::tickets::Tickets::new(node_link.clone()),
         attachments,
     }));
+    // The routes pages of other origins call with a Bearer token (the widget on a shop's page).
+    let conversations = Router::new()
+        .route("/v1/conversations/{id}/messages", get(http::history))
+        .route("/v1/conversations/{id}/attachments", post(attachments::upload))
+        .route("/v1/conversations/{id}/attachments/{attachment}", get(attachments::file))
+        .route("/v1/conversations/{id}/attachments/{attachment}/thumbnail", get(attachments::thumbnail))
+        .layer(cors::conversations(state.origins.clone()));
     let app = Router::new()
+        .merge(conversations)
         .route(petchat_protocol::handshake::PATH, get(ws::upgrade))
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
@@ -194,10 +202,6 @@ pub async fn run(
         .route("/asyncapi.yaml", get(http::asyncapi))
         .route("/openapi.json", get(http::openapi))
         .route("/schemas/{*path}", get(http::schemas))
-        .route("/v1/conversations/{id}/messages", get(http::history))
-        .route("/v1/conversations/{id}/attachments", post(attachments::upload))
-        .route("/v1/conversations/{id}/attachments/{attachment}", get(attachments::file))
-        .route("/v1/conversations/{id}/attachments/{attachment}/thumbnail", get(attachments::thumbnail))
         .route("/v1/api/publish", post(api::publish))
         .route("/v1/api/notify", post(api::notify))
         .route("/v1/api/presence/{user}", get(api::presence))
@@ -210,7 +214,6 @@ pub async fn run(
         .route("/", get(http::page))
         .route("/agent", get(http::page))
         .fallback(http::static_file)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), cors::conversations))
         .layer(telemetry::trace_layer())
         .with_state(state.clone());
 

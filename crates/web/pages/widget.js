@@ -438,8 +438,9 @@
       const button = document.createElement("button");
       button.type = "button";
       button.className = "file";
-      button.setAttribute("aria-label", `Open ${a.name} (${bytes(a.size)})`);
       if (a.contentType?.startsWith("image/")) {
+        // A thumbnail has no text of its own: the label names what it opens.
+        button.setAttribute("aria-label", `Open ${a.name} (${bytes(a.size)})`);
         const img = document.createElement("img");
         img.alt = a.name;
         img.width = 96; img.height = 96;
@@ -447,7 +448,9 @@
         if (url) img.src = url; else if (state.current) loadThumbnail(state.current.id, a.id);
         button.append(img);
       } else {
+        // Its visible text is its name (axe: the accessible name holds the visible text).
         button.textContent = `📄 ${a.name} · ${bytes(a.size)}`;
+        button.title = `Open ${a.name}`;
       }
       button.addEventListener("click", () => openFile(state.current.id, a));
       li.append(button);
