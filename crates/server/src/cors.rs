@@ -24,9 +24,7 @@ const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
 /// socket may call them (a request without `Origin` needs no CORS at all).
 pub(crate) fn conversations(origins: OriginPolicy) -> CorsLayer {
     CorsLayer::new()
-        .allow_origin(AllowOrigin::predicate(move |_: &HeaderValue, request: &Parts| {
-            origins.allows(&request.headers)
-        }))
+        .allow_origin(AllowOrigin::predicate(move |_: &HeaderValue, request: &Parts| origins.allows(&request.headers)))
         .allow_methods([Method::GET, Method::POST])
         .allow_headers([AUTHORIZATION, CONTENT_TYPE])
         .expose_headers([RETRY_AFTER])
