@@ -51,9 +51,9 @@ use std::collections::BTreeSet;
 use petchat_protocol::api::{FirstResponse, Stats, SupportStats};
 use petchat_protocol::limits::{MAX_TOPICS_PER_CONNECTION, PAST_CONVERSATIONS_IN_READY};
 use petchat_protocol::{
-    ClientMessage, CloseCode, ConversationId, ConversationList, ConversationStatus, ErrorCode, LastSeq,
-    ListConversations, ListScope, NotificationsState, PresenceStatus, RequestId, Role, ServerMessage, SubscribeTopic,
-    Timestamp, TopicName, TopicPattern, User, UserId,
+    ClientMessage, CloseCode, ConversationId, ConversationList, ErrorCode, LastSeq, ListConversations, ListScope,
+    NotificationsState, PresenceStatus, RequestId, Role, ServerMessage, SubscribeTopic, Timestamp, TopicName,
+    TopicPattern, User, UserId,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -300,21 +300,13 @@ impl Hub {
         let (counted, first) = counted?;
         // Read before the connection is attached: `session.ready` is its first frame.
         let max_replay = hub.limits.max_replay;
-        let past = ListFilter {
-            scope: ListScope::Mine,
-            status: Some(ConversationStatus::Closed),
-            query: None,
-            after: None,
-            limit: PAST_CONVERSATIONS_IN_READY,
-        };
         let read = async {
             tokio::try_join!(
-                hub.store.member_conversations(&user),
-                hub.store.list_conversations(&user, &past),
+                hub.store.ready_conversations(&user, PAST_CONVERSATIONS_IN_READY),
                 hub.feeds.unread(&user.id, notifications_after, max_replay)
             )
         };
-        let (conversations, mut past, unread) = match read.await {
+        let ((conversations, past), unread) = match read.await {
             Ok(read) => read,
             Err(e) => {
                 hub.registry.unreserve(&user);
@@ -325,7 +317,6 @@ impl Hub {
             }
         };
         let notifications = NotificationsState { unread: unread.unread(), last_seq: unread.last_seq };
-        past.truncate(PAST_CONVERSATIONS_IN_READY);
         let ready = out::session_ready(&user, token_expires_at, &conversations, past, notifications, &hub.limits);
         sink.deliver(&frames::frame(ServerMessage::SessionReady(ready), None));
         out::count_out("session.ready", 1);

@@ -563,6 +563,21 @@ pub trait Store: Send + Sync + 'static {
     /// `filter.limit + 1` so that the caller can tell whether more follow.
     async fn list_conversations(&self, user: &User, filter: &ListFilter) -> Result<Vec<SummaryRecord>, StoreError>;
 
+    /// What `session.ready` lists: the user's open conversations (as
+    /// [`Store::member_conversations`]) and its `past` most recent closed ones
+    /// (as [`Store::list_conversations`] with status closed), read together.
+    async fn ready_conversations(
+        &self,
+        user: &User,
+        past: usize,
+    ) -> Result<(Vec<ConversationRecord>, Vec<SummaryRecord>), StoreError> {
+        let filter = past_filter(past);
+        let (open, mut closed) =
+            tokio::try_join!(self.member_conversations(user), self.list_conversations(user, &filter))?;
+        closed.truncate(past);
+        Ok((open, closed))
+    }
+
     /// The open conversations without a message since `quiet_since` (nor an
     /// opening, for one without messages), oldest first.
     async fn quiet_conversations(&self, quiet_since: Timestamp) -> Result<Vec<ConversationId>, StoreError>;
@@ -582,6 +597,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Flushes and closes the store.
     async fn close(&self);
+}
+
+/// The filter of a user's `past` most recent closed conversations.
+fn past_filter(past: usize) -> ListFilter {
+    ListFilter {
+        scope: ListScope::Mine,
+        status: Some(ConversationStatus::Closed),
+        query: None,
+        after: None,
+        limit: past,
+    }
 }
 
 /// Whether the URL names a store several nodes can share (PostgreSQL).

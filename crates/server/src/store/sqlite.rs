@@ -96,6 +96,49 @@ impl SqliteStore {
 const SEARCH: &str = "(?3 IS NULL OR customer_name LIKE ?3 ESCAPE '\\' OR customer_id LIKE ?3 ESCAPE '\\' \
      OR topic LIKE ?3 ESCAPE '\\')";
 
+/// The open conversations where `user` is the customer or the assigned agent, oldest first.
+fn member_conversations(connection: &Connection, user: &User) -> Result<Vec<ConversationRecord>, StoreError> {
+    let sql = format!(
+        "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE {} = ? AND status != 'closed' ORDER BY created_at, id",
+        member_column(user.role)
+    );
+    all(connection, &sql, [user.id.as_str()], |row| conversation(row))
+}
+
+/// A page of conversations for `user` with their last messages ([`Store::list_conversations`]).
+fn list(connection: &Connection, user: &User, filter: &ListFilter) -> Result<Vec<SummaryRecord>, StoreError> {
+    let sql = match filter.scope {
+        ListScope::Mine => format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE {} = ?1 \
+             AND (?2 IS NULL OR status = ?2) AND {SEARCH} \
+             AND (?4 IS NULL OR (created_at, id) < (SELECT created_at, id FROM conversations WHERE id = ?4)) \
+             ORDER BY created_at DESC, id DESC LIMIT ?5",
+            member_column(user.role)
+        ),
+        ListScope::Queue => format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations \
+             WHERE status = 'queued' AND customer_away_since IS NULL \
+             AND {SEARCH} AND (?4 IS NULL OR (queued_at, created_at, id) > \
+             (SELECT queued_at, created_at, id FROM conversations WHERE id = ?4)) \
+             ORDER BY queued_at, created_at, id LIMIT ?5"
+        ),
+    };
+    let status = filter.status.filter(|_| filter.scope == ListScope::Mine).map(status_name);
+    let query = filter.query.as_ref().map(|q| like_pattern(q.as_str()));
+    let after = filter.after.as_ref().map(ConversationId::as_str);
+    let limit = filter.limit.saturating_add(1) as i64;
+    let page = all(connection, &sql, params![user.id.as_str(), status, query, after, limit], |row| conversation(row))?;
+    let mut last = connection
+        .prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? AND seq = ?"))?;
+    page.into_iter()
+        .map(|rec| {
+            let mut rows = last.query(params![rec.id.as_str(), rec.last_seq.get() as i64])?;
+            let last_message = rows.next()?.map(message).transpose()?;
+            Ok(SummaryRecord { conversation: rec, last_message })
+        })
+        .collect()
+}
+
 fn database_path(url: &str) -> Result<Option<PathBuf>, StoreError> {
     let rest = url.strip_prefix("sqlite:").ok_or_else(|| StoreError::Unsupported(url.to_owned()))?;
     let rest = rest.strip_prefix("//").unwrap_or(rest);
@@ -240,13 +283,8 @@ impl Store for SqliteStore {
     }
 
     async fn member_conversations(&self, user: &User) -> Result<Vec<ConversationRecord>, StoreError> {
-        let id = user.id.clone();
-        let sql = format!(
-            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE {} = ? AND status != 'closed' \
-             ORDER BY created_at, id",
-            member_column(user.role)
-        );
-        Self::on(&self.reader, move |connection| all(connection, &sql, [id.as_str()], |row| conversation(row))).await
+        let user = user.clone();
+        Self::on(&self.reader, move |connection| member_conversations(connection, &user)).await
     }
 
     async fn user_conversations(&self, user: &UserId) -> Result<Vec<ConversationRecord>, StoreError> {
@@ -274,40 +312,22 @@ impl Store for SqliteStore {
     }
 
     async fn list_conversations(&self, user: &User, filter: &ListFilter) -> Result<Vec<SummaryRecord>, StoreError> {
-        let sql = match filter.scope {
-            ListScope::Mine => format!(
-                "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE {} = ?1 \
-                 AND (?2 IS NULL OR status = ?2) AND {SEARCH} \
-                 AND (?4 IS NULL OR (created_at, id) < (SELECT created_at, id FROM conversations WHERE id = ?4)) \
-                 ORDER BY created_at DESC, id DESC LIMIT ?5",
-                member_column(user.role)
-            ),
-            ListScope::Queue => format!(
-                "SELECT {CONVERSATION_COLUMNS} FROM conversations \
-                 WHERE status = 'queued' AND customer_away_since IS NULL \
-                 AND {SEARCH} AND (?4 IS NULL OR (queued_at, created_at, id) > \
-                 (SELECT queued_at, created_at, id FROM conversations WHERE id = ?4)) \
-                 ORDER BY queued_at, created_at, id LIMIT ?5"
-            ),
-        };
-        let user = user.id.clone();
-        let status = filter.status.filter(|_| filter.scope == ListScope::Mine).map(status_name);
-        let query = filter.query.as_ref().map(|q| like_pattern(q.as_str()));
-        let after = filter.after.clone();
-        let limit = filter.limit.saturating_add(1) as i64;
+        let (user, filter) = (user.clone(), filter.clone());
+        Self::on(&self.reader, move |connection| list(connection, &user, &filter)).await
+    }
+
+    async fn ready_conversations(
+        &self,
+        user: &User,
+        past: usize,
+    ) -> Result<(Vec<ConversationRecord>, Vec<SummaryRecord>), StoreError> {
+        // One hop to the reader for both: a connection's first frame waits for it.
+        let user = user.clone();
         Self::on(&self.reader, move |connection| {
-            let args = params![user.as_str(), status, query, after.as_ref().map(ConversationId::as_str), limit];
-            let page = all(connection, &sql, args, |row| conversation(row))?;
-            let mut last = connection.prepare_cached(&format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? AND seq = ?"
-            ))?;
-            page.into_iter()
-                .map(|rec| {
-                    let mut rows = last.query(params![rec.id.as_str(), rec.last_seq.get() as i64])?;
-                    let last_message = rows.next()?.map(message).transpose()?;
-                    Ok(SummaryRecord { conversation: rec, last_message })
-                })
-                .collect()
+            let open = member_conversations(connection, &user)?;
+            let mut closed = list(connection, &user, &super::past_filter(past))?;
+            closed.truncate(past);
+            Ok((open, closed))
         })
         .await
     }
