@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use petchat_protocol::{AttachmentId, ClientMessageId, ConversationId, LastSeq, ListScope, Timestamp, User, UserId};
+use petchat_protocol::{
+    AttachmentId, ClientMessageId, ConversationId, LastSeq, ListScope, Role, Timestamp, User, UserId,
+};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
 use self::batch::{apply_one, one_node_only, stored_message};
@@ -103,6 +105,44 @@ fn member_conversations(connection: &Connection, user: &User) -> Result<Vec<Conv
         member_column(user.role)
     );
     all(connection, &sql, [user.id.as_str()], |row| conversation(row))
+}
+
+/// The `past` most recent closed conversations of `user`, with their last
+/// messages: `list` with `status: closed`, as a fixed statement that walks
+/// the member's index (`conversations_by_customer` / `_by_agent`) backwards and
+/// stops at `past`, since every connection reads it for its `session.ready`.
+fn past_conversations(connection: &Connection, user: &User, past: usize) -> Result<Vec<SummaryRecord>, StoreError> {
+    static SQL: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
+        [Role::Customer, Role::Agent].map(|role| {
+            format!(
+                "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE {} = ?1 AND status = 'closed' \
+                 ORDER BY created_at DESC, id DESC LIMIT ?2",
+                member_column(role)
+            )
+        })
+    });
+    let sql = &SQL[usize::from(user.role == Role::Agent)];
+    let page = all(connection, sql, params![user.id.as_str(), past as i64], |row| conversation(row))?;
+    with_last_messages(connection, page)
+}
+
+/// Each conversation with its last message (seq = `last_seq`), if it has one.
+fn with_last_messages(
+    connection: &Connection,
+    page: Vec<ConversationRecord>,
+) -> Result<Vec<SummaryRecord>, StoreError> {
+    if page.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut last = connection
+        .prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? AND seq = ?"))?;
+    page.into_iter()
+        .map(|rec| {
+            let mut rows = last.query(params![rec.id.as_str(), rec.last_seq.get() as i64])?;
+            let last_message = rows.next()?.map(message).transpose()?;
+            Ok(SummaryRecord { conversation: rec, last_message })
+        })
+        .collect()
 }
 
 /// A page of conversations for `user` with their last messages ([`Store::list_conversations`]).
@@ -325,8 +365,7 @@ impl Store for SqliteStore {
         let user = user.clone();
         Self::on(&self.reader, move |connection| {
             let open = member_conversations(connection, &user)?;
-            let mut closed = list(connection, &user, &super::past_filter(past))?;
-            closed.truncate(past);
+            let closed = past_conversations(connection, &user, past)?;
             Ok((open, closed))
         })
         .await
