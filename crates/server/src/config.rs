@@ -147,6 +147,11 @@ pub struct AttachmentSettings {
     /// Milliseconds an upload's body may take to arrive; a slower one is answered 408.
     #[arg(long, env = "PETCHAT_UPLOAD_TIMEOUT_MS", default_value_t = 60_000)]
     pub upload_timeout_ms: u64,
+
+    /// Milliseconds an upload may wait for the `chat.send` that names it: an
+    /// older upload no message sent is deleted, its record and its files.
+    #[arg(long, env = "PETCHAT_UNSENT_ATTACHMENT_MS", default_value_t = 3_600_000)]
+    pub unsent_attachment_ms: u64,
 }
 
 impl AttachmentSettings {
@@ -167,6 +172,17 @@ impl AttachmentSettings {
     /// How long an upload's body may take.
     pub fn upload_timeout(&self) -> Duration {
         Duration::from_millis(self.upload_timeout_ms.max(1))
+    }
+
+    /// How long an upload may stay unsent.
+    pub fn unsent_attachment(&self) -> Duration {
+        Duration::from_millis(self.unsent_attachment_ms)
+    }
+
+    /// How often the server looks for unsent uploads to delete: a tenth of
+    /// `--unsent-attachment-ms`, between 50 ms and 60 s, so one goes at most that late.
+    pub fn unsent_sweep(&self) -> Duration {
+        Duration::from_millis((self.unsent_attachment_ms / 10).clamp(50, 60_000))
     }
 }
 

@@ -169,6 +169,7 @@ pub async fn run(
         std::time::Duration::from_millis(config.topics.support_stats_interval_ms),
         stop.clone(),
     );
+    attachments::sweep_unsent(attachments.clone(), store.clone(), stop.clone());
     let state = AppState(Arc::new(Shared {
         hub,
         keys: Keys::new(secret.as_bytes()).with_leeway_ms(config.limits.token_leeway_ms),

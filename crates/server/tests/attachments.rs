@@ -564,6 +564,67 @@ async fn a_slow_upload_times_out_and_a_full_conversation_takes_no_more() {
     assert_eq!(files, 1, "the refused upload's file is removed");
 }
 
+/// `--unsent-attachment-ms`: an upload no `chat.send` names in time is
+/// deleted, its files and its record (no longer served, sendable or counted
+/// against the conversation's cap), while a sent one stays; and the partial
+/// files a stopped process left are removed at start, but not recent ones.
+#[tokio::test]
+async fn an_upload_never_sent_is_deleted_after_its_time_and_a_sent_one_stays() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let (stale, fresh) = (dir.path().join(".stale-upload.part"), dir.path().join(".fresh-upload.part"));
+    for path in [&stale, &fresh] {
+        std::fs::write(path, b"%PDF").expect("a partial file");
+    }
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let file = std::fs::OpenOptions::new().write(true).open(&stale).expect("open");
+    file.set_modified(an_hour_ago).expect("an old modification time");
+    drop(file);
+    let path = dir.path().to_owned();
+    let server = TestServer::start_with(move |config| {
+        config.attachments.attachments_dir = Some(path);
+        config.attachments.unsent_attachment_ms = 1_500;
+        config.attachments.max_attachments_per_conversation = 2;
+    })
+    .await;
+    let (mut customer, mut agent, id) = server.pair("att-c9", "att-a9").await;
+    assert!(!stale.exists(), "a partial file older than an upload may take is removed at start");
+    assert!(fresh.exists(), "a recent partial file (another node's upload, on a shared directory) stays");
+    let token = server.token("att-c9", Role::Customer);
+    let sent =
+        upload(&server, &id, &token, "sent.png", &png(40, 30)).await.json()["id"].as_str().expect("id").to_owned();
+    customer.send(send_with(&id, "here it is", &[&sent])).await;
+    customer.recv_until("chat.ack").await;
+    agent.recv_until("chat.message").await;
+    let unsent = upload(&server, &id, &token, "unsent.pdf", PDF).await.json()["id"].as_str().expect("id").to_owned();
+    let answer = upload(&server, &id, &token, "third.pdf", PDF).await;
+    assert_eq!((answer.status, answer.json()["code"].as_str()), (409, Some("limit_reached")), "unsent ones count");
+
+    let deadline = Instant::now() + WAIT;
+    while fetch(&server, &id, &unsent, "", Some(&token)).await.status != 404 {
+        assert!(Instant::now() < deadline, "the unsent upload was not deleted within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|name| name.starts_with(unsent.as_str())), "its file is gone: {names:?}");
+    assert!(names.contains(&sent) && names.contains(&format!("{sent}.thumb.jpg")), "the sent one's stay: {names:?}");
+    let agent_token = server.token("att-a9", Role::Agent);
+    assert_eq!(fetch(&server, &id, &sent, "", Some(&agent_token)).await.status, 200);
+    assert_eq!(fetch(&server, &id, &sent, "/thumbnail", Some(&token)).await.status, 200);
+
+    let mut late = send_with(&id, "and this", &[&unsent]);
+    late["id"] = json!("late");
+    customer.send(late).await;
+    let error = customer.recv_until("error").await;
+    assert_eq!(
+        (error["data"]["code"].as_str(), error["data"]["refId"].as_str()),
+        (Some("invalid_message"), Some("late"))
+    );
+    assert_eq!(upload(&server, &id, &token, "again.pdf", PDF).await.status, 201, "the deleted one freed its place");
+}
+
 /// A JPEG whose EXIF says "rotate 90° clockwise to show" (orientation 6), as phones write them.
 fn rotated_jpeg(width: u32, height: u32) -> Vec<u8> {
     let plain = picture(width, height, image::ImageFormat::Jpeg);

@@ -102,6 +102,13 @@ impl Store for GatedStore {
     ) -> Result<Vec<petchat_server::store::SummaryRecord>, StoreError> {
         self.inner.list_conversations(user, filter).await
     }
+    async fn forget_unsent_attachments(
+        &self,
+        uploaded_before: petchat_protocol::Timestamp,
+        limit: usize,
+    ) -> Result<Vec<AttachmentId>, StoreError> {
+        self.inner.forget_unsent_attachments(uploaded_before, limit).await
+    }
     async fn quiet_conversations(
         &self,
         quiet_since: petchat_protocol::Timestamp,

@@ -206,6 +206,63 @@ async fn attachment_rules(store: &dyn Store) {
     assert_eq!(outcomes, [("closed", 0)]);
 }
 
+/// The upload of [`upload`], made `ms` after the tests' epoch.
+fn upload_at(id: &str, conversation: &str, uploader: &User, ms: i64) -> Write {
+    let Write::CreateAttachment { mut record, max_per_conversation } = upload(id, conversation, uploader, 10) else {
+        unreachable!("upload makes an upload")
+    };
+    record.created_at = at(ms);
+    Write::CreateAttachment { record, max_per_conversation }
+}
+
+/// The sweep of `--unsent-attachment-ms` on any store: it forgets only
+/// uploads no message sent, made before the time, oldest first and at most
+/// the limit, and a forgotten upload can no longer be sent.
+async fn unsent_upload_rules(store: &dyn Store) {
+    let (ana, agent) = (user("ana", Role::Customer), user("agent-1", Role::Agent));
+    store.apply(&[create("conv-1", &ana, Some(&agent), 0)]).await.expect("created");
+    let uploads = [
+        upload_at("sent", "conv-1", &ana, 5),
+        upload_at("old-2", "conv-1", &ana, 20),
+        upload_at("old-1", "conv-1", &agent, 10),
+        upload_at("new", "conv-1", &ana, 100),
+    ];
+    store.apply(&uploads).await.expect("uploaded");
+    let sent = store.apply(&[append_with("conv-1", &ana, 1, &["sent"])]).await.expect("applied");
+    assert_eq!(sent.iter().map(outcome).collect::<Vec<_>>(), [("appended", 1)]);
+
+    let ids = |ids: Vec<AttachmentId>| ids.iter().map(|id| id.as_str().to_owned()).collect::<Vec<_>>();
+    let first = store.forget_unsent_attachments(at(50), 1).await.expect("swept");
+    assert_eq!(ids(first), ["old-1"], "the oldest unsent upload first, at most the limit");
+    let rest = store.forget_unsent_attachments(at(50), 10).await.expect("swept");
+    assert_eq!(ids(rest), ["old-2"], "neither the sent one nor the one made after the time");
+    let again = store.forget_unsent_attachments(at(50), 10).await.expect("swept");
+    assert!(again.is_empty(), "each upload is forgotten once: {again:?}");
+
+    let conversation = conversation_id("conv-1");
+    let read = |id: &'static str| {
+        let (conversation, id) = (&conversation, AttachmentId::new(id).expect("id"));
+        async move { store.attachment(conversation, &id).await }
+    };
+    assert_eq!(read("old-1").await.expect("read"), None);
+    assert!(read("sent").await.expect("read").is_some_and(|a| a.message_id.is_some()), "a sent upload stays");
+    assert!(read("new").await.expect("read").is_some(), "a recent upload stays");
+    let batch = [append_with("conv-1", &ana, 2, &["old-2"]), append_with("conv-1", &ana, 3, &["new"])];
+    let outcomes: Vec<_> = store.apply(&batch).await.expect("applied").iter().map(outcome).collect();
+    assert_eq!(outcomes, [("attachments refused", 0), ("appended", 2)], "a forgotten upload cannot be sent");
+}
+
+#[tokio::test]
+async fn the_sweep_forgets_only_old_uploads_no_message_sent() {
+    let database = TestDatabase::new().await;
+    unsent_upload_rules(&*database.open().await).await;
+}
+
+#[tokio::test]
+async fn the_memory_store_forgets_unsent_uploads_by_the_same_rules() {
+    unsent_upload_rules(&petchat_server::store::MemoryStore::new()).await;
+}
+
 #[tokio::test]
 async fn attachments_are_sent_once_by_their_uploader_in_their_conversation() {
     let database = TestDatabase::new().await;

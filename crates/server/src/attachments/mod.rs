@@ -30,16 +30,17 @@ use futures_util::StreamExt;
 use petchat_protocol::token::Claims;
 use petchat_protocol::{
     Attachment, AttachmentId, AttachmentName, AttachmentType, ConversationId, ConversationStatus, ErrorCode, ErrorData,
+    Timestamp,
 };
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tracing::{debug, error};
+use tracing::{debug, error, warn};
 
 use crate::AppState;
 use crate::config::AttachmentSettings;
 use crate::gate::Gate;
-use crate::store::{Applied, AttachmentRecord, ConversationRecord, Write};
+use crate::store::{Applied, AttachmentRecord, ConversationRecord, Store, Write};
 
 /// What the attachment routes share: where the files are and the limits.
 pub(crate) struct Attachments {
@@ -58,6 +59,7 @@ impl Attachments {
     /// Opens (creating it if missing) the directory of the files.
     pub(crate) fn open(dir: PathBuf, settings: AttachmentSettings) -> std::io::Result<Arc<Self>> {
         std::fs::create_dir_all(&dir)?;
+        remove_stale_parts(&dir, settings.upload_timeout());
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
         Ok(Arc::new(Self {
             uploads: Gate::new(settings.max_uploads, settings.max_uploads_per_user),
@@ -74,6 +76,85 @@ impl Attachments {
     fn thumbnail(&self, id: &AttachmentId) -> PathBuf {
         self.dir.join(format!("{}.thumb.jpg", id.as_str()))
     }
+
+    /// Removes an attachment's file and thumbnail (either may be missing).
+    async fn remove_files(&self, id: &AttachmentId) {
+        for path in [self.file(id), self.thumbnail(id)] {
+            match tokio::fs::remove_file(&path).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    warn!(error = %e, path = %path.display(), "attachments: removing a file failed");
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Removes the partial files (`.ID.part`) an earlier process left when it
+/// stopped in the middle of an upload; those younger than an upload may take
+/// can be another node's, on a shared directory, and stay.
+fn remove_stale_parts(dir: &Path, upload_timeout: std::time::Duration) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let partial = name.to_str().is_some_and(|name| name.starts_with('.') && name.ends_with(".part"));
+        let stale = || {
+            let modified = entry.metadata().and_then(|m| m.modified()).ok();
+            modified.and_then(|at| at.elapsed().ok()).is_some_and(|age| age > upload_timeout)
+        };
+        if partial
+            && stale()
+            && let Err(e) = std::fs::remove_file(entry.path())
+        {
+            warn!(error = %e, path = %entry.path().display(), "attachments: removing a partial upload failed");
+        }
+    }
+}
+
+/// Most uploads one sweep forgets before it looks again (so that one
+/// transaction never holds the writer long).
+const SWEEP_BATCH: usize = 256;
+
+/// Deletes, every [`AttachmentSettings::unsent_sweep`] until `stop`, the
+/// uploads no message sent within `--unsent-attachment-ms` (docs/protocol.md,
+/// "Attachments"): the store forgets them first, so that no `chat.send` can
+/// name one any more, then their files go. Nodes sharing a database and a
+/// directory sweep side by side, each forgetting rows no other one took.
+pub(crate) fn sweep_unsent(
+    attachments: Arc<Attachments>,
+    store: Arc<dyn Store>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let (every, unsent_for) = (attachments.settings.unsent_sweep(), attachments.settings.unsent_attachment());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let now = crate::hub::frames::now().as_unix_ms();
+            let before = now.saturating_sub(i64::try_from(unsent_for.as_millis()).unwrap_or(i64::MAX));
+            let Some(before) = Timestamp::from_unix_ms(before.max(0)) else { continue };
+            loop {
+                let forgotten = match store.forget_unsent_attachments(before, SWEEP_BATCH).await {
+                    Ok(forgotten) => forgotten,
+                    Err(e) => {
+                        warn!(error = %e, "attachments: forgetting the unsent uploads failed");
+                        break;
+                    }
+                };
+                for id in &forgotten {
+                    attachments.remove_files(id).await;
+                }
+                metrics::counter!("petchat_attachments_unsent_deleted_total").increment(forgotten.len() as u64);
+                if forgotten.len() < SWEEP_BATCH || stop.is_cancelled() {
+                    break;
+                }
+            }
+        }
+    });
 }
 
 /// The upload's query.

@@ -292,6 +292,26 @@ impl Store for MemoryStore {
         Ok(self.data().attachments.get(id).filter(|a| a.conversation_id == *conversation).cloned())
     }
 
+    async fn forget_unsent_attachments(
+        &self,
+        uploaded_before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<AttachmentId>, StoreError> {
+        let mut data = self.data();
+        let mut unsent: Vec<(Timestamp, AttachmentId)> = data
+            .attachments
+            .values()
+            .filter(|a| a.message_id.is_none() && a.created_at < uploaded_before)
+            .map(|a| (a.created_at, a.attachment.id.clone()))
+            .collect();
+        unsent.sort();
+        unsent.truncate(limit);
+        for (_, id) in &unsent {
+            data.attachments.remove(id);
+        }
+        Ok(unsent.into_iter().map(|(_, id)| id).collect())
+    }
+
     async fn receipts(&self, id: &ConversationId) -> Result<Vec<ReceiptRecord>, StoreError> {
         let data = self.data();
         let mut records: Vec<ReceiptRecord> =

@@ -582,6 +582,17 @@ pub trait Store: Send + Sync + 'static {
     /// opening, for one without messages), oldest first.
     async fn quiet_conversations(&self, quiet_since: Timestamp) -> Result<Vec<ConversationId>, StoreError>;
 
+    /// Forgets at most `limit` uploads that no message sent and that were
+    /// uploaded before `uploaded_before`, oldest first, and returns their ids
+    /// so that the caller removes their files. An append that names one of
+    /// them afterwards is refused ([`Applied::AttachmentsRefused`]); one that
+    /// claimed it first keeps it.
+    async fn forget_unsent_attachments(
+        &self,
+        uploaded_before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<AttachmentId>, StoreError>;
+
     /// For each conversation opened at or after `since` that an agent has
     /// answered: how long, in ms, from its opening to the agent's first
     /// message (the dashboard's first-response time), in no particular order.

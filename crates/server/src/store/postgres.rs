@@ -102,6 +102,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "feeds", include_str!("../../migrations/postgres/0003_feeds.sql")),
     (4, "lifecycle", include_str!("../../migrations/postgres/0004_lifecycle.sql")),
     (5, "attachments", include_str!("../../migrations/postgres/0005_attachments.sql")),
+    (6, "unsent_attachments", include_str!("../../migrations/postgres/0006_unsent_attachments.sql")),
 ];
 
 /// The open conversations, in the order SQLite gives (which sorts NULL first), ties by id.
@@ -437,6 +438,25 @@ impl Store for PostgresStore {
             .map(|row| {
                 ConversationId::new(Pg(row).text("id")?)
                     .map_err(|e| StoreError::Corrupt(format!("conversation id: {e}")))
+            })
+            .collect()
+    }
+
+    async fn forget_unsent_attachments(
+        &self,
+        uploaded_before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<AttachmentId>, StoreError> {
+        // SKIP LOCKED: the nodes of a cluster sweep side by side, and an
+        // append claiming one of the rows makes the sweep pass it by.
+        let sql = "DELETE FROM attachments WHERE id IN (SELECT id FROM attachments \
+             WHERE message_id IS NULL AND created_at < $1 ORDER BY created_at, id COLLATE \"C\" LIMIT $2 \
+             FOR UPDATE SKIP LOCKED) RETURNING id";
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.read(sql, &[&uploaded_before.as_unix_ms(), &limit], ATTEMPT_TIMEOUT).await?;
+        rows.iter()
+            .map(|row| {
+                AttachmentId::new(Pg(row).text("id")?).map_err(|e| StoreError::Corrupt(format!("attachment id: {e}")))
             })
             .collect()
     }

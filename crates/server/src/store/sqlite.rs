@@ -50,6 +50,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_feeds.sql"),
     include_str!("../../migrations/sqlite/0004_lifecycle.sql"),
     include_str!("../../migrations/sqlite/0005_attachments.sql"),
+    include_str!("../../migrations/sqlite/0006_unsent_attachments.sql"),
 ];
 
 impl SqliteStore {
@@ -308,6 +309,28 @@ impl Store for SqliteStore {
             let mut statement = connection.prepare_cached(&sql)?;
             let mut rows = statement.query([id.as_str(), conversation.as_str()])?;
             rows.next()?.map(attachment).transpose()
+        })
+        .await
+    }
+
+    async fn forget_unsent_attachments(
+        &self,
+        uploaded_before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<AttachmentId>, StoreError> {
+        Self::on(&self.writer, move |connection| {
+            let mut statement = connection.prepare_cached(
+                "DELETE FROM attachments WHERE id IN (SELECT id FROM attachments \
+                 WHERE message_id IS NULL AND created_at < ? ORDER BY created_at, id LIMIT ?) RETURNING id",
+            )?;
+            let ids = statement
+                .query_map(params![uploaded_before.as_unix_ms(), i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
+                    row.get::<_, String>(0)
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            ids.into_iter()
+                .map(|id| AttachmentId::new(id).map_err(|e| StoreError::Corrupt(format!("attachment id: {e}"))))
+                .collect()
         })
         .await
     }
